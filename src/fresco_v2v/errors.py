@@ -1,0 +1,28 @@
+"""One exception family with messages a user can act on.
+
+The CLI maps every :class:`FrescoError` to exit code 2 and prints its message without a traceback.
+"""
+
+
+class FrescoError(Exception):
+    """Base class of every error fresco-v2v raises on purpose."""
+
+
+class InputError(FrescoError):
+    """A user-supplied file (video, image, keyframe folder) is missing or unusable."""
+
+
+class ConfigError(FrescoError, ValueError):
+    """A configuration value is invalid; the message names the field, what was expected and what was given."""
+
+    def __init__(self, field: str, expected: str, given: object):
+        self.field, self.expected, self.given = field, expected, given
+        super().__init__(f"{field}: expected {expected}, got {given!r}")
+
+
+class ModelNotFound(FrescoError):
+    """Model weights could not be found or loaded; the message says what to pass instead."""
+
+
+class OutOfMemory(FrescoError):
+    """The device ran out of memory; the message gives the figures and what to lower."""

@@ -1,0 +1,372 @@
+"""Video I/O with PyAV: exact frame rates, the model's frame size, and the original audio.
+
+Reading keeps the frame rate as a :class:`fractions.Fraction` (29.97 fps stays 30000/1001), the frame count and a
+reference to the audio stream. Writing encodes H.264 (yuv420p) in mp4 at that exact rate and remuxes the input's
+audio packets untouched when the mp4 container can hold its codec (otherwise it re-encodes to AAC and logs so).
+
+Resize policy (paper §4 works at 512 px; SD1.5's UNet needs sides that are multiples of 64, because its decoder
+sees 1/64 of the frame): the short side is scaled to ``short_side`` (default 512) keeping the aspect ratio, then
+the long side is brought to a multiple of 64 by a centred **crop** (default; at most 63 px are lost) or by
+**pad** (edge replication; :meth:`FrameFit.unfit` removes the padding again). Frames are never stretched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from .errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+#: Decoder blocks of SD1.5 see 1/64 of the frame (VAE 1/8, three UNet downsamplings), so sides are multiples of 64.
+MODEL_MULTIPLE = 64
+#: Default short side, paper §4 (SD1.5 is trained at 512 px).
+DEFAULT_SHORT_SIDE = 512
+#: A source frame smaller than this on either side has less than one token at the UNet's deepest scale.
+MIN_SOURCE_SIDE = 64
+#: Audio codecs that the mp4 muxer stores as they are; anything else is re-encoded to AAC.
+MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "mp2", "opus", "alac", "flac", "ac3", "eac3"})
+_STANDARD_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """Where the original audio lives: it is remuxed from the source file at write time, never decoded early."""
+
+    path: Path
+    stream_index: int
+    codec: str
+    sample_rate: int
+    channels: int
+    #: Seconds after which packets are dropped (set when only the first frames of a video were read).
+    until: float | None = None
+
+
+@dataclass(frozen=True)
+class FrameFit:
+    """How a source frame is brought to the model's size: scale (aspect kept), then crop or pad the long side."""
+
+    source_size: tuple[int, int]  # (W, H) of the file
+    scaled_size: tuple[int, int]  # (W, H) after scaling the short side
+    size: tuple[int, int]  # (W, H) given to the model, multiples of `multiple`
+    offset: tuple[
+        int, int
+    ]  # (x, y) of the model frame inside the scaled frame (crop) or of it inside the model frame (pad)
+    mode: str  # "crop" or "pad"
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """[H0, W0, 3] uint8 source frame -> [H, W, 3] uint8 model frame."""
+        if (frame.shape[1], frame.shape[0]) != self.scaled_size:
+            shrink = self.scaled_size[0] < frame.shape[1]
+            frame = cv2.resize(frame, self.scaled_size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        x, y = self.offset
+        w, h = self.size
+        if self.mode == "crop":
+            return np.ascontiguousarray(frame[y : y + h, x : x + w])
+        sw, sh = self.scaled_size
+        return cv2.copyMakeBorder(frame, y, h - sh - y, x, w - sw - x, cv2.BORDER_REPLICATE)
+
+    def unfit(self, frame: np.ndarray) -> np.ndarray:
+        """Model frame -> frame at ``scaled_size`` with padding removed (pad mode); crop mode returns it as is."""
+        if self.mode == "crop":
+            return frame
+        x, y = self.offset
+        sw, sh = self.scaled_size
+        return np.ascontiguousarray(frame[y : y + sh, x : x + sw])
+
+
+def plan_fit(
+    source_size: tuple[int, int],
+    short_side: int | None = DEFAULT_SHORT_SIDE,
+    multiple: int = MODEL_MULTIPLE,
+    mode: str = "crop",
+) -> FrameFit:
+    """Plan the resize of a (W, H) source; ``short_side=None`` keeps the source size (it must fit ``multiple``)."""
+    if mode not in ("crop", "pad"):
+        raise ConfigError("fit", "'crop' or 'pad'", mode)
+    if not isinstance(multiple, int) or multiple < 1:
+        raise ConfigError("multiple", "a positive integer", multiple)
+    w0, h0 = source_size
+    if short_side is None:
+        if w0 % multiple or h0 % multiple:
+            raise ConfigError(
+                "resolution",
+                f"a short side to resize to, since the frames ({w0}x{h0}) are not multiples of {multiple}",
+                None,
+            )
+        return FrameFit(source_size, source_size, source_size, (0, 0), mode)
+    if not isinstance(short_side, int) or short_side < multiple or short_side % multiple:
+        raise ConfigError("resolution", f"a multiple of {multiple} (e.g. 512)", short_side)
+    scale = short_side / min(w0, h0)
+    # The short side is set exactly; the long side is rounded (aspect ratio kept to within half a pixel).
+    sw, sh = (
+        (short_side, max(short_side, round(h0 * scale)))
+        if w0 <= h0
+        else (max(short_side, round(w0 * scale)), short_side)
+    )
+    if mode == "crop":
+        w, h = sw // multiple * multiple, sh // multiple * multiple
+        return FrameFit(source_size, (sw, sh), (w, h), ((sw - w) // 2, (sh - h) // 2), mode)
+    w, h = -(-sw // multiple) * multiple, -(-sh // multiple) * multiple
+    return FrameFit(source_size, (sw, sh), (w, h), ((w - sw) // 2, (h - sh) // 2), mode)
+
+
+@dataclass
+class Clip:
+    """Decoded video: frames at the model's size, the exact rate and the audio to carry over."""
+
+    frames: np.ndarray  # [T, H, W, 3] uint8 RGB
+    fps: Fraction
+    path: Path
+    fit: FrameFit
+    audio: AudioTrack | None
+    #: Frames in the file when it says so (the container's count), else the number decoded.
+    source_frame_count: int
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(W, H) of the frames."""
+        return int(self.frames.shape[2]), int(self.frames.shape[1])
+
+    @property
+    def duration(self) -> float:
+        return float(self.num_frames / self.fps)
+
+
+def _open_input(path: str | os.PathLike) -> tuple[Path, av.container.InputContainer]:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, expected a video file")
+    try:
+        return p, av.open(str(p), mode="r")
+    except av.FFmpegError as e:
+        raise InputError(f"{p}: not a video file that ffmpeg can read ({e.strerror or e})") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot be opened ({e})") from None
+
+
+def _frame_rate(p: Path, stream) -> Fraction:
+    # average_rate is what ffprobe reports as avg_frame_rate (exact for constant-rate files, e.g. 30000/1001).
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return Fraction(rate)
+    raise InputError(f"{p}: the video stream has no frame rate")
+
+
+def _audio_track(p: Path, container) -> AudioTrack | None:
+    if not container.streams.audio:
+        return None
+    a = container.streams.audio[0]
+    cc = a.codec_context
+    return AudioTrack(p, a.index, cc.name, int(cc.sample_rate or 0), int(cc.channels or 0))
+
+
+def iter_frames(
+    path: str | os.PathLike, fit: FrameFit | None = None, max_frames: int | None = None
+) -> Iterator[np.ndarray]:
+    """Decode RGB uint8 frames one by one (fitted when ``fit`` is given), so long videos need not fit in memory."""
+    p, container = _open_input(path)
+    with container:
+        if not container.streams.video:
+            raise InputError(f"{p}: has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        n = 0
+        try:
+            for frame in container.decode(stream):
+                if max_frames is not None and n >= max_frames:
+                    break
+                rgb = frame.to_ndarray(format="rgb24")
+                yield fit.apply(rgb) if fit is not None else rgb
+                n += 1
+        except av.FFmpegError as e:
+            if n == 0:
+                raise InputError(f"{p}: no frame could be decoded ({e.strerror or e})") from None
+            logger.warning("%s: decoding stopped after %d frames (%s); keeping those", p, n, e)
+
+
+def read_video(
+    path: str | os.PathLike,
+    *,
+    short_side: int | None = DEFAULT_SHORT_SIDE,
+    fit: str = "crop",
+    multiple: int = MODEL_MULTIPLE,
+    max_frames: int | None = None,
+) -> Clip:
+    """Read any ffmpeg-readable video into a :class:`Clip` at the model's frame size (see the module docstring).
+
+    Raises :class:`InputError` naming the file for: a missing file, a file that is not a video, no video stream,
+    zero decodable frames, and frames smaller than ``MIN_SOURCE_SIDE`` pixels on a side.
+    """
+    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+        raise ConfigError("max_frames", "a positive integer or None", max_frames)
+    p, container = _open_input(path)
+    with container:
+        if not container.streams.video:
+            raise InputError(f"{p}: has no video stream (is it an audio file?)")
+        stream = container.streams.video[0]
+        w0, h0 = stream.codec_context.width, stream.codec_context.height
+        fps = _frame_rate(p, stream)
+        audio = _audio_track(p, container)
+        declared = int(stream.frames or 0)
+    if min(w0, h0) < MIN_SOURCE_SIDE:
+        raise InputError(f"{p}: frames are {w0}x{h0}; the model needs at least {MIN_SOURCE_SIDE} px on each side")
+    plan = plan_fit((w0, h0), short_side, multiple, fit)
+    frames = list(iter_frames(p, plan, max_frames))
+    if not frames:
+        raise InputError(f"{p}: the video stream has no decodable frames")
+    if audio is not None and max_frames is not None and len(frames) < (declared or len(frames) + 1):
+        audio = AudioTrack(
+            audio.path,
+            audio.stream_index,
+            audio.codec,
+            audio.sample_rate,
+            audio.channels,
+            until=float(len(frames) / fps),
+        )
+    logger.info(
+        "read %s: %d frames at %s fps, %dx%d -> %dx%d (%s)%s",
+        p,
+        len(frames),
+        fps,
+        w0,
+        h0,
+        *plan.size,
+        plan.mode,
+        f", audio {audio.codec}" if audio else ", no audio",
+    )
+    return Clip(np.stack(frames), fps, p, plan, audio, declared or len(frames))
+
+
+def _atomic_target(path: Path) -> Path:
+    # Same folder, so the final os.replace is an atomic rename; the suffix keeps the container format guessable.
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: Fraction | int | float,
+    *,
+    audio: AudioTrack | None = None,
+    crf: int = 18,
+    preset: str = "medium",
+) -> Path:
+    """Write RGB uint8 frames as H.264 (yuv420p) mp4 at exactly ``fps``, with ``audio`` remuxed from its file.
+
+    The file appears at ``path`` only when complete (written to a temporary name, then renamed). yuv420p needs even
+    sides: an odd-sized frame gets one replicated pixel row/column, and a warning says so.
+    """
+    out_path = Path(path)
+    rate = Fraction(fps).limit_denominator(1_000_000)
+    if rate <= 0:
+        raise ConfigError("fps", "a positive frame rate", fps)
+    tmp = _atomic_target(out_path)
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as out:
+            vstream = None
+            a_in = a_out = None
+            n = 0
+            for frame in frames:
+                frame = np.asarray(frame)
+                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                    raise ConfigError("frames", "[H, W, 3] uint8 RGB arrays", f"{frame.dtype} {frame.shape}")
+                if vstream is None:
+                    h, w = frame.shape[:2]
+                    pad_h, pad_w = h % 2, w % 2
+                    if pad_h or pad_w:
+                        logger.warning(
+                            "%s: %dx%d is odd-sized; yuv420p needs even sides, replicating one edge pixel",
+                            out_path,
+                            w,
+                            h,
+                        )
+                    vstream = out.add_stream("libx264", rate=rate)
+                    vstream.width, vstream.height = w + pad_w, h + pad_h
+                    vstream.pix_fmt = "yuv420p"
+                    vstream.codec_context.time_base = 1 / rate
+                    vstream.options = {"crf": str(crf), "preset": preset}
+                    if audio is not None:
+                        a_in, a_out = _add_audio(out, audio)
+                    size = (h, w)
+                if frame.shape[:2] != size:
+                    raise ConfigError(
+                        "frames", f"every frame {size[1]}x{size[0]}", f"frame {n} of {frame.shape[1]}x{frame.shape[0]}"
+                    )
+                if pad_h or pad_w:
+                    frame = cv2.copyMakeBorder(frame, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                vf.pts = n
+                vf.time_base = 1 / rate
+                out.mux(vstream.encode(vf))
+                n += 1
+            if vstream is None:
+                raise ConfigError("frames", "at least one frame", "none")
+            out.mux(vstream.encode(None))
+            if a_in is not None:
+                _copy_audio(a_in, a_out, audio, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out_path)
+    logger.info("wrote %s: %d frames at %s fps%s", out_path, n, rate, f", audio {audio.codec}" if audio else "")
+    return out_path
+
+
+def _add_audio(out, audio: AudioTrack):
+    """Open the source audio and add the output stream: a copy of it, or AAC when mp4 cannot hold the codec."""
+    try:
+        src = av.open(str(audio.path), mode="r")
+    except (av.FFmpegError, OSError) as e:
+        raise InputError(f"{audio.path}: cannot reopen for its audio ({e})") from None
+    a_in = src.streams[audio.stream_index]
+    if audio.codec in MP4_AUDIO_CODECS:
+        return a_in, out.add_stream_from_template(a_in)
+    logger.info("audio codec %s cannot be stored in mp4 as is; re-encoding it to AAC", audio.codec)
+    a_out = out.add_stream("aac", rate=audio.sample_rate or 48000)
+    # Layouts with an unspecified channel order ("2 channels") are refused by the AAC encoder: name a standard one.
+    a_out.layout = _STANDARD_LAYOUTS.get(a_in.codec_context.channels, "stereo")
+    return a_in, a_out
+
+
+def _copy_audio(a_in, a_out, audio: AudioTrack, out) -> None:
+    src = a_in.container
+    with src:
+        tb = a_in.time_base
+        start = a_in.start_time or 0
+        if a_out.codec_context.name == audio.codec:  # remux untouched
+            for packet in src.demux(a_in):
+                if packet.dts is None:  # the demuxer's end-of-stream marker
+                    continue
+                if audio.until is not None and packet.pts is not None and (packet.pts - start) * tb >= audio.until:
+                    break
+                packet.stream = a_out
+                out.mux(packet)
+            return
+        resampler = av.AudioResampler(
+            format=a_out.codec_context.format.name, layout=a_out.layout.name, rate=a_out.codec_context.sample_rate
+        )
+        for frame in src.decode(a_in):
+            if audio.until is not None and frame.time is not None and frame.time - start * tb >= audio.until:
+                break
+            frame.pts = None
+            for rf in resampler.resample(frame):
+                out.mux(a_out.encode(rf))
+        for rf in resampler.resample(None):
+            out.mux(a_out.encode(rf))
+        out.mux(a_out.encode(None))

@@ -1,0 +1,208 @@
+"""Video I/O: exact rates, frame counts, the resize policy, untouched audio, atomic writes, and clear errors."""
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from fresco_v2v import ConfigError, InputError
+from fresco_v2v.testing import shifted_texture_clip, write_test_video
+from fresco_v2v.video import plan_fit, read_video, write_video
+
+NTSC = Fraction(30000, 1001)
+
+
+@pytest.fixture
+def clip_frames():
+    return shifted_texture_clip(12, 96, 160, (2, 1))
+
+
+def _packets(path, kind):
+    with av.open(str(path)) as c:
+        s = getattr(c.streams, kind)[0]
+        return [bytes(p) for p in c.demux(s) if p.dts is not None]
+
+
+def test_round_trip_keeps_rate_count_and_audio(tmp_path, clip_frames):
+    src = write_test_video(tmp_path / "in.mp4", clip_frames, NTSC)
+    clip = read_video(src, short_side=128)
+    assert clip.fps == NTSC and isinstance(clip.fps, Fraction)
+    assert clip.num_frames == 12 and clip.frames.dtype == np.uint8
+    assert clip.size == (192, 128) and clip.audio is not None and clip.audio.codec == "aac"
+    out = write_video(tmp_path / "out.mp4", clip.frames, clip.fps, audio=clip.audio)
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert v.codec_context.name == "h264" and v.codec_context.pix_fmt == "yuv420p"
+        assert v.average_rate == NTSC
+    back = read_video(out, short_side=None)
+    assert back.fps == NTSC and back.num_frames == 12
+    assert np.abs(back.frames.astype(int) - clip.frames).mean() < 6  # lossy codec, same picture
+    assert _packets(out, "audio") == _packets(src, "audio")  # remuxed untouched, byte for byte
+
+
+def test_integer_rate_and_no_audio(tmp_path, clip_frames):
+    src = write_test_video(tmp_path / "in.mp4", clip_frames, 24, audio_codec=None)
+    clip = read_video(src, short_side=128)
+    assert clip.fps == 24 and clip.audio is None
+    out = write_video(tmp_path / "out.mp4", clip.frames, clip.fps)
+    with av.open(str(out)) as c:
+        assert not c.streams.audio and c.streams.video[0].frames == 12
+
+
+def test_audio_that_mp4_cannot_hold_is_reencoded(tmp_path, clip_frames):
+    src = write_test_video(tmp_path / "in.mkv", clip_frames, NTSC, audio_codec="pcm_s16le")
+    clip = read_video(src, short_side=128)
+    assert clip.audio.codec == "pcm_s16le"
+    out = write_video(tmp_path / "out.mp4", clip.frames, clip.fps, audio=clip.audio)
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        assert a.codec_context.name == "aac"
+        assert abs(float(a.duration * a.time_base) - 12 / float(NTSC)) < 0.1
+
+
+def test_max_frames_trims_audio(tmp_path, clip_frames):
+    src = write_test_video(tmp_path / "in.mp4", clip_frames, NTSC)
+    clip = read_video(src, short_side=128, max_frames=5)
+    assert clip.num_frames == 5 and clip.audio.until == pytest.approx(5 / float(NTSC))
+    out = write_video(tmp_path / "out.mp4", clip.frames, clip.fps, audio=clip.audio)
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        assert float(a.duration * a.time_base) < 5 / float(NTSC) + 0.05
+
+
+@pytest.mark.parametrize(
+    "size,short,mode,expect",
+    [
+        ((160, 96), 128, "crop", ((213, 128), (192, 128), (10, 0))),
+        ((96, 160), 128, "crop", ((128, 213), (128, 192), (0, 10))),
+        ((160, 96), 128, "pad", ((213, 128), (256, 128), (21, 0))),
+        ((1920, 1080), 512, "crop", ((910, 512), (896, 512), (7, 0))),
+        ((512, 512), 512, "crop", ((512, 512), (512, 512), (0, 0))),
+        ((640, 512), None, "crop", ((640, 512), (640, 512), (0, 0))),
+    ],
+)
+def test_fit_plan(size, short, mode, expect):
+    fit = plan_fit(size, short, 64, mode)
+    assert (fit.scaled_size, fit.size, fit.offset) == expect
+    assert fit.size[0] % 64 == 0 and fit.size[1] % 64 == 0
+    sw, sh = fit.scaled_size
+    assert abs(sw / sh - size[0] / size[1]) < 1 / min(sw, sh)  # aspect ratio kept
+
+
+def test_fit_apply_and_unfit():
+    frame = shifted_texture_clip(1, 96, 160, (0, 0))[0]
+    crop = plan_fit((160, 96), 128, 64, "crop")
+    assert crop.apply(frame).shape == (128, 192, 3)
+    pad = plan_fit((160, 96), 128, 64, "pad")
+    padded = pad.apply(frame)
+    assert padded.shape == (128, 256, 3)
+    restored = pad.unfit(padded)
+    assert restored.shape == (128, 213, 3)
+    np.testing.assert_array_equal(padded[:, 21 : 21 + 213], restored)
+
+
+@pytest.mark.parametrize("short,field", [(500, "resolution"), (32, "resolution")])
+def test_fit_validates(short, field):
+    with pytest.raises(ConfigError, match=field):
+        plan_fit((640, 480), short)
+
+
+def test_no_resize_needs_multiples():
+    with pytest.raises(ConfigError, match="resolution"):
+        plan_fit((640, 480), None)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path, clip_frames):
+    def frames():
+        yield clip_frames[0]
+        yield clip_frames[1]
+        raise KeyboardInterrupt
+
+    target = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        write_video(target, frames(), 24)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_rejects_bad_frames(tmp_path):
+    with pytest.raises(ConfigError, match="frames"):
+        write_video(tmp_path / "o.mp4", [np.zeros((64, 64, 3), np.float32)], 24)
+    with pytest.raises(ConfigError, match="frames"):
+        write_video(tmp_path / "o.mp4", [np.zeros((64, 64, 3), np.uint8), np.zeros((64, 32, 3), np.uint8)], 24)
+    with pytest.raises(ConfigError, match="frames"):
+        write_video(tmp_path / "o.mp4", [], 24)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_odd_size_pads_one_pixel(tmp_path):
+    frames = shifted_texture_clip(3, 65, 67, (1, 0))
+    out = write_video(tmp_path / "odd.mp4", frames, 10)
+    with av.open(str(out)) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (68, 66)
+
+
+# -- bad input: clear errors that name the file ------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.mp4: no such file"):
+        read_video(tmp_path / "nope.mp4")
+
+
+def test_folder(tmp_path):
+    with pytest.raises(InputError, match="is a folder"):
+        read_video(tmp_path)
+
+
+def test_not_a_video(tmp_path):
+    p = tmp_path / "notes.mp4"
+    p.write_text("this is not a video")
+    with pytest.raises(InputError, match=r"notes\.mp4: not a video file"):
+        read_video(p)
+
+
+def test_audio_only_file(tmp_path):
+    p = tmp_path / "song.m4a"
+    with av.open(str(p), "w") as out:
+        s = out.add_stream("aac", rate=44100)
+        s.layout = "stereo"
+        for i in range(5):
+            f = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+            f.sample_rate, f.pts = 44100, i * 1024
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    with pytest.raises(InputError, match=r"song\.m4a: has no video stream"):
+        read_video(p)
+
+
+def test_zero_decodable_frames(tmp_path, clip_frames):
+    src = write_test_video(tmp_path / "ok.mp4", clip_frames, 24, audio_codec=None)
+    data = bytearray(src.read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov") - 4  # keep the index, zero every frame's data
+    data[start:end] = bytes(end - start)
+    bad = tmp_path / "zeroed.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"zeroed\.mp4: (no frame could be decoded|the video stream has no)"):
+        read_video(bad)
+
+
+def test_frames_too_small(tmp_path):
+    src = write_test_video(tmp_path / "tiny.mp4", shifted_texture_clip(3, 48, 96, (1, 0)), 24, audio_codec=None)
+    with pytest.raises(InputError, match=r"tiny\.mp4: frames are 96x48; the model needs at least 64"):
+        read_video(src)
+
+
+def test_bad_max_frames(tmp_path, clip_frames):
+    src = write_test_video(tmp_path / "in.mp4", clip_frames, 24, audio_codec=None)
+    with pytest.raises(ConfigError, match="max_frames"):
+        read_video(src, max_frames=0)
+
+
+@pytest.mark.shared_data
+def test_real_clips(shared_videos):
+    clip = read_video(shared_videos / "music.mp4", max_frames=10)
+    assert clip.fps == 24 and clip.fit.source_size == (640, 512) and clip.size == (640, 512)
+    assert clip.source_frame_count == 240 and clip.num_frames == 10
+    boxer = read_video(shared_videos / "boxer-punching-towards-camera.mp4")
+    assert boxer.fps == 10 and boxer.num_frames == 32 and boxer.size == (512, 512)
