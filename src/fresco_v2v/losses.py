@@ -1,0 +1,94 @@
+"""The losses of FRESCO-aware feature optimization (paper §3.3), as pure tensor functions.
+
+Normalization: both losses are *means* over their elements (as in the authors' code) rather than the sums the paper
+writes, so the weight λ_spat = 50 (§4) does not change meaning with resolution or batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .flow import warp
+
+
+def normalize_tokens(f: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Eq. 6's f~: [N, C, h, w] features -> [N, h*w, C] with every token a unit vector."""
+    tokens = f.flatten(2).transpose(1, 2)  # [N, L, C]
+    return tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def gram_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||a aᵀ - b bᵀ||_F² per item without building the L x L Gram matrices.
+
+    a, b: [N, L, C]. Uses ||AAᵀ - BBᵀ||² = ||AᵀA||² - 2||AᵀB||² + ||BᵀB||² (traces of products of the C x C
+    matrices), so memory is O(C²) and time O(L C²) instead of O(L²) and O(L² C). Returns [N].
+    """
+    aa = a.transpose(1, 2) @ a  # [N, C, C]
+    ab = a.transpose(1, 2) @ b
+    bb = b.transpose(1, 2) @ b
+    sq = lambda m: m.pow(2).sum(dim=(1, 2))  # noqa: E731
+    return sq(aa) - 2 * sq(ab) + sq(bb)
+
+
+def gram_distance_l1(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """sum |a aᵀ - b bᵀ| per item (the authors' L1 variant), built in row chunks of ``chunk`` tokens.
+
+    a, b: [N, L, C]. The L1 norm has no C x C shortcut: peak memory is O(chunk * L) per item. Returns [N].
+    """
+    total = a.new_zeros(a.shape[0])
+    for s in range(0, a.shape[1], chunk):  # chunks of rows, not a loop over tokens
+        total = total + (a[:, s : s + chunk] @ a.transpose(1, 2) - b[:, s : s + chunk] @ b.transpose(1, 2)).abs().sum(
+            dim=(1, 2)
+        )
+    return total
+
+
+def spatial_consistency_loss(f: torch.Tensor, f_ref: torch.Tensor, norm: str = "fro") -> torch.Tensor:
+    """Eq. 6 without λ_spat: the Gram matrix of normalized features should match the input frame's.
+
+    f, f_ref: [N, C, h, w] (f_ref is f^r from the reference pass). ``norm="fro"`` is the paper's squared Frobenius
+    norm (default); ``"l1"`` the authors' code. Mean over the N * L * L Gram entries; returns a scalar.
+    """
+    a, b = normalize_tokens(f), normalize_tokens(f_ref.to(f.dtype))
+    n, l, _ = a.shape
+    if norm == "fro":
+        dist = gram_distance(a, b)
+    elif norm == "l1":
+        dist = gram_distance_l1(a, b)
+    else:
+        raise ValueError(f"norm: expected 'fro' or 'l1', got {norm!r}")
+    return dist.sum() / (n * l * l)
+
+
+def temporal_consistency_loss(
+    f: torch.Tensor,
+    flow_bwd: torch.Tensor,
+    visible_bwd: torch.Tensor,
+    flow_fwd: torch.Tensor | None = None,
+    visible_fwd: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Eq. 5: L1 between f_{i+1} and f_i warped along the flow, on the non-occluded tokens M_i^{i+1}.
+
+    f: [N, C, h, w]; flow_bwd: [N-1, h, w, 2] (frame i+1 -> i, in tokens); visible_bwd: [N-1, h, w] bool.
+    With ``flow_fwd``/``visible_fwd`` (frame i -> i+1) the symmetric term |M (f_i - w(f_{i+1}))| is added, as
+    the authors' code does (the paper writes one direction). Mean over N-1 pairs * C * h * w; returns a scalar.
+    """
+    if f.shape[0] < 2:
+        return f.sum() * 0
+    w_prev = warp(f[:-1], flow_bwd)  # f_i brought onto frame i+1's grid
+    loss = ((f[1:] - w_prev).abs() * visible_bwd[:, None].to(f.dtype)).mean()
+    if flow_fwd is not None and visible_fwd is not None:
+        w_next = warp(f[1:], flow_fwd)  # f_{i+1} brought onto frame i's grid
+        loss = loss + ((f[:-1] - w_next).abs() * visible_fwd[:, None].to(f.dtype)).mean()
+    return loss
+
+
+def adaptive_instance_normalization(x: torch.Tensor, ref: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Give each item and channel of x [N, C, h, w] the mean and std of ref [N, C, h, w] (AdaIN).
+
+    The authors apply it to the optimized feature against the original one, so optimization changes structure
+    and correspondence but not feature statistics.
+    """
+    mx, sx = x.mean(dim=(2, 3), keepdim=True), x.std(dim=(2, 3), keepdim=True)
+    mr, sr = ref.mean(dim=(2, 3), keepdim=True), ref.std(dim=(2, 3), keepdim=True)
+    return (x - mx) / (sx + eps) * sr + mr
