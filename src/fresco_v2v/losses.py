@@ -27,7 +27,8 @@ def gram_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ab = a.transpose(1, 2) @ b
     bb = b.transpose(1, 2) @ b
     sq = lambda m: m.pow(2).sum(dim=(1, 2))  # noqa: E731
-    return sq(aa) - 2 * sq(ab) + sq(bb)
+    # a squared norm: clamp the round-off of the subtraction (it can dip below 0 when a ~ b)
+    return (sq(aa) - 2 * sq(ab) + sq(bb)).clamp_min(0)
 
 
 def gram_distance_l1(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -89,6 +90,7 @@ def adaptive_instance_normalization(x: torch.Tensor, ref: torch.Tensor, eps: flo
     The authors apply it to the optimized feature against the original one, so optimization changes structure
     and correspondence but not feature statistics.
     """
-    mx, sx = x.mean(dim=(2, 3), keepdim=True), x.std(dim=(2, 3), keepdim=True)
-    mr, sr = ref.mean(dim=(2, 3), keepdim=True), ref.std(dim=(2, 3), keepdim=True)
+    # population std (correction=0): defined for a 1x1 map too (the 1/64 block of a 64 px frame)
+    mx, sx = x.mean(dim=(2, 3), keepdim=True), x.std(dim=(2, 3), keepdim=True, correction=0)
+    mr, sr = ref.mean(dim=(2, 3), keepdim=True), ref.std(dim=(2, 3), keepdim=True, correction=0)
     return (x - mx) / (sx + eps) * sr + mr

@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+import torch
 
 
 def textured_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -113,3 +114,114 @@ def write_test_video(
                 out.mux(astream.encode(af))
             out.mux(astream.encode(None))
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tiny model stack: the real diffusers/transformers classes at toy size with random weights, built offline.
+# Its output is noise-like by design: it checks plumbing, shapes, determinism and speed, never image quality.
+
+TINY_WORDS = ("a", "photo", "painting", "drawing", "of", "the", "dog", "cat", "car", "man", "in", "style", "fox")
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins for bytes that byte-level BPE (GPT-2, CLIP) uses."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    return [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
+
+
+def make_tiny_tokenizer(max_length: int = 77):
+    """A CLIPTokenizer over a generated vocabulary: every byte symbol (+ end-of-word form) and a few whole words."""
+    from transformers import CLIPTokenizer
+
+    alphabet = _byte_alphabet()
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
+    merges: list[tuple[str, str]] = []
+    for word in TINY_WORDS:
+        parts = [*word[:-1], word[-1] + "</w>"]
+        while len(parts) > 1:  # merge left to right: "d o g</w>" -> "do g</w>" -> "dog</w>"
+            pair = (parts[0], parts[1])
+            if pair not in merges:
+                merges.append(pair)
+            parts = [parts[0] + parts[1], *parts[2:]]
+            vocab.setdefault(parts[0], len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
+    """A :class:`~fresco_v2v.pipeline.FrescoPipeline` of tiny random models with SD1.5's block layout, offline.
+
+    UNet: down blocks CrossAttn x3 + Down, up blocks Up + CrossAttn x3 (cross-attention in up_blocks 1-3, so the
+    FRESCO layers up_blocks.2/.3 exist), 4 resolution levels like SD1.5; VAE with factor 8; CLIP text encoder of
+    2 layers; ControlNet(s) made from the UNet. A few MB in all; seconds to run on CPU.
+    """
+    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .pipeline import FrescoPipeline
+
+    tokenizer = make_tiny_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(16, 16, 32, 32),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=2,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+        sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    controlnets = [
+        ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 8, 8))
+        for _ in range(num_controlnets)
+    ]
+    # SD1.5's scheduler settings (scaled-linear betas 0.00085..0.012 over 1000 steps, epsilon prediction)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+    for m in (unet, vae, text_encoder, *controlnets):
+        m.eval()
+    return FrescoPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        controlnet=controlnets[0] if num_controlnets == 1 else controlnets,
+        scheduler=scheduler,
+    )

@@ -1,0 +1,171 @@
+"""Loading real models: base SD1.5-family checkpoints, ControlNets, LoRAs, FreeU, device and dtype.
+
+All loading is diffusers' own (``from_pretrained``, ``from_single_file``, ``load_lora_weights``); this module picks
+the right call, and turns failures into a :class:`ModelNotFound` that names what failed and what to pass instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError, ModelNotFound
+
+logger = logging.getLogger(__name__)
+
+#: Default ControlNet: canny edges, whose condition needs no weights (paper §3.1's e; the authors also offer HED
+#: and depth, whose annotators need weights).
+DEFAULT_CONTROLNET = "lllyasviel/sd-controlnet-canny"
+#: FreeU factors recommended for SD1.x by the FreeU authors (b1, b2 backbone; s1, s2 skip).
+FREEU_SD15 = {"s1": 0.9, "s2": 0.2, "b1": 1.2, "b2": 1.4}
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    path: str
+    scale: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> LoraSpec:
+        """'PATH[:SCALE]' as given on the command line (a Windows drive letter is not a scale)."""
+        head, sep, tail = text.rpartition(":")
+        if sep and head and not tail.startswith(("\\", "/")):
+            try:
+                return cls(head, float(tail))
+            except ValueError:
+                pass
+        return cls(text, 1.0)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/"auto": the current accelerator (CUDA, MPS, ...) when torch has one, else the CPU."""
+    if device is None or device == "auto":
+        acc = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
+        return torch.device(acc) if acc is not None and torch.accelerator.is_available() else torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError("device", "auto, cpu, or a torch device name", device) from e
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/"auto": float16 on an accelerator (half the memory, as SD1.5 is usually run), float32 on the CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float32": torch.float32,
+        "fp32": torch.float32,
+    }
+    if dtype is None or dtype == "auto":
+        return torch.float32 if device.type == "cpu" else torch.float16
+    if dtype not in table:
+        raise ConfigError("dtype", f"auto or one of {sorted(table)}", dtype)
+    return table[dtype]
+
+
+def _not_found(what: str, ident: str, err: Exception) -> ModelNotFound:
+    hint = (
+        "Offline or without access to the hub? Pass a local folder in diffusers layout (with model_index.json or "
+        "config.json), or a single .safetensors file, e.g. --model ./models/my_model.safetensors; or download it "
+        f"once with `huggingface-cli download {ident}` while online."
+    )
+    return ModelNotFound(
+        f"could not load {what} '{ident}': {type(err).__name__}: {str(err).splitlines()[0][:300]}. {hint}"
+    )
+
+
+def _check_single_file(path: Path, allow_pickle: bool, field_name: str) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
+        raise ConfigError(
+            field_name,
+            "a .safetensors file; pickle checkpoints (.ckpt/.pt/.bin) can run code when loaded, so they need an "
+            "explicit opt-in (allow_pickle=True, --allow-pickle) for files you trust",
+            str(path),
+        )
+
+
+def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
+    """A ControlNetModel from a hub id, a folder or a single file."""
+    from diffusers import ControlNetModel
+
+    path = Path(ident)
+    try:
+        if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+            _check_single_file(path, allow_pickle, "controlnet")
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+            return ControlNetModel.from_single_file(str(path), torch_dtype=dtype)
+        return ControlNetModel.from_pretrained(ident, torch_dtype=dtype)
+    except ConfigError:
+        raise
+    except Exception as e:  # diffusers/hub raise many types (OSError, HfHubHTTPError, ValueError, ...)
+        raise _not_found("ControlNet", ident, e) from e
+
+
+def load_pipeline(
+    model: str,
+    controlnets: Sequence[str] = (DEFAULT_CONTROLNET,),
+    *,
+    loras: Sequence[LoraSpec] = (),
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    freeu: bool = False,
+    allow_pickle: bool = False,
+    seed: int = 0,
+):
+    """A ready :class:`~fresco_v2v.pipeline.FrescoPipeline` on its device.
+
+    ``model``: a hub id or a folder (``from_pretrained``), a single checkpoint file (``from_single_file``), or
+    "tiny" for the random tiny stack of :func:`fresco_v2v.testing.make_tiny_pipeline` (noise-like output).
+    """
+    from .pipeline import FrescoPipeline
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if not controlnets:
+        raise ConfigError("controlnet", "at least one ControlNet", list(controlnets))
+    if model == "tiny":
+        from .testing import make_tiny_pipeline
+
+        pipe = make_tiny_pipeline(seed, num_controlnets=len(controlnets))
+    else:
+        nets = [load_controlnet(c, dt, allow_pickle) for c in controlnets]
+        cn = nets[0] if len(nets) == 1 else nets
+        path = Path(model)
+        try:
+            if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+                _check_single_file(path, allow_pickle, "model")
+                if not path.is_file():
+                    raise FileNotFoundError(f"no such file: {path}")
+                pipe = FrescoPipeline.from_single_file(str(path), controlnet=cn, torch_dtype=dt)
+            else:
+                pipe = FrescoPipeline.from_pretrained(model, controlnet=cn, torch_dtype=dt)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise _not_found("base model", model, e) from e
+    pipe = pipe.to(dev, dt)
+    if loras:
+        names = []
+        for i, spec in enumerate(loras):
+            name = f"lora{i}"
+            try:
+                pipe.load_lora_weights(spec.path, adapter_name=name)
+            except Exception as e:
+                raise _not_found("LoRA", spec.path, e) from e
+            names.append(name)
+        pipe.set_adapters(names, adapter_weights=[s.scale for s in loras])
+    if freeu:
+        pipe.enable_freeu(**FREEU_SD15)
+    logger.info("loaded %s with %d ControlNet(s) on %s as %s", model, len(controlnets), dev, dt)
+    return pipe

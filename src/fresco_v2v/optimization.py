@@ -1,0 +1,151 @@
+"""FRESCO-aware feature optimization (paper §3.3, eq. 4): Adam on the decoder blocks' input features.
+
+The features enter ``unet.up_blocks[i]`` as its ``hidden_states`` keyword; a forward pre-hook (installed by
+:func:`decoder_hooks`, always removed on exit) hands them to a callback that may return a replacement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import OptimizationConfig
+from .correspondence import ScaleCorrespondence
+from .losses import adaptive_instance_normalization, spatial_consistency_loss, temporal_consistency_loss
+
+logger = logging.getLogger(__name__)
+
+#: Callback of a decoder hook: (block index, hidden_states [B, C, h, w]) -> replacement or None to keep it.
+DecoderCallback = Callable[[int, torch.Tensor], "torch.Tensor | None"]
+
+
+@contextlib.contextmanager
+def decoder_hooks(unet, blocks: tuple[int, ...], callback: DecoderCallback) -> Iterator[None]:
+    """Forward pre-hooks on ``unet.up_blocks[i]`` for i in ``blocks``, removed when the ``with`` block ends."""
+    handles = []
+
+    def make(i: int):
+        def hook(module, args, kwargs):
+            hs = kwargs.get("hidden_states", args[0] if args else None)
+            new = callback(i, hs)
+            if new is None:
+                return None
+            if "hidden_states" in kwargs:
+                return args, {**kwargs, "hidden_states": new}
+            return (new, *args[1:]), kwargs
+
+        return hook
+
+    try:
+        for i in blocks:
+            handles.append(unet.up_blocks[i].register_forward_pre_hook(make(i), with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass
+class OptimizationTrace:
+    """Loss values of one optimization: per block, the loss before the first and after the last Adam step."""
+
+    block: int
+    step_index: int
+    loss_start: float
+    loss_end: float
+
+
+def optimize_features(
+    f: torch.Tensor,
+    num_frames: int,
+    config: OptimizationConfig,
+    scale_corr: ScaleCorrespondence | None,
+    f_ref: torch.Tensor | None,
+) -> tuple[torch.Tensor, float, float]:
+    """Eq. 4: f^ = argmin L_temp(f) + λ_spat L_spat(f), by Adam for K iterations, starting from f.
+
+    f: [G*N, C, h, w] decoder features (G groups of the N frames, e.g. CFG halves; each group is one video);
+    scale_corr: the correspondence at this resolution (for eq. 5); f_ref: [N, C, h, w] reference features (eq. 6).
+    Runs in float32 with gradients enabled explicitly (the sampling loop runs under no_grad). Returns the new
+    features (AdaIN to the original's statistics when ``config.adain``) and the loss before and after.
+    """
+    use_temp = config.temporal and scale_corr is not None and num_frames > 1
+    use_spat = config.spatial and f_ref is not None and config.lambda_spat > 0
+    if not (use_temp or use_spat):
+        return f, 0.0, 0.0
+    groups = f.shape[0] // num_frames
+    original = f
+    x = f.detach().to(torch.float32).clone().requires_grad_(True)
+    ref = f_ref.detach().to(torch.float32).repeat(groups, 1, 1, 1) if use_spat else None
+    if use_temp:
+        flow_b = scale_corr.flow_bwd.to(x.device).repeat(groups, 1, 1, 1)
+        vis_b = scale_corr.visible_mask().to(x.device).repeat(groups, 1, 1)
+        flow_f = vis_f = None
+        if config.bidirectional_temporal:
+            flow_f = scale_corr.flow_fwd.to(x.device).repeat(groups, 1, 1, 1)
+            vis_f = (~scale_corr.occ_fwd).to(x.device).repeat(groups, 1, 1)
+
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
+        loss = x.new_zeros(())
+        if use_temp:
+            # pairs (i, i+1) inside each group only: the groups are separate copies of the video
+            xs = x.view(groups, num_frames, *x.shape[1:])
+            pair = lambda t: t.view(groups, num_frames - 1, *t.shape[1:])  # noqa: E731
+            for gi in range(groups):  # G <= 2
+                loss = (
+                    loss
+                    + temporal_consistency_loss(
+                        xs[gi],
+                        pair(flow_b)[gi],
+                        pair(vis_b)[gi],
+                        None if flow_f is None else pair(flow_f)[gi],
+                        None if vis_f is None else pair(vis_f)[gi],
+                    )
+                    / groups
+                )
+        if use_spat:
+            loss = loss + config.lambda_spat * spatial_consistency_loss(x, ref, config.spatial_norm)
+        return loss
+
+    with torch.enable_grad():
+        opt = torch.optim.Adam([x], lr=config.learning_rate)
+        first = last = None
+        for _ in range(config.iterations):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(x)
+            loss.backward()
+            opt.step()
+            first = float(loss.detach()) if first is None else first
+        last = float(loss_fn(x).detach())
+    out = x.detach()
+    if config.adain:
+        out = adaptive_instance_normalization(out, original.to(torch.float32))
+    return out.to(original.dtype), first, last
+
+
+@dataclass
+class FeatureOptimizer:
+    """The decoder-hook callback of the pipeline: optimizes the block inputs at the steps the schedule selects."""
+
+    config: OptimizationConfig
+    num_frames: int
+    correspondence: object | None  # Correspondence (kept loose to avoid an import cycle in type checkers)
+    reference_features: dict[int, torch.Tensor]  # block index -> f^r [N, C, h, w]
+    active: bool = False
+    step_index: int = 0
+    trace: list[OptimizationTrace] = field(default_factory=list)
+
+    def __call__(self, block: int, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        if not self.active:
+            return None
+        tokens = hidden_states.shape[-2] * hidden_states.shape[-1]
+        scale_corr = self.correspondence.for_tokens(tokens) if self.correspondence is not None else None
+        new, start, end = optimize_features(
+            hidden_states, self.num_frames, self.config, scale_corr, self.reference_features.get(block)
+        )
+        self.trace.append(OptimizationTrace(block, self.step_index, start, end))
+        return new

@@ -1,0 +1,344 @@
+"""`FrescoPipeline`: translate one batch of keyframes coherently with FRESCO (paper §3), on any SD1.5-family stack.
+
+Built from diffusers components (UNet2DConditionModel, AutoencoderKL, CLIP text encoder and tokenizer, one or
+several ControlNetModels, a DDPM scheduler). Loading is diffusers' own: ``FrescoPipeline.from_pretrained`` (hub id
+or folder), ``from_single_file`` (.safetensors/.ckpt), ``load_lora_weights``, ``enable_freeu``; see
+:mod:`fresco_v2v.models` for the guarded entry points with clear errors.
+
+The sampling loop is ours (SDEdit start, shared noise, per-step constraints, anchors); FRESCO reaches into the UNet
+only through attention processors and decoder-block pre-hooks, both removed when the call ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
+from diffusers.loaders import FromSingleFileMixin, StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
+from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
+from diffusers.schedulers import DDPMScheduler
+from tqdm.auto import tqdm
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from .attention import FrescoAttentionContext, StepConstraints, fresco_attention
+from .config import FrescoConfig
+from .control import canny_condition
+from .correspondence import Correspondence, build_correspondence
+from .errors import ConfigError
+from .optimization import FeatureOptimizer, OptimizationTrace, decoder_hooks
+from .sampling import add_noise, ddpm_step, sdedit_timesteps
+
+logger = logging.getLogger(__name__)
+
+#: The timestep of the reference pass (§3.3: "a single-step DDPM forward process adds negligible noise").
+REFERENCE_TIMESTEP = 1
+
+
+@dataclass
+class AnchorLatents:
+    """Latents of a batch's first and last frame at every step (index 0: the start, i+1: after step i).
+
+    The next batch starts with these two frames (paper §3.5) and takes their latents from here at every step.
+    """
+
+    timesteps: list[int]
+    first: list[torch.Tensor]  # [1, 4, h, w] each
+    last: list[torch.Tensor]
+
+
+@dataclass
+class FrescoTrace:
+    """What happened in one call: optimization losses per step and block, and seconds per stage."""
+
+    optimization: list[OptimizationTrace] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    timesteps: list[int] = field(default_factory=list)
+
+
+@dataclass
+class FrescoOutput:
+    frames: list[np.ndarray]  # uint8 RGB [H, W, 3]
+    anchors: AnchorLatents
+    trace: FrescoTrace
+    latents: torch.Tensor  # [N, 4, h, w] final latents
+
+
+class _Stopwatch:
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds = seconds
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+class FrescoPipeline(
+    DiffusionPipeline,
+    StableDiffusionMixin,
+    TextualInversionLoaderMixin,
+    StableDiffusionLoraLoaderMixin,
+    FromSingleFileMixin,
+):
+    """Zero-shot video translation of a batch of frames with FRESCO-guided attention and feature optimization."""
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = []
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        controlnet: ControlNetModel | list[ControlNetModel] | tuple[ControlNetModel] | MultiControlNetModel,
+        scheduler: DDPMScheduler,
+    ):
+        super().__init__()
+        if isinstance(controlnet, (list, tuple)):
+            controlnet = MultiControlNetModel(controlnet)
+        if not isinstance(scheduler, DDPMScheduler):
+            # FRESCO samples with DDPM (§3.1); hub SD1.5 repos ship PNDM, whose config DDPM reads as is.
+            scheduler = DDPMScheduler.from_config(scheduler.config)
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            controlnet=controlnet,
+            scheduler=scheduler,
+        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+
+    @property
+    def num_controlnets(self) -> int:
+        return len(self.controlnet.nets) if isinstance(self.controlnet, MultiControlNetModel) else 1
+
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """[len(prompts), 77, C] CLIP text embeddings (truncated to the tokenizer's length, as SD does)."""
+        ids = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.text_encoder.device)
+        return self.text_encoder(ids)[0].to(self.unet.dtype)
+
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """[N, H, W, 3] uint8 -> [N, 4, H/8, W/8] latents x_0 = E(I) (§3.1), one frame at a time to bound memory."""
+        out = []
+        for f in frames:
+            img = torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)[None].to(self.vae.device, self.vae.dtype)
+            out.append(self.vae.encode(img / 127.5 - 1.0).latent_dist.mean * self.vae.config.scaling_factor)
+        return torch.cat(out)
+
+    def decode_latents(self, latents: torch.Tensor) -> list[np.ndarray]:
+        """[N, 4, h, w] -> N uint8 RGB frames I' = D(x'_0), one at a time."""
+        frames = []
+        for z in latents:
+            img = self.vae.decode(z[None].to(self.vae.dtype) / self.vae.config.scaling_factor).sample[0]
+            frames.append(((img.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+        return frames
+
+    def _controlnet_residuals(self, latent_in, t, emb, conds, scales):
+        if isinstance(self.controlnet, MultiControlNetModel):
+            return self.controlnet(
+                latent_in,
+                t,
+                encoder_hidden_states=emb,
+                controlnet_cond=conds,
+                conditioning_scale=scales,
+                return_dict=False,
+            )
+        return self.controlnet(
+            latent_in,
+            t,
+            encoder_hidden_states=emb,
+            controlnet_cond=conds[0],
+            conditioning_scale=scales[0],
+            return_dict=False,
+        )
+
+    def predict_noise(self, latents, t, emb, conds, scales, guidance_scale):
+        """ε_θ(x_t, t, c, e) with classifier-free guidance: batch [uncond frames; cond frames] when guiding."""
+        cfg = guidance_scale > 1.0
+        latent_in = torch.cat([latents, latents]) if cfg else latents
+        down, mid = self._controlnet_residuals(latent_in, t, emb, conds, scales)
+        eps = self.unet(
+            latent_in,
+            t,
+            encoder_hidden_states=emb,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0]
+        if not cfg:
+            return eps
+        eps_u, eps_c = eps.chunk(2)
+        return eps_u + guidance_scale * (eps_c - eps_u)
+
+    # -- the call --------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        frames: list[np.ndarray] | np.ndarray,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] = "",
+        num_inference_steps: int = 20,
+        strength: float = 0.75,
+        guidance_scale: float = 7.5,
+        controlnet_conditioning_scale: float | list[float] = 1.0,
+        generator: torch.Generator | None = None,
+        fresco: FrescoConfig | None = None,
+        correspondence: Correspondence | None = None,
+        control_images: list[torch.Tensor] | None = None,
+        anchors: AnchorLatents | None = None,
+        show_progress: bool = False,
+    ) -> FrescoOutput:
+        """Translate N frames (uint8 RGB [H, W, 3], H and W multiples of 64) with one prompt or one per frame.
+
+        ``anchors``: the previous batch's :class:`AnchorLatents`; frames 0 and 1 of this batch must then be that
+        batch's first and last frame, and their latents are replaced by the recorded ones at every step (§3.5).
+        ``control_images``: one [N, 3, H, W] tensor in [0, 1] per ControlNet (default: canny of the frames).
+        """
+        trace = FrescoTrace()
+        watch = _Stopwatch(trace.seconds)
+        device = self._execution_device
+        cfg = (fresco or FrescoConfig()).validate()
+
+        # 1. Check inputs
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ConfigError("frames", "N uint8 RGB arrays [H, W, 3]", f"{frames.dtype} {frames.shape}")
+        n, h, w, _ = frames.shape
+        if h % 64 or w % 64:
+            raise ConfigError("frames", "sides that are multiples of 64 (see fresco_v2v.video.plan_fit)", f"{w}x{h}")
+        prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+        negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
+        if len(prompts) != n or len(negatives) != n:
+            raise ConfigError("prompt", f"one string or {n} strings (one per frame)", len(prompts))
+        if not (0.0 < strength <= 1.0):
+            raise ConfigError("strength", "a number in (0, 1]", strength)
+        if not (isinstance(num_inference_steps, int) and num_inference_steps >= 1):
+            raise ConfigError("num_inference_steps", "an integer >= 1", num_inference_steps)
+        scales = controlnet_conditioning_scale
+        scales = [float(scales)] * self.num_controlnets if not isinstance(scales, (list, tuple)) else list(scales)
+        if len(scales) != self.num_controlnets:
+            raise ConfigError("controlnet_conditioning_scale", f"{self.num_controlnets} values", scales)
+        if anchors is not None and n < 3:
+            raise ConfigError("frames", "at least 3 frames when anchors are given (2 anchors + 1 new)", n)
+        timesteps = [int(t) for t in sdedit_timesteps(self.scheduler, num_inference_steps, strength)]
+        if not timesteps:
+            raise ConfigError("strength", f"a value with steps * strength >= 1 ({num_inference_steps} steps)", strength)
+        if anchors is not None and anchors.timesteps != timesteps:
+            raise ConfigError("anchors", f"latents recorded on the timesteps {timesteps}", anchors.timesteps)
+        trace.timesteps = timesteps
+        alphas = self.scheduler.alphas_cumprod
+        t_train = self.scheduler.config.num_train_timesteps
+        pred_type = self.scheduler.config.prediction_type
+
+        # 2. Encode prompts: [uncond; cond] under classifier-free guidance
+        with watch("text"):
+            do_cfg = guidance_scale > 1.0
+            emb_c = self.encode_text(prompts)
+            emb = torch.cat([self.encode_text(negatives), emb_c]) if do_cfg else emb_c
+
+        # 3. ControlNet conditions
+        with watch("control"):
+            if control_images is None:
+                control_images = [canny_condition(frames)] * self.num_controlnets
+            if len(control_images) != self.num_controlnets:
+                raise ConfigError("control_images", f"{self.num_controlnets} tensors", len(control_images))
+            conds_c = [c.to(device, self.controlnet.dtype) for c in control_images]
+            conds = [torch.cat([c, c]) for c in conds_c] if do_cfg else conds_c
+
+        # 4. Correspondence (flows, occlusion, unique region, trajectories) at every decoder scale
+        with watch("correspondence"):
+            needs_corr = (
+                cfg.attention.cross_frame
+                or cfg.attention.temporal_guided
+                or (cfg.optimization.enabled and cfg.optimization.temporal)
+            )
+            if correspondence is None and needs_corr and n > 1:
+                correspondence = build_correspondence(frames)
+            corr = correspondence.to(device) if correspondence is not None else None
+
+        # 5. Encode frames, SDEdit start with one noise draw shared by all frames (eq. 1)
+        with watch("encode"):
+            x0 = self.encode_frames(frames)
+            shape = (1, *x0.shape[1:])
+            noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
+            latents = add_noise(x0, noise.to(device), timesteps[0], alphas)
+            if anchors is not None:
+                latents[0], latents[1] = anchors.first[0][0].to(latents), anchors.last[0][0].to(latents)
+            record = AnchorLatents(timesteps, [latents[:1].cpu().clone()], [latents[-1:].cpu().clone()])
+
+        # 6. Reference pass (§3.3, §3.4): one step over the input frames, recording Q^r, K^r and f^r by name
+        context = FrescoAttentionContext(cfg.attention, n, corr)
+        reference_features: dict[int, torch.Tensor] = {}
+        a_cfg, o_cfg = cfg.attention, cfg.optimization
+        need_qk = a_cfg.spatial_guided
+        need_f = o_cfg.enabled and o_cfg.spatial
+        if need_qk or need_f:
+            with watch("reference"):
+                x_ref = add_noise(x0, noise.to(device), REFERENCE_TIMESTEP, alphas)
+
+                def record_features(block: int, hs: torch.Tensor):
+                    reference_features[block] = hs.detach().clone()
+
+                context.recording = True
+                with (
+                    fresco_attention(self.unet, context),
+                    decoder_hooks(self.unet, o_cfg.blocks if need_f else (), record_features),
+                ):
+                    self.predict_noise(x_ref, REFERENCE_TIMESTEP, emb_c, conds_c, scales, 1.0)
+                context.recording = False
+
+        # 7. Denoising loop with FRESCO-guided attention and feature optimization
+        optimizer = FeatureOptimizer(o_cfg, n, corr, reference_features)
+        hooks_on = o_cfg.enabled
+        with (
+            watch("denoise"),
+            fresco_attention(self.unet, context),
+            decoder_hooks(self.unet, o_cfg.blocks if hooks_on else (), optimizer),
+        ):
+            steps = tqdm(timesteps, desc="denoising", disable=not show_progress, leave=False)
+            for i, t in enumerate(steps):
+                num = len(timesteps)
+                context.step = StepConstraints(
+                    spatial_guided=a_cfg.spatial_guided and a_cfg.spatial_window.active(i, num, t, t_train),
+                    cross_frame=a_cfg.cross_frame and n > 1 and a_cfg.cross_frame_window.active(i, num, t, t_train),
+                    temporal_guided=a_cfg.temporal_guided
+                    and n > 1
+                    and a_cfg.temporal_window.active(i, num, t, t_train),
+                )
+                optimizer.active = hooks_on and o_cfg.window.active(i, num, t, t_train)
+                optimizer.step_index = i
+                eps = self.predict_noise(latents, t, emb, conds, scales, guidance_scale)
+                t_prev = timesteps[i + 1] if i + 1 < num else -1
+                z = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
+                latents, _ = ddpm_step(latents, eps, t, t_prev, alphas, z.to(device), pred_type)
+                if anchors is not None:
+                    latents[0], latents[1] = anchors.first[i + 1][0].to(latents), anchors.last[i + 1][0].to(latents)
+                record.first.append(latents[:1].cpu().clone())
+                record.last.append(latents[-1:].cpu().clone())
+        trace.optimization = optimizer.trace
+
+        # 8. Decode
+        with watch("decode"):
+            out_frames = self.decode_latents(latents)
+        logger.info("batch of %d frames: %s", n, {k: round(v, 2) for k, v in trace.seconds.items()})
+        return FrescoOutput(out_frames, record, trace, latents)

@@ -1,0 +1,174 @@
+"""The tiny FRESCO pipeline end to end: determinism, no trace on the UNet, anchors, validation, options."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from fresco_v2v import ConfigError
+from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig, StepWindow
+from fresco_v2v.optimization import decoder_hooks, optimize_features
+from fresco_v2v.testing import make_tiny_pipeline, moving_square_clip
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return make_tiny_pipeline(seed=0)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return moving_square_clip(6, 64, 64, 20, (10, 16), (4, 2))
+
+
+def run(pipe, frames, seed=0, **kw):
+    kw.setdefault("num_inference_steps", 4)
+    return pipe(frames, "a painting of a dog", generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def test_translates_four_frames_deterministically(pipe, clip):
+    a = run(pipe, clip[:4])
+    b = run(pipe, clip[:4])
+    assert len(a.frames) == 4 and a.frames[0].shape == (64, 64, 3) and a.frames[0].dtype == np.uint8
+    assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
+    c = run(pipe, clip[:4], seed=1)
+    assert not np.array_equal(a.frames[0], c.frames[0])
+    assert {"reference", "denoise", "correspondence", "decode"} <= set(a.trace.seconds)
+    opt = a.trace.optimization
+    assert opt and {t.block for t in opt} == {0, 1, 2, 3}
+    # Adam lowers eq. 4's loss (a 1x1 map at the 1/64 block of a 64 px frame has nothing to lower)
+    assert all(t.loss_end <= t.loss_start + 1e-5 for t in opt) and any(t.loss_end < t.loss_start for t in opt)
+
+
+def test_unet_unchanged_after_run(pipe, clip):
+    unet = pipe.unet
+    procs = dict(unet.attn_processors)
+    state = {k: v.clone() for k, v in unet.state_dict().items()}
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    emb = torch.randn(2, 77, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = unet(x, 300, encoder_hidden_states=emb).sample
+        run(pipe, clip[:3])
+        after = unet(x, 300, encoder_hidden_states=emb).sample
+    assert torch.equal(before, after)
+    assert all(unet.attn_processors[k] is v for k, v in procs.items())
+    assert all(torch.equal(v, state[k]) for k, v in unet.state_dict().items())
+    assert all(not b._forward_pre_hooks for b in unet.up_blocks)
+
+
+def test_anchor_latents_restored_exactly(pipe, clip):
+    first = run(pipe, clip[[0, 1, 2]])
+    second = run(pipe, clip[[0, 2, 3, 4]], anchors=first.anchors)
+    assert len(second.anchors.first) == len(first.anchors.first) == len(first.trace.timesteps) + 1
+    for s in range(len(first.anchors.first)):  # at every step, the anchors carry the previous batch's latents
+        assert torch.equal(second.anchors.first[s], first.anchors.first[s])
+    assert torch.equal(second.latents[0], first.latents[0]) and torch.equal(second.latents[1], first.latents[-1])
+    assert np.array_equal(second.frames[0], first.frames[0]) and np.array_equal(second.frames[1], first.frames[-1])
+    with pytest.raises(ConfigError, match="anchors"):
+        run(pipe, clip[[0, 2, 3]], anchors=first.anchors, num_inference_steps=5)
+
+
+@pytest.mark.parametrize(
+    "attention,optimization",
+    [
+        (
+            AttentionConfig(spatial_guided=False, cross_frame=False, temporal_guided=False),
+            OptimizationConfig(enabled=False),
+        ),
+        (AttentionConfig(cross_frame=False), OptimizationConfig(temporal=False)),
+        (AttentionConfig(temporal_guided=False), OptimizationConfig(spatial=False, spatial_norm="l1")),
+        (
+            AttentionConfig(spatial_window=StepWindow(0, 1)),
+            OptimizationConfig(bidirectional_temporal=True, adain=False),
+        ),
+    ],
+)
+def test_switches(pipe, clip, attention, optimization):
+    out = run(pipe, clip[:3], num_inference_steps=3, fresco=FrescoConfig(attention, optimization))
+    assert len(out.frames) == 3
+    assert torch.isfinite(out.latents).all()
+    assert bool(out.trace.optimization) == optimization.enabled
+
+
+def test_per_frame_prompts_and_no_guidance(pipe, clip):
+    out = pipe(
+        clip[:3],
+        ["a photo of a dog", "a painting", "a cat"],
+        guidance_scale=1.0,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert len(out.frames) == 3
+
+
+def test_several_controlnets():
+    pipe2 = make_tiny_pipeline(seed=0, num_controlnets=2)
+    out = run(
+        pipe2,
+        moving_square_clip(3, 64, 64, 16, (8, 8), (2, 2)),
+        controlnet_conditioning_scale=[1.0, 0.5],
+        num_inference_steps=2,
+    )
+    assert len(out.frames) == 3
+    with pytest.raises(ConfigError, match="controlnet_conditioning_scale"):
+        run(pipe2, moving_square_clip(3, 64, 64, 16, (8, 8), (2, 2)), controlnet_conditioning_scale=[1.0])
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"strength": 0.0}, "strength"),
+        ({"strength": 0.1, "num_inference_steps": 4}, "strength"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"prompt": ["a", "b"]}, "prompt"),
+        ({"fresco": FrescoConfig(AttentionConfig(lambda_s=0))}, "attention.lambda_s"),
+        ({"fresco": FrescoConfig(optimization=OptimizationConfig(spatial_norm="l2"))}, "optimization.spatial_norm"),
+        ({"fresco": FrescoConfig(optimization=OptimizationConfig(window=StepWindow(0.5, 0.2)))}, "optimization.window"),
+    ],
+)
+def test_validation_names_the_field(pipe, clip, kwargs, field):
+    kwargs = dict(kwargs)
+    prompt = kwargs.pop("prompt", "a dog")
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        pipe(clip[:3], prompt, **kwargs)
+
+
+def test_frames_must_fit_the_model(pipe):
+    with pytest.raises(ConfigError, match="multiples of 64"):
+        pipe(np.zeros((2, 100, 128, 3), np.uint8), "a dog")
+
+
+def test_decoder_hooks_replace_and_are_removed(pipe):
+    unet = pipe.unet
+    seen = []
+
+    def cb(i, hs):
+        seen.append((i, tuple(hs.shape)))
+        return hs * 0 if i == 3 else None
+
+    x = torch.randn(1, 4, 16, 16)
+    emb = torch.randn(1, 77, 32)
+    with torch.no_grad():
+        base = unet(x, 10, encoder_hidden_states=emb).sample
+        with decoder_hooks(unet, (0, 3), cb):
+            zeroed = unet(x, 10, encoder_hidden_states=emb).sample
+        again = unet(x, 10, encoder_hidden_states=emb).sample
+    assert [s[0] for s in seen] == [0, 3] and not torch.equal(base, zeroed) and torch.equal(base, again)
+    assert all(not b._forward_pre_hooks for b in unet.up_blocks)
+
+
+def test_optimize_features_enables_grad_inside_no_grad():
+    frames = moving_square_clip(3, 64, 64, 16, (8, 8), (8, 0))
+    from fresco_v2v.correspondence import build_correspondence
+
+    sc = build_correspondence(frames, factors=(8,))[8]
+    f = torch.randn(6, 5, 8, 8)  # two CFG groups of three frames
+    ref = torch.randn(3, 5, 8, 8)
+    cfg = OptimizationConfig(iterations=10)
+    with torch.no_grad():
+        out, start, end = optimize_features(f, 3, cfg, sc, ref)
+    assert out.shape == f.shape and not out.requires_grad and end < start
+    torch.testing.assert_close(out.mean((2, 3)), f.mean((2, 3)), atol=1e-4, rtol=0)  # AdaIN keeps statistics
+    same, s0, e0 = optimize_features(f, 3, dataclasses.replace(cfg, temporal=False, spatial=False), sc, ref)
+    assert same is f and s0 == e0 == 0.0
