@@ -31,6 +31,53 @@ def _cmd_keyframes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from .metrics import HIGHER_IS_BETTER, METRIC_NAMES, METRICS, evaluate_videos
+    from .models import resolve_device
+
+    device = resolve_device(args.device)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = tqdm(total=total, desc=stage, unit="frame", leave=False, disable=None)
+        bars[stage].update(done - bars[stage].n)
+
+    try:
+        r = evaluate_videos(
+            args.input,
+            args.output,
+            short_side=args.resolution,
+            max_frames=args.max_frames,
+            prompt=args.prompt,
+            source_prompt=args.source_prompt,
+            clip_model=args.clip_model,
+            feature_model=args.feature_model,
+            device=device,
+            progress=progress,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(
+        f"{args.input} -> {args.output}: {r.num_frames} frames, {r.size[0]}x{r.size[1]}, flow {r.flow}, "
+        f"CLIP {r.clip_model or 'none'}, Spat-Con features {r.feature_model or 'none'}"
+    )
+    digits = {"fram_acc": 4, "tem_con": 4, "pixel_mse": 6, "spat_con": 6}
+    print(f"{'metric':<10} {'better':<7} value")
+    for key in METRICS:
+        value = getattr(r, key)
+        shown = f"{value:.{digits[key]}f}" if value is not None else f"unavailable: {r.unavailable[key]}"
+        print(f"{METRIC_NAMES[key]:<10} {'higher' if HIGHER_IS_BETTER[key] else 'lower':<7} {shown}")
+    if args.json:
+        print(json.dumps(r.to_json_dict()))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     print("fresco demo: the end-to-end demo lands with the command-line issue; until then run `make test`.")
     return 0
@@ -55,6 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--resolution", type=int, default=DEFAULT_SHORT_SIDE, help="short side in px (default %(default)s)")
     k.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     k.set_defaults(func=_cmd_keyframes)
+
+    e = sub.add_parser("evaluate", help="the paper's Table 1 metrics (Pixel-MSE, Tem-Con, Fram-Acc, Spat-Con)")
+    e.add_argument("--input", required=True, help="the source video")
+    e.add_argument("--output", required=True, help="its translation (same frame count and size)")
+    e.add_argument("--prompt", default=None, help="target prompt (Fram-Acc)")
+    e.add_argument("--source-prompt", default=None, help="a caption of the input video (Fram-Acc)")
+    e.add_argument(
+        "--clip-model",
+        default=None,
+        help="CLIP hub id or local folder for Tem-Con, Fram-Acc and Spat-Con (e.g. openai/clip-vit-large-patch14); "
+        "without it only Pixel-MSE is computed",
+    )
+    e.add_argument(
+        "--feature-model",
+        default=None,
+        help="Spat-Con's network: a transformers vision model id or folder (default: the CLIP vision tower)",
+    )
+    e.add_argument("--resolution", type=int, default=None, help="resize both to this short side (default: as stored)")
+    e.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each")
+    e.add_argument("--device", default=None, help="torch device for the networks (default: the accelerator, or cpu)")
+    e.add_argument("--json", action="store_true", help="also print the metrics as one JSON object on the last line")
+    e.set_defaults(func=_cmd_evaluate)
 
     d = sub.add_parser("demo", help="run the whole pipeline offline on a generated clip")
     d.add_argument("-o", "--output", default="out/demo")
