@@ -104,8 +104,8 @@ def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
             _check_single_file(path, allow_pickle, "controlnet")
             if not path.is_file():
                 raise FileNotFoundError(f"no such file: {path}")
-            return ControlNetModel.from_single_file(str(path), torch_dtype=dtype)
-        return ControlNetModel.from_pretrained(ident, torch_dtype=dtype)
+            return ControlNetModel.from_single_file(str(path), dtype=dtype)
+        return ControlNetModel.from_pretrained(ident, dtype=dtype)
     except ConfigError:
         raise
     except Exception as e:  # diffusers/hub raise many types (OSError, HfHubHTTPError, ValueError, ...)
@@ -147,9 +147,9 @@ def load_pipeline(
                 _check_single_file(path, allow_pickle, "model")
                 if not path.is_file():
                     raise FileNotFoundError(f"no such file: {path}")
-                pipe = FrescoPipeline.from_single_file(str(path), controlnet=cn, torch_dtype=dt)
+                pipe = FrescoPipeline.from_single_file(str(path), controlnet=cn, dtype=dt)
             else:
-                pipe = FrescoPipeline.from_pretrained(model, controlnet=cn, torch_dtype=dt)
+                pipe = FrescoPipeline.from_pretrained(model, controlnet=cn, dtype=dt)
         except ConfigError:
             raise
         except Exception as e:

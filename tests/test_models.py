@@ -1,0 +1,107 @@
+"""Model loading through diffusers' real code paths, offline, on the tiny stack saved to disk; and clear errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from fresco_v2v import ConfigError, ModelNotFound
+from fresco_v2v.models import LoraSpec, load_controlnet, load_pipeline, resolve_device, resolve_dtype
+from fresco_v2v.pipeline import FrescoPipeline
+from fresco_v2v.testing import make_tiny_pipeline, moving_square_clip
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    pipe = make_tiny_pipeline(seed=0)
+    pipe.save_pretrained(root / "base")
+    pipe.controlnet.save_pretrained(root / "controlnet")
+    return root, pipe
+
+
+def frames():
+    return moving_square_clip(3, 64, 64, 16, (8, 8), (4, 0))
+
+
+def translate(pipe):
+    return pipe(frames(), "a painting", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
+
+
+def test_from_pretrained_folder_round_trip(saved, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root, original = saved
+    pipe = load_pipeline(str(root / "base"), [str(root / "controlnet")], device="cpu")
+    assert isinstance(pipe, FrescoPipeline) and pipe.unet.dtype == torch.float32
+    assert all(np.array_equal(a, b) for a, b in zip(translate(pipe), translate(original)))
+
+
+def test_lora_changes_the_output(saved, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    root, original = saved
+    donor = make_tiny_pipeline(seed=0)
+    donor.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                      init_lora_weights=False))
+    FrescoPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=get_peft_model_state_dict(donor.unet))
+    lora_file = next((tmp_path / "lora").glob("*.safetensors"))
+    pipe = load_pipeline(str(root / "base"), [str(root / "controlnet")], loras=[LoraSpec(str(lora_file), 0.8)],
+                         device="cpu")
+    assert not np.array_equal(translate(pipe)[0], translate(original)[0])
+
+
+def test_missing_model_names_it_and_the_alternative(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFound, match=r"ControlNet 'nobody/no-such-controlnet'.*local folder.*safetensors"):
+        load_controlnet("nobody/no-such-controlnet", torch.float32)
+    with pytest.raises(ModelNotFound, match="missing-controlnet"):
+        load_pipeline("nobody/no-such-model", [str(tmp_path / "missing-controlnet")])
+
+
+def test_missing_base_model_file(tmp_path, monkeypatch):
+    from fresco_v2v import models
+
+    monkeypatch.setattr(models, "load_controlnet", lambda *a, **k: object())  # only the base model is looked up
+    with pytest.raises(ModelNotFound, match=r"base model '.*absent\.safetensors'.*no such file"):
+        load_pipeline(str(tmp_path / "absent.safetensors"), ["x"])
+
+
+def test_pickle_checkpoints_need_opt_in(tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"not really")
+    with pytest.raises(ConfigError, match="allow_pickle"):
+        load_controlnet(str(ckpt), torch.float32)
+
+
+def test_tiny_model_and_freeu():
+    pipe = load_pipeline("tiny", ["tiny"], device="cpu", freeu=True)
+    assert getattr(pipe.unet.up_blocks[0], "b1", None) == 1.2
+    assert len(translate(pipe)) == 3
+
+
+def test_device_dtype_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_dtype(None, torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("meta")) == torch.float16
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ConfigError, match="dtype"):
+        resolve_dtype("float8", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="device"):
+        resolve_device("toaster")
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("style.safetensors", ("style.safetensors", 1.0)),
+    ("style.safetensors:0.6", ("style.safetensors", 0.6)),
+    ("C:\\loras\\style.safetensors", ("C:\\loras\\style.safetensors", 1.0)),
+])
+def test_lora_spec_parse(text, expect):
+    spec = LoraSpec.parse(text)
+    assert (spec.path, spec.scale) == expect
+
+
+@pytest.mark.slow
+def test_real_sd15_from_hub():  # pragma: no cover - needs weights: FRESCO_RUN_SLOW=1
+    pipe = load_pipeline("stable-diffusion-v1-5/stable-diffusion-v1-5")
+    assert isinstance(pipe, FrescoPipeline)
