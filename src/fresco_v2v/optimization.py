@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -57,6 +58,7 @@ class OptimizationTrace:
     step_index: int
     loss_start: float
     loss_end: float
+    seconds: float = 0.0
 
 
 def optimize_features(
@@ -142,10 +144,11 @@ class FeatureOptimizer:
     def __call__(self, block: int, hidden_states: torch.Tensor) -> torch.Tensor | None:
         if not self.active:
             return None
+        t0 = time.perf_counter()
         tokens = hidden_states.shape[-2] * hidden_states.shape[-1]
         scale_corr = self.correspondence.for_tokens(tokens) if self.correspondence is not None else None
         new, start, end = optimize_features(
             hidden_states, self.num_frames, self.config, scale_corr, self.reference_features.get(block)
         )
-        self.trace.append(OptimizationTrace(block, self.step_index, start, end))
+        self.trace.append(OptimizationTrace(block, self.step_index, start, end, time.perf_counter() - t0))
         return new
