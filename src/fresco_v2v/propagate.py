@@ -1,0 +1,608 @@
+"""Propagation: render every non-keyframe from the translated keyframes (paper §3.5), in PyTorch, no C++ build.
+
+The paper (following Rerender-A-Video, which runs Ebsynth) translates only keyframes and fills each frame between
+two keys from both of them, guided by the source video, then blends the two results. Ours, per frame t between
+keys L and R:
+
+1. **Candidates from each key** (``flow_candidate``): the stylized key warped along the source video's optical
+   flow t -> key, twice per key: the direct flow (one DIS estimate between t and the key) and the chained flow
+   (consecutive-frame flows composed), because each fails where the other holds (large motion vs. drift).
+2. **Guided patch synthesis where no flow holds** (``fresco_v2v.patchmatch``): where every flow candidate's
+   guide error is high (occlusion, disocclusion, flow failure), PatchMatch over the source frames, coarse to
+   fine, with voting, copies stylized patches whose source patch matches frame t.
+3. **Guide correction** (``residual_coefficients``): each candidate carries the key's source pixels it came from;
+   the difference to frame t's own pixels (lighting, sub-pixel misalignment, small deformations) is mapped into
+   the style by the key's local linear colour model (the guided filter's 3x3 regression of stylized on source,
+   He et al. 2013), a first-order correction of the copied style. Our addition; it can be switched off.
+4. **Blending** (``histogram_preserving_blend``): weights = temporal distance x exp(-(guide error / scale)^2) per
+   pixel; the linear mix is then re-contrasted so its local variance equals the weighted variance of the inputs
+   (histogram-preserving blending, Heitz & Neyret 2018, in a local form that leaves aligned inputs unchanged); the
+   finest band's energy that resampling removed is given back where the candidates agree (``restore_detail``), and
+   the result is optionally fused in the gradient domain (``screened_poisson``) to remove remaining ghost edges.
+
+Frames before the first key or after the last one use one key (one-sided); keys are returned unchanged.
+Everything runs on the device passed in (CPU, CUDA or MPS); optical flow (OpenCV DIS) runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .flow import FlowEstimator, get_flow_estimator, warp
+from .patchmatch import SourcePyramid, build_source_pyramid, guided_synthesis
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """Options of :func:`propagate`. Values are in [0, 1] colour units unless said otherwise."""
+
+    #: Optical flow backend (``fresco_v2v.flow.FLOW_BACKENDS``); "dis" = OpenCV DIS medium, the foundation's default.
+    flow: str = "dis"
+    #: Also warp along consecutive-frame flows composed t -> key (measured with keys every 10 frames, 21 frames of
+    #: dog.mp4, stylization: 28.45 dB with it, 28.06 dB without; costs two more DIS estimates per frame).
+    chained_flow: bool = True
+    #: grid_sample mode for warping the stylized key: "bicubic" keeps sharpness (measured on car-turn.mp4,
+    #: stylization: gradient energy 0.91 of the truth with bicubic, 0.76 with bilinear), "bilinear" never overshoots.
+    warp_mode: str = "bicubic"
+    #: Guide error = mean |frame t - warped key source| over a (2r+1)^2 box; r = 2 (5x5, Ebsynth's patch size).
+    error_radius: int = 2
+    #: Blend weight falls as exp(-(error / error_scale)^2); 0.04 (10/255), a documented choice (0.02 measured worse
+    #: on car-turn.mp4 by 0.2-0.4 dB).
+    error_scale: float = 0.04
+    #: Guide correction (module docstring, step 3); our addition. Measured (21 frames, car-turn / dog): +2.3 / +2.9 dB
+    #: on the edge-preserving + LUT filter, +0.6 dB on posterize + hue shift, -0.1 dB on cv2.stylization.
+    residual_transfer: bool = True
+    #: Window radius and regularizer of the local colour regression: the guided filter's usual r = 4, eps = 1e-3.
+    residual_radius: int = 4
+    residual_eps: float = 1e-3
+    #: Coefficients clamped to [-g, g] so noise in flat keys cannot amplify the guide difference (documented choice).
+    residual_max_gain: float = 2.0
+    #: Guided patch synthesis where every flow candidate's guide error exceeds ``synthesis_threshold``.
+    patch_synthesis: bool = True
+    #: 0.08 (20/255), a documented choice: four times ``error_scale``, where the flow candidates' weights are ~0.
+    synthesis_threshold: float = 0.08
+    #: Patch side 5 (Ebsynth's default) and a coarse-to-fine pyramid down to a short side of 32-63 px.
+    patch_size: int = 5
+    #: PatchMatch iterations per pyramid level; Barnes et al. report convergence in 4-5, 3 suffice with a flow seed.
+    patch_iterations: int = 3
+    pyramid_min_side: int = 32
+    #: Histogram-preserving (contrast-keeping) blend: local window radius and the largest gain it may apply
+    #: (measured on car-turn.mp4, stylization: sharpness 0.93 with it, 0.90 without, for -0.07 dB).
+    contrast_preserving: bool = True
+    contrast_radius: int = 7
+    #: 1/sqrt(1/2) = 1.41 is the gain for two equally weighted independent inputs; 1.5 leaves room for three.
+    max_contrast_gain: float = 1.5
+    #: Interpolation compensation: the stylized key is pre-sharpened by ``key_sharpen`` * (its finest band taken
+    #: twice, response ~sin^4(w/2), peaking at the Nyquist frequency where sub-pixel warps attenuate most). Off:
+    #: measured on car-turn.mp4, 0.5 costs 0.3-0.8 dB (sharper edges at slightly wrong places).
+    key_sharpen: float = 0.0
+    #: Detail restoration: give back the finest band's local energy that resampling took from the candidates
+    #: (relative to the keys' energy at the same place), where the candidates agree; window radius, largest gain.
+    detail_restore: bool = True
+    detail_radius: int = 3
+    #: 2.0, a documented choice: a half-pixel shift halves the finest band's energy (tested), gain sqrt(2) undoes it.
+    max_detail_gain: float = 2.0
+    #: Gradient-domain fusion (an option, off by default: its effect on the benchmark has not been measured yet).
+    poisson: bool = False
+    #: Screening weight of the Poisson fusion: how strongly the colours stay at the blended ones.
+    poisson_weight: float = 0.1
+    #: Seed of the PatchMatch random search (a torch.Generator on the compute device).
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warp_mode not in ("bilinear", "bicubic", "nearest"):
+            raise ConfigError("warp_mode", "'bilinear', 'bicubic' or 'nearest'", self.warp_mode)
+        for name in ("error_radius", "residual_radius", "contrast_radius", "detail_radius"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(name, "an integer >= 0", v)
+        for name in ("error_scale", "residual_eps", "residual_max_gain", "synthesis_threshold", "poisson_weight"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+                raise ConfigError(name, "a number > 0", v)
+        if not isinstance(self.key_sharpen, (int, float)) or isinstance(self.key_sharpen, bool) or self.key_sharpen < 0:
+            raise ConfigError("key_sharpen", "a number >= 0", self.key_sharpen)
+        for name in ("max_contrast_gain", "max_detail_gain"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 1:
+                raise ConfigError(name, "a number >= 1", v)
+        if not isinstance(self.patch_size, int) or self.patch_size < 1 or self.patch_size % 2 == 0:
+            raise ConfigError("patch_size", "an odd integer >= 1", self.patch_size)
+        if not isinstance(self.patch_iterations, int) or self.patch_iterations < 1:
+            raise ConfigError("patch_iterations", "an integer >= 1", self.patch_iterations)
+        if not isinstance(self.pyramid_min_side, int) or self.pyramid_min_side < 4:
+            raise ConfigError("pyramid_min_side", "an integer >= 4", self.pyramid_min_side)
+        for name in (
+            "chained_flow",
+            "residual_transfer",
+            "patch_synthesis",
+            "contrast_preserving",
+            "detail_restore",
+            "poisson",
+        ):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, "True or False", getattr(self, name))
+        if not isinstance(self.flow, str):
+            raise ConfigError("flow", "a flow backend name", self.flow)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+# ----------------------------------------------------------------------------------------------- small pure maths
+
+
+def _box_sum_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Sum over [i - r, i + r] clipped to the array along ``dim``, by a cumulative sum (cost independent of r)."""
+    n = x.shape[dim]
+    pad = [0, 0] * (x.dim() - 1 - (dim % x.dim())) + [radius + 1, radius]
+    c = F.pad(x, pad).cumsum(dim)
+    return c.narrow(dim, 2 * radius + 1, n) - c.narrow(dim, 0, n)
+
+
+def _window_count(n: int, radius: int, device, dtype) -> torch.Tensor:
+    i = torch.arange(n, device=device)
+    return ((i + radius).clamp(max=n - 1) - (i - radius).clamp(min=0) + 1).to(dtype)
+
+
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over the (2r+1)^2 window clipped to the image: [..., H, W] -> [..., H, W]."""
+    if radius == 0:
+        return x
+    h, w = x.shape[-2:]
+    s = _box_sum_1d(_box_sum_1d(x, radius, -1), radius, -2)
+    count = _window_count(h, radius, x.device, x.dtype)[:, None] * _window_count(w, radius, x.device, x.dtype)
+    return s / count
+
+
+def residual_coefficients(source: torch.Tensor, stylized: torch.Tensor, radius: int, eps: float, max_gain: float):
+    """Local linear colour model stylized ~ A^T source + b in each (2r+1)^2 window (guided filter, colour form).
+
+    source, stylized: [3, H, W] in [0, 1]. Returns A as [3, 3, H, W], A[i, j] = d stylized_j / d source_i, solved
+    per pixel from (Sigma_II + eps I) A = Sigma_IS and clamped to [-max_gain, max_gain].
+    """
+    c, h, w = source.shape
+    mu_i, mu_s = box_mean(source, radius), box_mean(stylized, radius)
+    cov_ii = box_mean(source[:, None] * source[None], radius) - mu_i[:, None] * mu_i[None]  # [3, 3, H, W]
+    cov_is = box_mean(source[:, None] * stylized[None], radius) - mu_i[:, None] * mu_s[None]  # [3, 3, H, W]
+    eye = torch.eye(c, device=source.device, dtype=source.dtype)
+    lhs = cov_ii.permute(2, 3, 0, 1) + eps * eye  # [H, W, 3, 3]
+    a = torch.linalg.solve(lhs, cov_is.permute(2, 3, 0, 1))  # [H, W, 3, 3]
+    return a.permute(2, 3, 0, 1).clamp(-max_gain, max_gain).contiguous()
+
+
+def apply_residual(stylized: torch.Tensor, coeffs: torch.Tensor, guide_diff: torch.Tensor) -> torch.Tensor:
+    """stylized_j + sum_i A[i, j] diff_i: [3, H, W], [3, 3, H, W], [3, H, W] -> [3, H, W] (fused multiply-adds)."""
+    out = stylized
+    for i in range(coeffs.shape[0]):
+        out = torch.addcmul(out, coeffs[i], guide_diff[i : i + 1])
+    return out
+
+
+def guide_error(target: torch.Tensor, carried: torch.Tensor, radius: int, valid: torch.Tensor | None = None):
+    """Per-pixel error of a candidate: box mean of the channel-mean |target - carried guide|, [3,H,W] -> [H, W].
+
+    ``valid`` [H, W] bool: pixels where the candidate exists; elsewhere the per-pixel error is 1 (the largest
+    possible) before the box mean, so the error also rises next to where a candidate stops existing.
+    """
+    e = (target - carried).abs().mean(0)
+    if valid is not None:
+        e = torch.where(valid, e, torch.ones_like(e))
+    return box_mean(e, radius)
+
+
+def histogram_preserving_blend(images: torch.Tensor, weights: torch.Tensor, radius: int, max_gain: float):
+    """Blend K candidates keeping their local contrast (histogram-preserving blending, local form).
+
+    images: [K, C, H, W]; weights: [K, H, W] >= 0 (normalized here). The linear mix m = sum_k w_k x_k loses
+    variance where the inputs disagree (for independent inputs Var m = sum w_k^2 Var x_k, Heitz & Neyret 2018).
+    In each (2r+1)^2 window we rescale m around its local mean so its variance becomes sum_k w_k Var_loc(x_k):
+    out = mu(m) + g (m - mu(m)), g = sqrt(target / Var_loc(m)) clamped to [1, max_gain]. Aligned (equal) inputs
+    give g = 1 (unchanged); independent equal-variance inputs give Heitz & Neyret's 1 / sqrt(sum w_k^2).
+    The variances are those of the channel mean (luma), and one gain applies to all channels, so hue is kept.
+    """
+    w = weights / weights.sum(0, keepdim=True).clamp_min(1e-12)
+    mix = (w[:, None] * images).sum(0)  # [C, H, W]
+    if max_gain <= 1:
+        return mix
+    luma = images.mean(1)  # [K, H, W]
+    mu_k = box_mean(luma, radius)
+    var_k = (box_mean(luma.square(), radius) - mu_k.square()).clamp_min(0)
+    target = (w * var_k).sum(0)  # [H, W]
+    mix_luma = mix.mean(0)
+    mu_m = box_mean(mix_luma, radius)
+    var_m = (box_mean(mix_luma.square(), radius) - mu_m.square()).clamp_min(0)
+    gain = torch.sqrt((target + 1e-8) / (var_m + 1e-8)).clamp(1.0, max_gain)
+    mu_c = box_mean(mix, radius)
+    return mu_c + gain * (mix - mu_c)
+
+
+def fine_detail(x: torch.Tensor) -> torch.Tensor:
+    """The finest frequency band of [..., H, W]: x minus its 3x3 binomial blur ([1, 2, 1] / 4 both ways, edges kept)."""
+    shape = x.shape
+    y = F.pad(x.reshape(-1, 1, *shape[-2:]), (1, 1, 1, 1), mode="replicate")
+    y = (y[..., :-2] + 2 * y[..., 1:-1] + y[..., 2:]) / 4
+    y = (y[..., :-2, :] + 2 * y[..., 1:-1, :] + y[..., 2:, :]) / 4
+    return x - y.reshape(shape)
+
+
+def detail_energy(image: torch.Tensor, radius: int) -> torch.Tensor:
+    """Local energy of the finest band: box mean of the channel-mean squared ``fine_detail``, [C, H, W] -> [H, W]."""
+    return box_mean(fine_detail(image).square().mean(0), radius)
+
+
+def detail_energy_batch(images: torch.Tensor, radius: int) -> torch.Tensor:
+    """``detail_energy`` of each of [K, C, H, W] -> [K, H, W] (a tiny floor keeps ratios finite)."""
+    return box_mean(fine_detail(images).square().mean(1), radius) + 1e-8
+
+
+def restore_detail(image: torch.Tensor, target_energy: torch.Tensor, radius: int, max_gain: float) -> torch.Tensor:
+    """Amplify the finest band of ``image`` [C, H, W] so its local energy reaches ``target_energy`` [H, W].
+
+    The histogram-preserving idea applied to one frequency band: resampling (sub-pixel warps) and blending attenuate
+    the finest band, and the keys tell how much of it belongs at each place. With b = fine_detail(image) and
+    c = fine_detail(b), out = image + d b has band b + d c, whose local energy E + 2 d B + d^2 C (E, B, C: box means
+    of b.b, b.c, c.c) equals the target at d = (-B + sqrt(B^2 + C (target - E))) / C. The gain 1 + d is clamped to
+    [1, max_gain]: detail is only given back, never removed, and noise is not blown up without bound.
+    """
+    b = fine_detail(image)
+    c = fine_detail(b)
+    e = box_mean(b.square().mean(0), radius)
+    bc = box_mean((b * c).mean(0), radius)
+    cc = box_mean(c.square().mean(0), radius)
+    d = (torch.sqrt((bc.square() + cc * (target_energy - e)).clamp_min(0)) - bc) / cc.clamp_min(1e-12)
+    return image + d.clamp(0.0, max_gain - 1.0) * b
+
+
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences of [..., H, W]: gx[..., :, j] = x[j+1] - x[j] (0 in the last column), gy likewise."""
+    gx = torch.zeros_like(x)
+    gy = torch.zeros_like(x)
+    gx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
+    gy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
+    return gx, gy
+
+
+def screened_poisson(base: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, weight: float) -> torch.Tensor:
+    """argmin_u |D u - g|^2 + weight |u - base|^2 over [..., H, W], Neumann boundary (gradient-domain fusion).
+
+    D = forward differences inside the image (``image_gradients``). Normal equations (weight + D^T D) u =
+    weight * base + D^T g, solved exactly by FFT on the mirrored (2H x 2W) image: D^T D is the Neumann Laplacian,
+    diagonal in the cosine basis with eigenvalues (2 - 2 cos(pi k / H)) + (2 - 2 cos(pi l / W)).
+    """
+    h, w = base.shape[-2:]
+    div = torch.zeros_like(base)  # D^T g: g(j-1) - g(j)
+    div[..., :, 1:] += gx[..., :, :-1]
+    div -= gx
+    div[..., 1:, :] += gy[..., :-1, :]
+    div -= gy
+    rhs = weight * base + div
+    ext = torch.cat([rhs, rhs.flip(-1)], dim=-1)
+    ext = torch.cat([ext, ext.flip(-2)], dim=-2)  # [..., 2H, 2W], half-sample symmetric = Neumann
+    spec = torch.fft.rfft2(ext)
+    ky = torch.arange(2 * h, device=base.device, dtype=base.dtype)
+    kx = torch.arange(w + 1, device=base.device, dtype=base.dtype)
+    lap = (2 - 2 * torch.cos(torch.pi * ky / h))[:, None] + (2 - 2 * torch.cos(torch.pi * kx / w))[None, :]
+    u = torch.fft.irfft2(spec / (weight + lap), s=(2 * h, 2 * w))
+    return u[..., :h, :w]
+
+
+def poisson_fuse(blend: torch.Tensor, images: torch.Tensor, weights: torch.Tensor, weight: float) -> torch.Tensor:
+    """Gradient-domain fusion: the gradients of the locally dominant candidate, the colours of ``blend``.
+
+    Averaging two slightly different copies of an edge makes a double (ghost) edge; taking each edge's gradient
+    from the single most trusted candidate and re-integrating against the blend's colours removes it.
+    blend: [C, H, W]; images: [K, C, H, W]; weights: [K, H, W].
+    """
+    pick = weights.argmax(0)  # [H, W]
+    one_hot = F.one_hot(pick, images.shape[0]).permute(2, 0, 1).to(images.dtype)  # [K, H, W]
+    gx, gy = image_gradients(images)
+    gx = (one_hot[:, None] * gx).sum(0)
+    gy = (one_hot[:, None] * gy).sum(0)
+    return screened_poisson(blend, gx, gy, weight)
+
+
+def compose_flows(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Flow a -> c from a -> b (``first``) and b -> c (``second``): f(x) + s(x + f(x)); [H, W, 2] each."""
+    s_at = warp(second.permute(2, 0, 1)[None], first[None])[0].permute(1, 2, 0)
+    return first + s_at
+
+
+# ----------------------------------------------------------------------------------------------- flows
+
+
+@dataclass
+class FrameFlows:
+    """Candidate flows from one non-key frame to its left and right keys ([H, W, 2] float32, t -> key)."""
+
+    to_left: list[torch.Tensor] = field(default_factory=list)
+    to_right: list[torch.Tensor] = field(default_factory=list)
+
+
+def key_segments(num_frames: int, key_indices: Sequence[int]) -> list[tuple[int | None, int | None, list[int]]]:
+    """(left key or None, right key or None, the non-key frames between) for every stretch without keys."""
+    keys = list(key_indices)
+    out = []
+    bounds = [None, *keys, None]
+    for left, right in zip(bounds, bounds[1:]):
+        lo = 0 if left is None else left + 1
+        hi = num_frames if right is None else right
+        if hi > lo:
+            out.append((left, right, list(range(lo, hi))))
+    return out
+
+
+def estimate_propagation_flows(
+    frames: np.ndarray,
+    key_indices: Sequence[int],
+    config: PropagationConfig | None = None,
+    estimator: FlowEstimator | None = None,
+) -> dict[int, FrameFlows]:
+    """Flows from every non-key frame to its keys: direct (one estimate) and, if configured, chained.
+
+    frames: [N, H, W, 3] uint8. Chained flow t -> L = flow(t -> t-1) composed with flow(t-1 -> L), built outward
+    from the key, so one consecutive flow per frame and side. Returns {t: FrameFlows} (CPU tensors); pass it to
+    :func:`propagate` to reuse flows across several stylizations of the same video.
+    """
+    cfg = config or PropagationConfig()
+    frames = _check_frames(frames)
+    keys = _check_keys(key_indices, len(frames))
+    est = estimator or get_flow_estimator(cfg.flow)
+    out: dict[int, FrameFlows] = {}
+
+    def flow(a: int, b: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(est(frames[a], frames[b])))
+
+    for left, right, between in key_segments(len(frames), keys):
+        for t in between:
+            out[t] = FrameFlows()
+        for key, order, attr in ((left, between, "to_left"), (right, between[::-1], "to_right")):
+            if key is None:
+                continue
+            chained = None
+            for t in order:
+                direct = flow(t, key)
+                getattr(out[t], attr).append(direct)
+                if not cfg.chained_flow:
+                    continue
+                step = 1 if t > key else -1
+                if abs(t - key) == 1:
+                    chained = direct
+                else:
+                    chained = compose_flows(flow(t, t - step), chained)
+                    getattr(out[t], attr).append(chained)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- one frame
+
+
+@dataclass
+class _Key:
+    """A keyframe on the compute device: its source frame, its stylization and its colour model."""
+
+    source: torch.Tensor  # [3, H, W] in [0, 1]
+    stylized: torch.Tensor  # [3, H, W]
+    coeffs: torch.Tensor | None  # [3, 3, H, W] or None without guide correction
+    pyramid: SourcePyramid | None  # the source frame's patch pyramid, or None without patch synthesis
+    detail: torch.Tensor  # [1, H, W] local energy of the stylized key's finest band (``detail_energy``)
+
+
+def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float() / 255.0
+
+
+def _sampling_grid(flow: torch.Tensor) -> torch.Tensor:
+    """[H, W, 2] pixel flow -> [1, H, W, 2] grid_sample grid (align_corners=True) at x + flow(x), as flow.warp."""
+    h, w, _ = flow.shape
+    xs = torch.arange(w, device=flow.device, dtype=flow.dtype) * (2.0 / max(w - 1, 1)) - 1.0
+    ys = torch.arange(h, device=flow.device, dtype=flow.dtype) * (2.0 / max(h - 1, 1)) - 1.0
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=flow.device, dtype=flow.dtype)
+    grid = flow * scale
+    grid[..., 0] += xs[None, :]
+    grid[..., 1] += ys[:, None]
+    return grid[None]
+
+
+def flow_candidate(target: torch.Tensor, key: _Key, flow: torch.Tensor, cfg: PropagationConfig):
+    """One candidate from one key along one flow: (stylized [3, H, W], guide error [H, W], detail energy [H, W]).
+
+    The stylized key, its source frame and its colour model are warped together (backward warp, the convention of
+    ``fresco_v2v.flow.warp``); pixels whose flow leaves the frame get error 1 (they must come from elsewhere).
+    """
+    h, w = target.shape[-2:]
+    grid = _sampling_grid(flow.to(target.device, target.dtype))
+    style = F.grid_sample(key.stylized[None], grid, mode=cfg.warp_mode, padding_mode="border", align_corners=True)[0]
+    along = [key.source, key.detail] + ([key.coeffs.reshape(9, h, w)] if key.coeffs is not None else [])
+    carried = F.grid_sample(torch.cat(along)[None], grid, padding_mode="border", align_corners=True)[0]
+    valid = (grid[0].abs() <= 1.0).all(-1)  # x + flow(x) inside the frame
+    err = guide_error(target, carried[:3], cfg.error_radius, valid)
+    if key.coeffs is not None:
+        style = apply_residual(style, carried[4:].reshape(3, 3, h, w), target - carried[:3])
+    return style, err, carried[3]
+
+
+def patch_candidate(
+    target: torch.Tensor, key: _Key, seed_flow: torch.Tensor, mask: torch.Tensor, cfg: PropagationConfig, gen
+):
+    """Guided patch synthesis from one key at the ``mask``ed pixels: (stylized [3, H, W], error, detail [H, W]).
+
+    Outside the mask the error is 1 (no candidate there).
+    """
+    h, w = target.shape[-2:]
+    parts = [key.stylized, key.source, key.detail] + ([key.coeffs.reshape(9, h, w)] if key.coeffs is not None else [])
+    values, idx = guided_synthesis(target, key.pyramid, torch.cat(parts), seed_flow, mask, cfg.patch_iterations, gen)
+    full = torch.zeros(values.shape[0], h * w, device=target.device, dtype=target.dtype)
+    full[:, idx] = values
+    full = full.reshape(-1, h, w)
+    style, carried = full[:3], full[3:6]
+    err = guide_error(target, carried, cfg.error_radius, mask)
+    if key.coeffs is not None:
+        style = apply_residual(style, full[7:].reshape(3, 3, h, w), (target - carried) * mask)
+    return style, err, full[6]
+
+
+def synthesize_frame(
+    target: torch.Tensor,
+    sides: list[tuple[_Key, list[torch.Tensor], float]],
+    cfg: PropagationConfig,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Frame t from its keys: sides = [(key, flows t -> key, temporal weight)], target [3, H, W] -> [3, H, W]."""
+    styles, errors, details, tw = [], [], [], []
+    best_flow = []
+    for key, flows, weight in sides:
+        side_err, side_flow = None, None
+        for f in flows:
+            s, e, d = flow_candidate(target, key, f, cfg)
+            styles.append(s)
+            errors.append(e)
+            details.append(d)
+            tw.append(weight)
+            if side_err is None:
+                side_err, side_flow = e, f.to(target.device)
+            else:
+                better = e < side_err
+                side_flow = torch.where(better[..., None], f.to(target.device), side_flow)
+                side_err = torch.minimum(e, side_err)
+        best_flow.append(side_flow)
+    if cfg.patch_synthesis:
+        failed = torch.stack(errors).amin(0) > cfg.synthesis_threshold
+        frac = failed.float().mean().item()
+        if frac > 0:
+            logger.debug("patch synthesis on %.1f%% of the frame", 100 * frac)
+            for (key, _, weight), seed in zip(sides, best_flow):
+                s, e, d = patch_candidate(target, key, seed, failed, cfg, gen)
+                styles.append(s)
+                errors.append(e)
+                details.append(d)
+                tw.append(weight)
+    images = torch.stack(styles)  # [K, 3, H, W]
+    err = torch.stack(errors)  # [K, H, W]
+    tw_t = torch.tensor(tw, device=target.device, dtype=target.dtype)[:, None, None]
+    weights = tw_t * (torch.exp(-(err / cfg.error_scale).square()) + 1e-6) * (err < 1)
+    weights = weights + 1e-12 * tw_t  # every pixel keeps at least its temporal weights
+    if cfg.contrast_preserving:
+        out = histogram_preserving_blend(images, weights, cfg.contrast_radius, cfg.max_contrast_gain)
+    else:
+        out = histogram_preserving_blend(images, weights, 0, 1.0)
+    if cfg.detail_restore:
+        # Give back what resampling took from each candidate (target = warped key energy vs. candidate energy),
+        # not what disagreeing candidates cancel in the mix: amplifying that would sharpen ghost edges.
+        wn = weights / weights.sum(0, keepdim=True)
+        lost = (wn * torch.stack(details)).sum(0) / (wn * detail_energy_batch(images, cfg.detail_radius)).sum(0)
+        # Only where the candidates agree on where edges are: sharpening an uncertain edge costs more than it gives.
+        spread = box_mean((wn[:, None] * (images - out).square()).sum(0).mean(0), cfg.detail_radius)
+        certain = torch.exp(-spread / cfg.error_scale**2)
+        target_energy = lost.clamp_min(1).pow(certain) * detail_energy(out, cfg.detail_radius)
+        out = restore_detail(out, target_energy, cfg.detail_radius, cfg.max_detail_gain)
+    if cfg.poisson:
+        out = poisson_fuse(out, images, weights, cfg.poisson_weight)
+    return out.clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+
+
+def _check_frames(frames) -> np.ndarray:
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or len(arr) == 0:
+        raise ConfigError("frames", "[N >= 1, H, W, 3] uint8 RGB", f"{arr.dtype} {arr.shape}")
+    return arr
+
+
+def _check_keys(key_indices: Sequence[int], n: int) -> list[int]:
+    keys = [int(k) for k in key_indices]
+    if not keys or any(k < 0 or k >= n for k in keys) or any(b <= a for a, b in zip(keys, keys[1:])):
+        raise ConfigError("key_indices", f"strictly ascending frame indices in [0, {n - 1}], at least one", keys)
+    return keys
+
+
+def propagate(
+    frames: np.ndarray | Sequence[np.ndarray],
+    key_indices: Sequence[int],
+    stylized_keys: Sequence[np.ndarray],
+    config: PropagationConfig | None = None,
+    *,
+    device: str | torch.device | None = None,
+    flows: dict[int, FrameFlows] | None = None,
+    estimator: FlowEstimator | None = None,
+) -> list[np.ndarray]:
+    """Every frame of the video stylized from the stylized keyframes (paper §3.5).
+
+    frames: the source video, [N, H, W, 3] uint8 RGB (any H, W); key_indices: ascending frame indices of the keys;
+    stylized_keys: one [H, W, 3] uint8 RGB image per key. device: where the synthesis runs (default CPU);
+    flows: from :func:`estimate_propagation_flows`, to reuse them (computed per segment otherwise).
+    Returns N uint8 RGB frames; the keys are returned unchanged.
+    """
+    cfg = config or PropagationConfig()
+    if not isinstance(cfg, PropagationConfig):
+        raise ConfigError("config", "a PropagationConfig", type(cfg).__name__)
+    frames = _check_frames(frames)
+    n, h, w, _ = frames.shape
+    keys = _check_keys(key_indices, n)
+    if len(stylized_keys) != len(keys):
+        raise ConfigError("stylized_keys", f"{len(keys)} images (one per key)", len(stylized_keys))
+    for i, s in enumerate(stylized_keys):
+        s = np.asarray(s)
+        if s.shape != (h, w, 3) or s.dtype != np.uint8:
+            raise ConfigError(f"stylized_keys[{i}]", f"a [{h}, {w}, 3] uint8 RGB image", f"{s.dtype} {s.shape}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    est = estimator or get_flow_estimator(cfg.flow)
+
+    out: list[np.ndarray | None] = [None] * n
+    for k, s in zip(keys, stylized_keys):
+        out[k] = np.array(s, copy=True)
+    cache: dict[int, _Key] = {}
+
+    def key_state(k: int) -> _Key:
+        if k not in cache:
+            src = _to_tensor(frames[k], dev)
+            sty = _to_tensor(np.asarray(stylized_keys[keys.index(k)]), dev)
+            coeffs = None
+            if cfg.residual_transfer:
+                coeffs = residual_coefficients(src, sty, cfg.residual_radius, cfg.residual_eps, cfg.residual_max_gain)
+            pyramid = None
+            if cfg.patch_synthesis:
+                pyramid = build_source_pyramid(src, cfg.patch_size, cfg.pyramid_min_side)
+            if len(cache) >= 2:  # segments go left to right: only the current two keys are needed again
+                cache.pop(min(cache))
+            detail = detail_energy(sty, cfg.detail_radius)[None]
+            if cfg.key_sharpen > 0:
+                sty = sty + cfg.key_sharpen * fine_detail(fine_detail(sty))
+            cache[k] = _Key(src, sty, coeffs, pyramid, detail)
+        return cache[k]
+
+    with torch.no_grad():
+        for left, right, between in key_segments(n, keys):
+            logger.info("propagating frames %d-%d from keys %s, %s", between[0], between[-1], left, right)
+            seg_flows = flows
+            if seg_flows is None or any(t not in seg_flows for t in between):
+                sub = [k for k in (left, right) if k is not None]
+                lo, hi = min(between + sub), max(between + sub)
+                local = estimate_propagation_flows(frames[lo : hi + 1], [k - lo for k in sub], cfg, est)
+                seg_flows = {t + lo: v for t, v in local.items()}
+            for t in between:
+                ff = seg_flows[t]
+                sides = []
+                if left is not None and right is not None:
+                    wl = (right - t) / (right - left)
+                    sides = [(key_state(left), ff.to_left, wl), (key_state(right), ff.to_right, 1.0 - wl)]
+                elif left is not None:
+                    sides = [(key_state(left), ff.to_left, 1.0)]
+                else:
+                    sides = [(key_state(right), ff.to_right, 1.0)]
+                res = synthesize_frame(_to_tensor(frames[t], dev), sides, cfg, gen)
+                out[t] = (res * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return out  # type: ignore[return-value]

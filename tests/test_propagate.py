@@ -1,0 +1,418 @@
+"""Propagation (paper §3.5): synthetic clips with a known answer, and each algorithm piece against a naive oracle.
+
+The oracles below are plain loops over pixels on purpose: slow, obvious, and the truth the tensor code must match.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from fresco_v2v.errors import ConfigError
+from fresco_v2v.patchmatch import (
+    all_patches,
+    build_source_pyramid,
+    gather_patches,
+    guided_synthesis,
+    patch_distance,
+    patchmatch,
+    vote,
+)
+from fresco_v2v.propagate import (
+    PropagationConfig,
+    apply_residual,
+    box_mean,
+    compose_flows,
+    detail_energy,
+    estimate_propagation_flows,
+    fine_detail,
+    histogram_preserving_blend,
+    image_gradients,
+    key_segments,
+    propagate,
+    residual_coefficients,
+    restore_detail,
+    screened_poisson,
+)
+from fresco_v2v.testing import moving_square_clip, shifted_texture_clip, textured_image
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def colour_map(frames: np.ndarray) -> np.ndarray:
+    """The "translation" of the tests: a fixed nonlinear tone curve per channel, then a channel rotation."""
+    x = np.arange(256) / 255.0
+    lut = np.stack([x**0.6, 1 - (1 - x) ** 2, 0.2 + 0.6 * x], -1)  # [256, 3]
+    lut = (lut * 255).round().astype(np.uint8)
+    out = np.stack([lut[frames[..., c], c] for c in range(3)], -1)
+    return np.ascontiguousarray(out[..., [2, 0, 1]])
+
+
+def mean_abs(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    d = np.abs(a.astype(np.float64) - b.astype(np.float64)).mean(-1)
+    return float(d[mask].mean() if mask is not None else d.mean())
+
+
+def run(frames: np.ndarray, keys: list[int], **cfg) -> tuple[list[np.ndarray], np.ndarray]:
+    truth = colour_map(frames)
+    out = propagate(frames, keys, [truth[k] for k in keys], PropagationConfig(**cfg))
+    return out, truth
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+def test_moving_square_matches_colour_mapped_truth_including_uncovered_band():
+    # 64x80 scene, a 20 px textured square moving 2 px right and 1 px down per frame; keys every 6 frames
+    frames = moving_square_clip(13, 64, 80, 20, (10, 12), (2, 1), seed=3)
+    keys = [0, 6, 12]
+    out, truth = run(frames, keys)
+    assert len(out) == len(frames)
+    for k in keys:
+        np.testing.assert_array_equal(out[k], truth[k])  # keys come back unchanged
+    for t in (2, 3, 4, 8, 9, 10):
+        err = mean_abs(out[t], truth[t])
+        assert err < 4.0, (t, err)
+        # the band uncovered by the motion since the left key: square there at key L, background now
+        x0, y0 = 10 + 2 * (t // 6 * 6), 12 + 1 * (t // 6 * 6)
+        was = np.zeros(frames.shape[1:3], bool)
+        was[y0 : y0 + 20, x0 : x0 + 20] = True
+        now = np.zeros_like(was)
+        now[12 + t : 12 + t + 20, 10 + 2 * t : 10 + 2 * t + 20] = True
+        band = was & ~now
+        assert band.sum() > 20
+        assert mean_abs(out[t], truth[t], band) < 8.0, (t, mean_abs(out[t], truth[t], band))
+    # far better than copying the nearest key
+    copy_err = np.mean([mean_abs(truth[min(keys, key=lambda k: abs(k - t))], truth[t]) for t in (2, 3, 4)])
+    ours_err = np.mean([mean_abs(out[t], truth[t]) for t in (2, 3, 4)])
+    assert ours_err < 0.3 * copy_err
+
+
+def test_one_sided_segments_before_first_and_after_last_key():
+    frames = shifted_texture_clip(9, 48, 56, (1, 1), seed=5)
+    out, truth = run(frames, [4])
+    for t in (0, 1, 2, 3, 5, 6, 7, 8):
+        assert mean_abs(out[t], truth[t]) < 5.0, t
+    np.testing.assert_array_equal(out[4], truth[4])
+
+
+def test_adjacent_keys_have_nothing_to_do():
+    frames = shifted_texture_clip(4, 32, 40, (1, 0), seed=1)
+    truth = colour_map(frames)
+    out = propagate(frames, [0, 1, 2, 3], list(truth))
+    for a, b in zip(out, truth):
+        np.testing.assert_array_equal(a, b)
+    assert key_segments(6, [0, 1, 2, 5]) == [(2, 5, [3, 4])]
+    assert key_segments(4, [1]) == [(None, 1, [0]), (1, None, [2, 3])]
+
+
+@pytest.mark.parametrize("size", [(37, 53), (45, 31)])
+def test_sizes_not_divisible_by_8(size):
+    h, w = size
+    frames = moving_square_clip(7, h, w, 11, (5, 6), (1, 1), seed=2)
+    out, truth = run(frames, [0, 6])
+    assert all(o.shape == (h, w, 3) and o.dtype == np.uint8 for o in out)
+    assert np.mean([mean_abs(out[t], truth[t]) for t in range(1, 6)]) < 5.0
+
+
+def test_every_option_runs_and_is_deterministic():
+    frames = moving_square_clip(5, 40, 44, 12, (6, 8), (2, 1), seed=4)
+    truth = colour_map(frames)
+    cfg = PropagationConfig(poisson=True, warp_mode="bilinear", chained_flow=False, synthesis_threshold=0.01)
+    a = propagate(frames, [0, 4], [truth[0], truth[4]], cfg, device="cpu")
+    b = propagate(frames, [0, 4], [truth[0], truth[4]], cfg, device=torch.device("cpu"))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert np.mean([mean_abs(a[t], truth[t]) for t in (1, 2, 3)]) < 8.0
+    off = PropagationConfig(residual_transfer=False, patch_synthesis=False, contrast_preserving=False)
+    c = propagate(frames, [0, 4], [truth[0], truth[4]], off)
+    assert np.mean([mean_abs(c[t], truth[t]) for t in (1, 2, 3)]) < 10.0
+
+
+def test_precomputed_flows_are_reused():
+    frames = shifted_texture_clip(6, 32, 36, (1, 1), seed=7)
+    truth = colour_map(frames)
+    flows = estimate_propagation_flows(frames, [0, 5])
+    assert sorted(flows) == [1, 2, 3, 4]
+    assert len(flows[3].to_left) == 2 and len(flows[1].to_left) == 1  # direct + chained, chained == direct at 1
+    a = propagate(frames, [0, 5], [truth[0], truth[5]], flows=flows)
+    b = propagate(frames, [0, 5], [truth[0], truth[5]])
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"warp_mode": "lanczos"}, "warp_mode"),
+        ({"patch_size": 4}, "patch_size"),
+        ({"error_scale": 0.0}, "error_scale"),
+        ({"max_contrast_gain": 0.5}, "max_contrast_gain"),
+        ({"key_sharpen": -1.0}, "key_sharpen"),
+        ({"contrast_radius": -1}, "contrast_radius"),
+        ({"poisson": "yes"}, "poisson"),
+        ({"patch_iterations": 0}, "patch_iterations"),
+    ],
+)
+def test_config_is_validated(kwargs, field):
+    with pytest.raises(ConfigError) as e:
+        PropagationConfig(**kwargs)
+    assert e.value.field == field
+
+
+def test_inputs_are_validated():
+    frames = shifted_texture_clip(4, 16, 16, (1, 0))
+    keys = colour_map(frames)
+    with pytest.raises(ConfigError, match="key_indices"):
+        propagate(frames, [2, 1], [keys[2], keys[1]])
+    with pytest.raises(ConfigError, match="key_indices"):
+        propagate(frames, [0, 4], [keys[0], keys[3]])
+    with pytest.raises(ConfigError, match="stylized_keys"):
+        propagate(frames, [0, 3], [keys[0]])
+    with pytest.raises(ConfigError, match=r"stylized_keys\[1\]"):
+        propagate(frames, [0, 3], [keys[0], keys[3][:8]])
+    with pytest.raises(ConfigError, match="frames"):
+        propagate(frames.astype(np.float32), [0], [keys[0]])
+
+
+# ------------------------------------------------------------------------------------------------ oracles
+
+
+def naive_box_mean(x: np.ndarray, r: int) -> np.ndarray:
+    h, w = x.shape
+    out = np.zeros_like(x)
+    for y, z in itertools.product(range(h), range(w)):
+        out[y, z] = x[max(0, y - r) : y + r + 1, max(0, z - r) : z + r + 1].mean()
+    return out
+
+
+def test_box_mean_matches_naive_windows():
+    x = np.random.default_rng(0).random((9, 7))
+    for r in (0, 1, 3, 10):
+        np.testing.assert_allclose(box_mean(torch.from_numpy(x), r).numpy(), naive_box_mean(x, r), atol=1e-10)
+
+
+def naive_patch(img: np.ndarray, y: int, x: int, p: int) -> np.ndarray:
+    """[C, P, P] patch around (y, x) with border pixels repeated."""
+    c, h, w = img.shape
+    r = p // 2
+    out = np.zeros((c, p, p))
+    for i, j in itertools.product(range(p), range(p)):
+        out[:, i, j] = img[:, min(max(y + i - r, 0), h - 1), min(max(x + j - r, 0), w - 1)]
+    return out
+
+
+def test_patches_and_patch_distance_match_naive():
+    rng = np.random.default_rng(1)
+    tgt, src = rng.random((2, 7, 6)), rng.random((2, 5, 8))
+    p = 3
+    ap = all_patches(torch.from_numpy(src), p).numpy()
+    for y, x in itertools.product(range(5), range(8)):
+        np.testing.assert_allclose(ap[y * 8 + x], naive_patch(src, y, x, p).reshape(-1))
+    pix = torch.tensor([[y, x] for y, x in itertools.product(range(7), range(6))])
+    tp = gather_patches(torch.from_numpy(tgt), pix, p)
+    nnf = torch.from_numpy(np.stack([rng.integers(0, 5, 42), rng.integers(0, 8, 42)], 1))
+    d = patch_distance(tp, torch.from_numpy(ap), nnf, 8).numpy()
+    for m, (y, x) in enumerate(pix.tolist()):
+        ref = ((naive_patch(tgt, y, x, p) - naive_patch(src, *nnf[m].tolist(), p)) ** 2).sum()
+        assert d[m] == pytest.approx(ref)
+
+
+def brute_force_nnf_distance(tgt: np.ndarray, src: np.ndarray, p: int) -> np.ndarray:
+    """Exhaustive nearest neighbour field: the smallest patch distance of every target pixel, [H*W]."""
+    _, h, w = tgt.shape
+    _, hs, ws = src.shape
+    src_p = [naive_patch(src, y, x, p) for y, x in itertools.product(range(hs), range(ws))]
+    best = []
+    for y, x in itertools.product(range(h), range(w)):
+        tp = naive_patch(tgt, y, x, p)
+        best.append(min(((tp - s) ** 2).sum() for s in src_p))
+    return np.array(best)
+
+
+def test_patchmatch_finds_the_exhaustive_nearest_neighbours():
+    src = torch.from_numpy(textured_image(14, 16, seed=2)).permute(2, 0, 1).double() / 255
+    tgt = torch.roll(src, shifts=(3, -2), dims=(1, 2))  # every target patch exists in the source (cyclically)
+    tgt[:, 5:8, 6:9] = src[:, 0:3, 0:3]  # a pasted block from elsewhere
+    p = 3
+    seed = torch.zeros(14 * 16, 2, dtype=torch.long)  # a useless seed: everything points at (0, 0)
+    active = torch.arange(14 * 16)
+    gen = torch.Generator().manual_seed(0)
+    nnf = patchmatch(tgt, src, all_patches(src, p), seed, active, p, 10, 16, gen)
+    got = patch_distance(gather_patches(tgt, torch.stack([active // 16, active % 16], 1), p), all_patches(src, p),
+                         nnf, 16).numpy()  # fmt: skip
+    ref = brute_force_nnf_distance(tgt.numpy(), src.numpy(), p)
+    assert np.all(got >= ref - 1e-9)
+    # PatchMatch is approximate: most matches exact (93% measured), total distance within 1% of the optimum
+    assert np.mean(np.isclose(got, ref, atol=1e-9)) > 0.85
+    assert got.sum() < 1.05 * ref.sum()
+
+
+def naive_vote(values: np.ndarray, nnf: np.ndarray, h: int, w: int, p: int) -> np.ndarray:
+    c, hs, ws = values.shape
+    r = p // 2
+    out = np.zeros((c, h * w))
+    for y, x in itertools.product(range(h), range(w)):
+        acc = np.zeros(c)
+        for dy, dx in itertools.product(range(-r, r + 1), range(-r, r + 1)):
+            qy, qx = min(max(y - dy, 0), h - 1), min(max(x - dx, 0), w - 1)
+            sy, sx = nnf[qy * w + qx]
+            sy, sx = min(max(sy + y - qy, 0), hs - 1), min(max(sx + x - qx, 0), ws - 1)
+            acc += values[:, sy, sx]
+        out[:, y * w + x] = acc / p**2
+    return out
+
+
+def test_vote_matches_naive():
+    rng = np.random.default_rng(3)
+    values = rng.random((4, 6, 7))
+    h, w, p = 5, 9, 3
+    nnf = np.stack([rng.integers(0, 6, h * w), rng.integers(0, 7, h * w)], 1)
+    got = vote(torch.from_numpy(values), torch.from_numpy(nnf), (h, w), torch.arange(h * w), p).numpy()
+    np.testing.assert_allclose(got, naive_vote(values, nnf, h, w, p))
+    part = torch.tensor([0, 7, 44])
+    np.testing.assert_allclose(vote(torch.from_numpy(values), torch.from_numpy(nnf), (h, w), part, p).numpy(),
+                               naive_vote(values, nnf, h, w, p)[:, part.numpy()])  # fmt: skip
+
+
+def test_guided_synthesis_recovers_shifted_content_from_a_wrong_seed():
+    src = torch.from_numpy(textured_image(48, 64, seed=6)).permute(2, 0, 1).float() / 255
+    tgt = torch.roll(src, shifts=5, dims=2)  # target(x) = source(x - 5)
+    values = src.flip(0)  # the "stylized" key: colours swapped
+    mask = torch.zeros(48, 64, dtype=torch.bool)
+    mask[10:40, 15:50] = True
+    pyr = build_source_pyramid(src, 5, 8)
+    out, idx = guided_synthesis(tgt, pyr, values, torch.zeros(48, 64, 2), mask, 3, torch.Generator().manual_seed(0))
+    want = torch.roll(values, shifts=5, dims=2).reshape(3, -1)[:, idx]
+    assert (out - want).abs().mean() < 0.01
+
+
+def naive_hpb(images: np.ndarray, weights: np.ndarray, r: int, gmax: float) -> np.ndarray:
+    """Local histogram-preserving blend written out per pixel (see histogram_preserving_blend)."""
+    k, c, h, w = images.shape
+    wn = weights / weights.sum(0, keepdims=True)
+    mix = (wn[:, None] * images).sum(0)
+    luma, mluma = images.mean(1), mix.mean(0)
+    out = np.zeros_like(mix)
+    for y, x in itertools.product(range(h), range(w)):
+        win = (slice(max(0, y - r), y + r + 1), slice(max(0, x - r), x + r + 1))
+        target = sum(wn[i, y, x] * luma[i][win].var() for i in range(k))
+        g = np.clip(np.sqrt((target + 1e-8) / (mluma[win].var() + 1e-8)), 1, gmax)
+        for ch in range(c):
+            mu = mix[ch][win].mean()
+            out[ch, y, x] = mu + g * (mix[ch, y, x] - mu)
+    return out
+
+
+def test_histogram_preserving_blend_matches_naive_and_keeps_contrast():
+    rng = np.random.default_rng(4)
+    imgs, wts = rng.random((3, 3, 8, 9)), rng.random((3, 8, 9))
+    got = histogram_preserving_blend(torch.from_numpy(imgs), torch.from_numpy(wts), 2, 1.5).numpy()
+    np.testing.assert_allclose(got, naive_hpb(imgs, wts, 2, 1.5), atol=1e-6)
+    # equal inputs: unchanged; independent noise at equal weights: variance kept (a plain mix halves it)
+    same = np.repeat(imgs[:1], 2, 0)
+    np.testing.assert_allclose(
+        histogram_preserving_blend(torch.from_numpy(same), torch.ones(2, 8, 9, dtype=torch.float64), 2, 2).numpy(),
+        imgs[0],
+        atol=1e-6,
+    )
+    noise = torch.from_numpy(np.repeat(rng.normal(0.5, 0.1, (2, 1, 96, 96)), 3, 1))
+    out = histogram_preserving_blend(noise, torch.ones(2, 96, 96, dtype=torch.float64), 7, 2.0)
+    plain = noise.mean(0)
+    assert plain.var().item() / noise[0].var().item() < 0.6
+    assert 0.85 < out.var().item() / noise[0].var().item() < 1.1
+
+
+def test_screened_poisson_matches_dense_solve():
+    rng = np.random.default_rng(5)
+    h, w, lam = 5, 6, 0.3
+    base, gx, gy = rng.random((h, w)), rng.random((h, w)), rng.random((h, w))
+    gx[:, -1] = 0
+    gy[-1, :] = 0
+    # D: forward differences inside the image, one row per edge
+    rows, rhs_g = [], []
+    for y, x in itertools.product(range(h), range(w)):
+        for (dy, dx), g in (((0, 1), gx), ((1, 0), gy)):
+            if y + dy < h and x + dx < w:
+                r = np.zeros(h * w)
+                r[(y + dy) * w + x + dx], r[y * w + x] = 1, -1
+                rows.append(r)
+                rhs_g.append(g[y, x])
+    d = np.array(rows)
+    a = d.T @ d + lam * np.eye(h * w)
+    ref = np.linalg.solve(a, d.T @ np.array(rhs_g) + lam * base.reshape(-1)).reshape(h, w)
+    got = screened_poisson(torch.from_numpy(base), torch.from_numpy(gx), torch.from_numpy(gy), lam).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-9)
+    # with the image's own gradients the solution is the image
+    img = torch.from_numpy(rng.random((2, 7, 9)))
+    np.testing.assert_allclose(screened_poisson(img, *image_gradients(img), 0.1).numpy(), img.numpy(), atol=1e-9)
+
+
+def test_residual_coefficients_match_windowed_least_squares():
+    rng = np.random.default_rng(6)
+    src = rng.random((3, 6, 7))
+    m = np.array([[0.5, -0.2, 0.1], [0.3, 1.2, 0.0], [-0.4, 0.2, 0.8]])
+    sty = np.einsum("ij,ihw->jhw", m, src) + 0.01 * rng.random((3, 6, 7))
+    r, eps = 1, 1e-4
+    got = residual_coefficients(torch.from_numpy(src), torch.from_numpy(sty), r, eps, 10.0).numpy()
+    for y, x in itertools.product(range(6), range(7)):
+        win = (slice(max(0, y - r), y + r + 1), slice(max(0, x - r), x + r + 1))
+        a = src[(slice(None), *win)].reshape(3, -1).T
+        b = sty[(slice(None), *win)].reshape(3, -1).T
+        a0, b0 = a - a.mean(0), b - b.mean(0)
+        n = len(a)
+        ref = np.linalg.solve(a0.T @ a0 / n + eps * np.eye(3), a0.T @ b0 / n)  # ridge regression, guided filter
+        np.testing.assert_allclose(got[:, :, y, x], ref, atol=1e-8)
+    diff = rng.random((3, 6, 7))
+    np.testing.assert_allclose(
+        apply_residual(torch.from_numpy(sty), torch.from_numpy(got), torch.from_numpy(diff)).numpy(),
+        sty + np.einsum("ijhw,ihw->jhw", got, diff),
+    )
+    # exact linear colour maps are recovered in the interior
+    sty_exact = np.einsum("ij,ihw->jhw", m, src)
+    got = residual_coefficients(torch.from_numpy(src), torch.from_numpy(sty_exact), 2, 1e-9, 10.0).numpy()
+    np.testing.assert_allclose(got[:, :, 3, 3], m, atol=1e-4)
+
+
+def test_compose_flows_of_constant_shifts_adds_them():
+    a = torch.zeros(10, 12, 2)
+    a[..., 0] = 1.5
+    b = torch.zeros(10, 12, 2)
+    b[..., 1] = -2.0
+    c = compose_flows(a, b)
+    assert torch.allclose(c[..., 0], torch.tensor(1.5)) and torch.allclose(c[..., 1], torch.tensor(-2.0))
+
+
+def naive_fine_detail(x: np.ndarray) -> np.ndarray:
+    h, w = x.shape
+    k = np.array([1, 2, 1]) / 4
+    out = np.zeros_like(x)
+    for y, z in itertools.product(range(h), range(w)):
+        acc = 0.0
+        for i, j in itertools.product(range(3), range(3)):
+            acc += k[i] * k[j] * x[min(max(y + i - 1, 0), h - 1), min(max(z + j - 1, 0), w - 1)]
+        out[y, z] = x[y, z] - acc
+    return out
+
+
+def test_detail_restoration_matches_naive_and_undoes_resampling_blur():
+    rng = np.random.default_rng(7)
+    x = rng.random((2, 6, 8))
+    band = np.stack([naive_fine_detail(c) for c in x])
+    np.testing.assert_allclose(fine_detail(torch.from_numpy(x)).numpy(), band, atol=1e-12)
+    target = rng.random((6, 8)) * 0.1
+    band2 = np.stack([naive_fine_detail(c) for c in band])
+    e, bc, cc = (naive_box_mean(v.mean(0), 1) for v in (band**2, band * band2, band2**2))
+    d = np.clip((np.sqrt(np.maximum(bc**2 + cc * (target - e), 0)) - bc) / cc, 0, 1)  # solves E(d) = target
+    got = restore_detail(torch.from_numpy(x), torch.from_numpy(target), 1, 2.0).numpy()
+    np.testing.assert_allclose(got, x + d * band, atol=1e-10)
+    # a half-pixel bilinear shift halves the finest band's energy or worse; restoring brings it back
+    img = torch.from_numpy(textured_image(64, 64, seed=3)).permute(2, 0, 1).double() / 255
+    shifted = (img + torch.roll(img, 1, dims=2)) / 2
+    want = detail_energy(torch.roll(img, 1, dims=2), 3)
+    assert detail_energy(shifted, 3).mean() < 0.7 * want.mean()
+    fixed = restore_detail(shifted, want, 3, 4.0)
+    assert 0.93 * want.mean() < detail_energy(fixed, 3).mean() < 1.07 * want.mean()
