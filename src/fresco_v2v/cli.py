@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import FrescoError
+from .errors import ConfigError, FrescoError, InputError
 from .keyframes import DEFAULT_BATCH_SIZE, DEFAULT_S_MAX, DEFAULT_S_MIN, frame_distances, plan_batches, select_keyframes
 from .video import DEFAULT_SHORT_SIDE, read_video
 
@@ -78,9 +79,210 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    print("fresco demo: the end-to-end demo lands with the command-line issue; until then run `make test`.")
+# -- translate ------------------------------------------------------------------------------------------------------
+
+#: FRESCO switches of the command line -> (section, field, value when the flag is given).
+_FRESCO_SWITCHES = {
+    "no_spatial_attention": ("attention", "spatial_guided", False),
+    "no_cross_frame_attention": ("attention", "cross_frame", False),
+    "no_temporal_attention": ("attention", "temporal_guided", False),
+    "no_optimization": ("optimization", "enabled", False),
+    "no_temporal_loss": ("optimization", "temporal", False),
+    "no_spatial_loss": ("optimization", "spatial", False),
+}
+_FRESCO_VALUES = {
+    "lambda_s": ("attention", "lambda_s"),
+    "lambda_t": ("attention", "lambda_t"),
+    "lambda_spat": ("optimization", "lambda_spat"),
+    "opt_iterations": ("optimization", "iterations"),
+    "opt_lr": ("optimization", "learning_rate"),
+}
+_RUN_FLAGS = (
+    "input",
+    "prompt",
+    "output",
+    "model",
+    "lora",
+    "controlnet",
+    "controlnet_scale",
+    "canny_low",
+    "canny_high",
+    "strength",
+    "steps",
+    "guidance_scale",
+    "negative_prompt",
+    "added_prompt",
+    "seed",
+    "resolution",
+    "max_frames",
+    "batch_size",
+    "s_min",
+    "s_max",
+    "flow",
+    "device",
+    "dtype",
+    "colorize",
+    "freeu",
+    "allow_pickle",
+)
+
+
+def run_config_from_args(args: argparse.Namespace):
+    """RunConfig = defaults <- the --config file <- the flags given on the command line."""
+    import yaml
+
+    from .config import RunConfig, to_dict
+
+    data: dict = {}
+    if getattr(args, "config", None):
+        try:
+            with open(args.config) as f:
+                loaded = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise InputError(f"{args.config}: cannot read the config file ({e.strerror or e})") from None
+        except yaml.YAMLError as e:
+            raise InputError(f"{args.config}: not valid YAML ({e})") from None
+        if not isinstance(loaded, dict):
+            raise InputError(f"{args.config}: expected a mapping of option names to values")
+        data.update(loaded.get("config", loaded))  # a run.json holds the config under "config"
+    given = vars(args)
+    for name in _RUN_FLAGS:
+        if name in given:
+            data[name] = given[name]
+    if given.get("no_propagation"):
+        data["propagation"] = False
+    fresco = data.setdefault("fresco", {})
+    for flag, (section, fld, value) in _FRESCO_SWITCHES.items():
+        if given.get(flag):
+            fresco.setdefault(section, {})[fld] = value
+    for flag, (section, fld) in _FRESCO_VALUES.items():
+        if flag in given:
+            fresco.setdefault(section, {})[fld] = given[flag]
+    for required in ("input", "prompt"):
+        if not data.get(required):
+            raise ConfigError(required, "a value (on the command line or in --config)", data.get(required))
+    return RunConfig.from_dict(to_dict(RunConfig(input="", prompt="")) | data).validate()
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from .runner import translate_video
+
+    cfg = run_config_from_args(args)
+    if cfg.model == "tiny":
+        print("fresco: model 'tiny' has random weights; its output is noise-like by design (for testing).")
+    result = translate_video(cfg, overwrite=args.overwrite, progress=not args.quiet)
+    if not args.quiet:
+        r = result.report
+        print(
+            f"{result.video}: {r['frames']} frames at {r['fps']} fps, {r['size'][0]}x{r['size'][1]}, audio "
+            f"{r['audio']}; {len(result.keyframes)} keyframes in {result.output_dir / 'keyframes'}; "
+            f"report {result.output_dir / 'run.json'}"
+        )
     return 0
+
+
+def _cmd_propagate(args: argparse.Namespace) -> int:
+    import re
+    from pathlib import Path
+
+    from .propagate import propagate
+    from .runner import read_png
+    from .video import write_video
+
+    clip = read_video(args.input, short_side=args.resolution, max_frames=args.max_frames)
+    keydir = Path(args.keys)
+    if not keydir.is_dir():
+        raise InputError(f"{keydir}: no such folder of keyframes")
+    named = sorted(
+        (int(m.group(1)), p) for p in keydir.iterdir() if (m := re.fullmatch(r"(\d+)\.(png|jpg|jpeg)", p.name.lower()))
+    )
+    if not named:
+        raise InputError(f"{keydir}: no keyframe images named by frame index (e.g. 0000.png, 0012.png)")
+    keys, images = [], []
+    for idx, p in named:
+        if idx >= clip.num_frames:
+            raise InputError(f"{p}: frame {idx} is past the video's last frame ({clip.num_frames - 1})")
+        img = read_png(p)
+        if img.shape[:2] != clip.frames.shape[1:3]:
+            h, w = clip.frames.shape[1:3]
+            raise InputError(
+                f"{p}: is {img.shape[1]}x{img.shape[0]}, the video frames are {w}x{h} "
+                f"(at --resolution {args.resolution})"
+            )
+        keys.append(idx)
+        images.append(img)
+    frames = propagate(clip.frames, keys, images)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_video(out, frames, clip.fps, audio=clip.audio)
+    print(f"{out}: {len(frames)} frames at {clip.fps} fps from {len(keys)} keyframes")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from fractions import Fraction
+    from pathlib import Path
+
+    from .config import RunConfig
+    from .runner import translate_video
+    from .testing import moving_square_clip, write_test_video
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    src = write_test_video(
+        out / "input.mp4", moving_square_clip(48, 192, 256, 64, (24, 48), (3, 1)), Fraction(30000, 1001)
+    )
+    print(f"fresco demo: generated {src} (48 frames, 256x192, 29.97 fps, with a tone as audio).")
+    print(
+        "fresco demo: translating with the tiny random model: the output is noise-like by design; it shows the "
+        "whole pipeline running offline, not image quality."
+    )
+    cfg = RunConfig(
+        input=str(src),
+        prompt="a painting of a dog",
+        output=str(out / "result"),
+        model="tiny",
+        resolution=192,
+        steps=6,
+        s_min=4,
+        s_max=8,
+        batch_size=4,
+    )
+    result = translate_video(cfg, overwrite=True, progress=not args.quiet)
+    r = result.report
+    print(
+        f"fresco demo: wrote {result.video} ({r['frames']} frames at {r['fps']} fps, audio {r['audio']}), "
+        f"keyframes in {result.output_dir / 'keyframes'}, report {result.output_dir / 'run.json'}"
+    )
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from .config import CONTROLNET_TYPES, DEFAULT_MODEL
+    from .models import resolve_device, resolve_dtype
+    from .runner import package_versions
+
+    for k, v in package_versions().items():
+        print(f"{k:<14} {v}")
+    dev = resolve_device("auto")
+    print(
+        f"{'device':<14} {dev} (default dtype {str(resolve_dtype('auto', dev)).removeprefix('torch.')}), "
+        f"{torch_threads()} CPU threads"
+    )
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        try_to_load_from_cache = None
+    for ident, fname in [(DEFAULT_MODEL, "model_index.json"), *((v, "config.json") for v in CONTROLNET_TYPES.values())]:
+        found = try_to_load_from_cache(ident, fname) if try_to_load_from_cache else None
+        print(f"{ident:<44} {'found in the local cache' if isinstance(found, str) else 'not downloaded'}")
+    return 0
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,14 +327,74 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="also print the metrics as one JSON object on the last line")
     e.set_defaults(func=_cmd_evaluate)
 
-    d = sub.add_parser("demo", help="run the whole pipeline offline on a generated clip")
-    d.add_argument("-o", "--output", default="out/demo")
+    t = sub.add_parser("translate", help="translate a video with a prompt (keyframes, FRESCO, propagation, audio)")
+    S = argparse.SUPPRESS  # only the flags given override the --config file and the defaults
+    t.add_argument("input", nargs="?", default=S, help="video file")
+    t.add_argument("--prompt", default=S, help="what the video should become")
+    t.add_argument("-o", "--output", default=S, help="output folder (default fresco-out); rerun to resume")
+    t.add_argument("--config", default=None, help="YAML file with the same option names (or a run.json)")
+    t.add_argument("--model", default=S, help="hub id, diffusers folder or .safetensors file; 'tiny' for testing")
+    t.add_argument("--lora", action="append", default=S, help="LoRA file PATH[:SCALE]; repeatable")
+    t.add_argument("--controlnet", action="append", default=S, help="ControlNet type (canny), or canny:ID_OR_PATH")
+    t.add_argument("--controlnet-scale", type=float, action="append", default=S, help="conditioning scale(s)")
+    t.add_argument("--canny-low", type=int, default=S, help="canny low threshold (default 100)")
+    t.add_argument("--canny-high", type=int, default=S, help="canny high threshold (default 200)")
+    t.add_argument("--strength", type=float, default=S, help="SDEdit strength in (0, 1] (default 0.75)")
+    t.add_argument("--steps", type=int, default=S, help="denoising steps (default 20)")
+    t.add_argument("--guidance-scale", type=float, default=S, help="classifier-free guidance (default 7.5)")
+    t.add_argument("--negative-prompt", default=S, help="negative prompt")
+    t.add_argument("--added-prompt", default=S, help="text added to every prompt")
+    t.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
+    t.add_argument("--resolution", type=int, default=S, help="short side, a multiple of 64 (default 512)")
+    t.add_argument("--max-frames", type=int, default=S, help="use only the first N frames")
+    t.add_argument("--batch-size", type=int, default=S, help="keyframes per batch (default 8)")
+    t.add_argument("--s-min", type=int, default=S, help="smallest keyframe interval (default 5)")
+    t.add_argument("--s-max", type=int, default=S, help="largest keyframe interval (default 20)")
+    t.add_argument("--flow", default=S, help="optical flow backend (default dis)")
+    t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1, mps")
+    t.add_argument("--dtype", default=S, help="auto (default: float16 on a GPU, float32 on CPU), float16, float32")
+    t.add_argument("--no-propagation", action="store_true", help="keyframes only; other frames repeat the nearest")
+    t.add_argument("--colorize", action="store_true", default=S, help="keep the input's lightness (§4.3)")
+    t.add_argument("--freeu", action="store_true", default=S, help="enable FreeU")
+    t.add_argument("--allow-pickle", action="store_true", default=S, help="accept trusted .ckpt/.pt checkpoints")
+    for flag in _FRESCO_SWITCHES:
+        section, fld, _ = _FRESCO_SWITCHES[flag]
+        t.add_argument("--" + flag.replace("_", "-"), action="store_true", help=f"turn off {section}.{fld}")
+    t.add_argument("--lambda-s", type=float, default=S, help="λ_s of spatial-guided attention (default 5)")
+    t.add_argument("--lambda-t", type=float, default=S, help="λ_t of temporal-guided attention (default 5)")
+    t.add_argument("--lambda-spat", type=float, default=S, help="λ_spat of L_spat (default 50)")
+    t.add_argument("--opt-iterations", type=int, default=S, help="Adam iterations K (default 20)")
+    t.add_argument("--opt-lr", type=float, default=S, help="Adam learning rate (default 0.4, paper; authors 0.2)")
+    t.add_argument("--overwrite", action="store_true", help="start over in an output folder of another run")
+    t.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    t.epilog = (
+        "FRESCO switches: --no-spatial-attention --no-cross-frame-attention --no-temporal-attention "
+        "--no-optimization --no-temporal-loss --no-spatial-loss"
+    )
+    t.set_defaults(func=_cmd_translate)
+
+    pr = sub.add_parser("propagate", help="propagate your own stylized keyframes (named by frame index) to a video")
+    pr.add_argument("input", help="source video")
+    pr.add_argument("--keys", required=True, help="folder of keyframes named NNNN.png by frame index")
+    pr.add_argument("-o", "--output", default="propagated.mp4", help="output video (default propagated.mp4)")
+    pr.add_argument("--resolution", type=int, default=DEFAULT_SHORT_SIDE, help="short side the keys were made at")
+    pr.add_argument("--max-frames", type=int, default=None)
+    pr.set_defaults(func=_cmd_propagate)
+
+    d = sub.add_parser("demo", help="run the whole pipeline offline on a generated clip (tiny random model)")
+    d.add_argument("-o", "--output", default="fresco-demo", help="output folder (default fresco-demo)")
+    d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_cmd_demo)
+
+    v = sub.add_parser("env", help="versions, device, and which known models are downloaded")
+    v.set_defaults(func=_cmd_env)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.debug:  # transformers warns at import that torchvision is missing; nothing here needs it
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -130,3 +130,185 @@ def to_dict(obj) -> dict:
     if isinstance(obj, tuple):
         return [to_dict(v) for v in obj]
     return obj
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run: everything `fresco translate` needs, with the option names of the command line (dashes -> underscores).
+
+#: Default base model: SD1.5 on the hub (the paper's experiments use SD1.5-family models, §4).
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+#: ControlNet types whose condition needs no weights (OpenCV); a type may name its weights as "canny:ID_OR_PATH".
+CONTROLNET_TYPES = {"canny": "lllyasviel/sd-controlnet-canny"}
+#: Added to every prompt, as the authors' tool does ("a_prompt"): documented choice.
+DEFAULT_ADDED_PROMPT = "best quality, extremely detailed"
+#: Negative prompt of the authors' tool ("n_prompt").
+DEFAULT_NEGATIVE_PROMPT = (
+    "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, worst quality, "
+    "low quality"
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One `fresco translate` run. Field names are the CLI's option names; YAML config files use them too."""
+
+    input: str
+    prompt: str
+    output: str = "fresco-out"
+    model: str = DEFAULT_MODEL
+    lora: tuple[str, ...] = ()  # "PATH[:SCALE]"
+    controlnet: tuple[str, ...] = ("canny",)
+    controlnet_scale: tuple[float, ...] = (1.0,)
+    canny_low: int = 100  # ControlNet's canny annotator defaults
+    canny_high: int = 200
+    strength: float = 0.75  # SDEdit strength (§3.1); the authors' examples use 0.75
+    steps: int = 20  # the authors' configs (num_inference_steps: 20)
+    guidance_scale: float = 7.5  # SD's usual classifier-free guidance
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    added_prompt: str = DEFAULT_ADDED_PROMPT
+    #: Extra prompt text from a frame on: {frame index or "12.5s": text}; applies until the next entry.
+    keyframe_prompts: dict = field(default_factory=dict)
+    seed: int = 0
+    resolution: int = 512  # short side, paper §4
+    max_frames: int | None = None
+    batch_size: int = 8  # paper §4: N in [6, 8]
+    s_min: int = 5  # authors' keyframe function defaults
+    s_max: int = 20
+    flow: str = "dis"
+    device: str = "auto"
+    dtype: str = "auto"
+    propagation: bool = True
+    colorize: bool = False  # paper §4.3: keep the input's L, take AB from the result
+    freeu: bool = False
+    allow_pickle: bool = False
+    fresco: FrescoConfig = field(default_factory=FrescoConfig)
+
+    def validate(self) -> RunConfig:
+        def need(ok: bool, name: str, expected: str, given) -> None:
+            if not ok:
+                raise ConfigError(name, expected, given)
+
+        need(bool(self.prompt and self.prompt.strip()), "prompt", "a non-empty text", self.prompt)
+        need(0.0 < self.strength <= 1.0, "strength", "a number in (0, 1]", self.strength)
+        need(isinstance(self.steps, int) and self.steps >= 1, "steps", "an integer >= 1", self.steps)
+        need(
+            int(self.steps * self.strength) >= 1,
+            "strength",
+            f"steps * strength >= 1 ({self.steps} steps)",
+            self.strength,
+        )
+        need(self.guidance_scale >= 0, "guidance_scale", "a number >= 0", self.guidance_scale)
+        need(
+            isinstance(self.resolution, int) and self.resolution >= 64 and self.resolution % 64 == 0,
+            "resolution",
+            "a multiple of 64 (e.g. 512)",
+            self.resolution,
+        )
+        need(
+            self.max_frames is None or (isinstance(self.max_frames, int) and self.max_frames >= 1),
+            "max_frames",
+            "a positive integer",
+            self.max_frames,
+        )
+        need(
+            isinstance(self.batch_size, int) and self.batch_size >= 3,
+            "batch_size",
+            "an integer >= 3 (two anchor frames plus at least one new keyframe)",
+            self.batch_size,
+        )
+        need(isinstance(self.s_min, int) and self.s_min >= 1, "s_min", "an integer >= 1", self.s_min)
+        need(
+            isinstance(self.s_max, int) and self.s_max >= self.s_min,
+            "s_max",
+            f"an integer >= s_min ({self.s_min})",
+            self.s_max,
+        )
+        need(bool(self.controlnet), "controlnet", "at least one ControlNet type", self.controlnet)
+        for c in self.controlnet:
+            need(
+                c.split(":", 1)[0] in CONTROLNET_TYPES,
+                "controlnet",
+                f"a type among {sorted(CONTROLNET_TYPES)}, optionally with weights as TYPE:ID_OR_PATH",
+                c,
+            )
+        need(
+            len(self.controlnet_scale) in (1, len(self.controlnet)),
+            "controlnet_scale",
+            f"one value or {len(self.controlnet)} (one per ControlNet)",
+            list(self.controlnet_scale),
+        )
+        need(
+            0 <= self.canny_low <= self.canny_high <= 255,
+            "canny_low/canny_high",
+            "0 <= low <= high <= 255",
+            (self.canny_low, self.canny_high),
+        )
+        for k in self.keyframe_prompts:
+            need(_prompt_key(k) is not None, "keyframe_prompts", "frame indices (12) or times ('2.5s') as keys", k)
+        self.fresco.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        d = to_dict(self)
+        d["keyframe_prompts"] = {str(k): v for k, v in self.keyframe_prompts.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        """From plain data (YAML / run.json); unknown fields are an error that names them."""
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError("config", f"fields among {sorted(known)}", unknown)
+        fr = data.pop("fresco", None) or {}
+        att = {
+            k: (StepWindow(**v) if k.endswith("_window") else tuple(v) if isinstance(v, list) else v)
+            for k, v in (fr.get("attention") or {}).items()
+        }
+        opt = {
+            k: (StepWindow(**v) if k == "window" else tuple(v) if isinstance(v, list) else v)
+            for k, v in (fr.get("optimization") or {}).items()
+        }
+        try:
+            fresco = FrescoConfig(AttentionConfig(**att), OptimizationConfig(**opt))
+        except TypeError as e:
+            raise ConfigError("fresco", "known attention/optimization fields", str(e)) from None
+        for k in ("lora", "controlnet", "controlnet_scale"):
+            if k in data and isinstance(data[k], (list, str, float, int)):
+                v = data[k]
+                data[k] = tuple(v) if isinstance(v, list) else (v,)
+        if "keyframe_prompts" in data:
+            data["keyframe_prompts"] = {
+                _prompt_key(k) if _prompt_key(k) is not None else k: v
+                for k, v in (data["keyframe_prompts"] or {}).items()
+            }
+        return cls(fresco=fresco, **data)
+
+
+def _prompt_key(key) -> int | str | None:
+    """A keyframe-prompt key: a frame index (int or digits) or a time like '2.5s'."""
+    if isinstance(key, int) and key >= 0:
+        return key
+    if isinstance(key, str):
+        s = key.strip()
+        if s.isdigit():
+            return int(s)
+        if s.endswith("s"):
+            try:
+                if float(s[:-1]) >= 0:
+                    return s
+            except ValueError:
+                return None
+    return None
+
+
+def prompt_for_frame(base: str, added: str, keyframe_prompts: dict, frame: int, fps: float) -> str:
+    """The prompt of one keyframe: base, the extra text of the last keyframe-prompt entry at or before the frame,
+    then the added text (all joined by commas)."""
+    entries = []
+    for k, text in keyframe_prompts.items():
+        start = k if isinstance(k, int) else round(float(str(k)[:-1]) * fps)
+        entries.append((start, text))
+    extra = [t for s, t in sorted(entries, key=lambda e: e[0]) if s <= frame][-1:]
+    return ", ".join(p for p in (base, *extra, added) if p)

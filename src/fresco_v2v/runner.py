@@ -1,0 +1,305 @@
+"""`translate_video(RunConfig)`: the one typed entry point behind `fresco translate`, the demo and the web UI.
+
+Stages: read → keyframes (Alg. 1) and batches (§3.5) → batched FRESCO translation with anchors → propagation →
+encoding with the input's exact rate and audio. Output folder::
+
+    OUTDIR/video.mp4            every frame, same count and rate as the input, original audio
+    OUTDIR/keyframes/NNNN.png   translated keyframes, named by frame index
+    OUTDIR/run.json             resolved config, keyframes, batches, timings, versions, seed
+    OUTDIR/.fresco/             resume state: the config and, per finished batch, its anchor latents
+
+Resuming: rerun with the same OUTDIR and config; finished batches are read back, not redone. Every file is
+written to a temporary name and renamed, so a killed run never leaves a truncated file in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame
+from .control import canny_condition
+from .correspondence import build_correspondence
+from .errors import ConfigError, FrescoError, InputError, OutOfMemory
+from .flow import get_flow_estimator
+from .keyframes import frame_distances, plan_batches, select_keyframes
+from .pipeline import AnchorLatents
+from .video import read_video, write_video
+
+logger = logging.getLogger(__name__)
+STATE_DIR = ".fresco"
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    video: Path | None
+    keyframes: list[int]
+    batches: list[list[int]]
+    report: dict = field(default_factory=dict)
+
+
+# -- small file helpers: atomic writes ----------------------------------------------------------------------------
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = _tmp(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise FrescoError(f"{path}: could not encode PNG")
+    write_bytes_atomic(path, buf.tobytes())
+
+
+def read_png(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"{path}: not a readable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_bytes_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def save_anchors(path: Path, anchors: AnchorLatents) -> None:
+    tmp = _tmp(path)
+    torch.save({"timesteps": anchors.timesteps, "first": anchors.first, "last": anchors.last}, tmp)
+    os.replace(tmp, path)
+
+
+def load_anchors(path: Path) -> AnchorLatents:
+    d = torch.load(path, weights_only=True)
+    return AnchorLatents(list(d["timesteps"]), list(d["first"]), list(d["last"]))
+
+
+def colorize(result: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Paper §4.3 video colorization: the input's lightness L with the result's chroma AB (CIELAB)."""
+    lab = cv2.cvtColor(result, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)[..., 0]
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def package_versions() -> dict[str, str]:
+    import av
+    import diffusers
+    import transformers
+
+    return {
+        "fresco-v2v": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "av": av.__version__,
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+# -- the run -------------------------------------------------------------------------------------------------------
+
+
+def _prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> Path:
+    """Create OUTDIR (checked writable) and its state folder; refuse to mix runs of different configs."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"{out}: the output folder is not writable ({e.strerror or e})") from None
+    state = out / STATE_DIR
+    saved = state / "config.json"
+    mine = {k: v for k, v in cfg.to_dict().items() if k != "output"}
+    if overwrite:
+        for p in (state, out / "keyframes"):
+            shutil.rmtree(p, ignore_errors=True)
+        for p in (out / "video.mp4", out / "run.json"):
+            p.unlink(missing_ok=True)
+    elif saved.is_file() and any(state.glob("batch_*.pt")):  # only a run with finished work is protected
+        theirs = json.loads(saved.read_text())
+        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if changed:
+            raise ConfigError(
+                "output",
+                f"a folder without a run of another configuration (changed: {', '.join(changed)}); pass --overwrite "
+                "to start over, or choose another --output",
+                str(out),
+            )
+    state.mkdir(exist_ok=True)
+    (out / "keyframes").mkdir(exist_ok=True)
+    write_json(saved, json.loads(json.dumps(mine, default=str)))
+    return state
+
+
+def _controlnet_ids(cfg: RunConfig) -> list[str]:
+    if cfg.model == "tiny":
+        return ["tiny"] * len(cfg.controlnet)
+    return [c.split(":", 1)[1] if ":" in c else CONTROLNET_TYPES[c] for c in cfg.controlnet]
+
+
+def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool = True, pipeline=None) -> RunResult:
+    """Run every stage for ``cfg`` (see the module docstring); ``pipeline`` reuses an already loaded FrescoPipeline."""
+    cfg = cfg.validate()
+    get_flow_estimator(cfg.flow)  # an unknown backend fails before any work
+    seconds: dict[str, float] = {}
+
+    # 1. Read the video at the model's size (exact rate, audio reference); bad input fails before OUTDIR is touched
+    t0 = time.perf_counter()
+    clip = read_video(cfg.input, short_side=cfg.resolution, max_frames=cfg.max_frames)
+    frames = clip.frames
+    seconds["read"] = time.perf_counter() - t0
+    out = Path(cfg.output)
+    state = _prepare_output(out, cfg, overwrite)
+
+    # 2. Keyframes (Alg. 1) and batches (§3.5)
+    t0 = time.perf_counter()
+    keys = select_keyframes(frame_distances(frames), cfg.s_min, cfg.s_max)
+    batches = plan_batches(keys, cfg.batch_size)
+    seconds["keyframes"] = time.perf_counter() - t0
+    logger.info("%d frames, %d keyframes in %d batches", clip.num_frames, len(keys), len(batches))
+
+    # 3. Batched translation with anchors; finished batches are read back
+    t0 = time.perf_counter()
+    translated: dict[int, np.ndarray] = {}
+    pipe = pipeline
+    anchors: AnchorLatents | None = None
+    estimator = get_flow_estimator(cfg.flow)
+    bar = tqdm(total=len(batches), desc="keyframe batches", unit="batch", disable=not progress)
+    for b, batch in enumerate(batches):
+        done = state / f"batch_{b:04d}.pt"
+        pngs = [out / "keyframes" / f"{k:04d}.png" for k in batch]
+        if done.is_file() and all(p.is_file() for p in pngs):
+            anchors = load_anchors(done)
+            for k, p in zip(batch, pngs):
+                translated[k] = read_png(p)
+            logger.info("batch %d already done; resumed from %s", b, done)
+            bar.update(1)
+            continue
+        if pipe is None:
+            from .models import LoraSpec, load_pipeline
+
+            pipe = load_pipeline(
+                cfg.model,
+                _controlnet_ids(cfg),
+                loras=[LoraSpec.parse(s) for s in cfg.lora],
+                device=cfg.device,
+                dtype=cfg.dtype,
+                freeu=cfg.freeu,
+                allow_pickle=cfg.allow_pickle,
+                seed=cfg.seed,
+            )
+        batch_frames = frames[batch]
+        prompts = [
+            prompt_for_frame(cfg.prompt, cfg.added_prompt, cfg.keyframe_prompts, k, float(clip.fps)) for k in batch
+        ]
+        scales = list(cfg.controlnet_scale) * (len(cfg.controlnet) if len(cfg.controlnet_scale) == 1 else 1)
+        controls = [canny_condition(batch_frames, cfg.canny_low, cfg.canny_high)] * len(cfg.controlnet)
+        try:
+            corr = build_correspondence(batch_frames, estimator=estimator) if len(batch) > 1 else None
+            result = pipe(
+                batch_frames,
+                prompts,
+                negative_prompt=cfg.negative_prompt,
+                num_inference_steps=cfg.steps,
+                strength=cfg.strength,
+                guidance_scale=cfg.guidance_scale,
+                controlnet_conditioning_scale=scales,
+                generator=torch.Generator().manual_seed(cfg.seed),
+                fresco=cfg.fresco,
+                correspondence=corr,
+                control_images=controls,
+                anchors=anchors if b > 0 else None,
+                show_progress=progress,
+            )
+        except torch.OutOfMemoryError as e:
+            h, w = batch_frames.shape[1:3]
+            raise OutOfMemory(
+                f"out of memory translating batch {b} ({len(batch)} frames of {w}x{h}) on {pipe.device}: "
+                f"{str(e).splitlines()[0]}. Lower --batch-size (now {cfg.batch_size}; the paper uses 6-8) or "
+                f"--resolution (now {cfg.resolution}), or use --dtype float16 on a GPU. Rerun with the same -o to "
+                "resume after the finished batches."
+            ) from None
+        new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
+        for k, img in zip(batch, result.frames):
+            if k in new:
+                translated[k] = img
+                write_png(out / "keyframes" / f"{k:04d}.png", img)
+            else:
+                translated.setdefault(k, img)
+        save_anchors(done, result.anchors)  # last: marks the batch finished
+        anchors = result.anchors
+        bar.update(1)
+    bar.close()
+    seconds["translate"] = time.perf_counter() - t0
+
+    # 4. Propagation of every other frame from the keyframes (§3.5)
+    t0 = time.perf_counter()
+    stylized_keys = [translated[k] for k in keys]
+    if cfg.propagation and len(keys) < clip.num_frames:
+        from .propagate import propagate
+
+        video_frames = propagate(frames, keys, stylized_keys, device=pipe.device if pipe is not None else None)
+    else:
+        # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
+        nearest = np.abs(np.arange(clip.num_frames)[:, None] - np.array(keys)[None]).argmin(1)
+        video_frames = [stylized_keys[i] for i in nearest]
+    if cfg.colorize:
+        video_frames = [colorize(f, s) for f, s in zip(video_frames, frames)]
+    seconds["propagate"] = time.perf_counter() - t0
+
+    # 5. Encode at the exact input rate with the input's audio
+    t0 = time.perf_counter()
+    video_path = out / "video.mp4"
+    audio_note = "none in the input"
+    if clip.audio is not None:
+        try:
+            write_video(video_path, video_frames, clip.fps, audio=clip.audio)
+            audio_note = f"kept ({clip.audio.codec})"
+        except Exception as e:  # an unreadable audio stream must not cost the user the video
+            logger.warning("%s: the audio could not be carried over (%s); writing the video without it", cfg.input, e)
+            write_video(video_path, video_frames, clip.fps)
+            audio_note = f"dropped: {e}"
+    else:
+        write_video(video_path, video_frames, clip.fps)
+    seconds["encode"] = time.perf_counter() - t0
+
+    report = {
+        "input": str(cfg.input),
+        "frames": clip.num_frames,
+        "fps": f"{clip.fps.numerator}/{clip.fps.denominator}",
+        "size": list(clip.size),
+        "source_size": list(clip.fit.source_size),
+        "fit": clip.fit.mode,
+        "audio": audio_note,
+        "keyframes": keys,
+        "batches": batches,
+        "seed": cfg.seed,
+        "seconds": seconds,
+        "versions": package_versions(),
+        "config": cfg.to_dict(),
+        "note": "model 'tiny' has random weights: its output is noise-like by design" if cfg.model == "tiny" else "",
+    }
+    write_json(out / "run.json", report)
+    return RunResult(out, video_path, keys, batches, report)

@@ -1,0 +1,264 @@
+"""`fresco translate` end to end on the tiny model: outputs, rate, audio, resume, config files, and bad input."""
+
+import json
+import os
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import yaml
+
+from fresco_v2v.cli import main
+from fresco_v2v.pipeline import FrescoPipeline
+from fresco_v2v.testing import moving_square_clip, write_test_video
+from fresco_v2v.video import read_video
+
+NTSC = Fraction(30000, 1001)
+FAST = [
+    "--model",
+    "tiny",
+    "--steps",
+    "2",
+    "--strength",
+    "1.0",
+    "--resolution",
+    "64",
+    "--s-min",
+    "2",
+    "--s-max",
+    "4",
+    "--batch-size",
+    "3",
+    "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory):
+    d = tmp_path_factory.mktemp("in")
+    return write_test_video(d / "in.mp4", moving_square_clip(12, 64, 80, 20, (8, 20), (3, 1)), NTSC)
+
+
+def translate(src, out, *extra):
+    return main(["translate", str(src), "--prompt", "a painting", "-o", str(out), *FAST, *extra])
+
+
+def test_translate_end_to_end(src, tmp_path, capsys):
+    assert translate(src, tmp_path / "run") == 0
+    clip = read_video(tmp_path / "run" / "video.mp4", short_side=None)
+    assert clip.num_frames == 12 and clip.fps == NTSC and clip.audio is not None and clip.audio.codec == "aac"
+    report = json.loads((tmp_path / "run" / "run.json").read_text())
+    keys = report["keyframes"]
+    assert sorted(int(p.stem) for p in (tmp_path / "run" / "keyframes").glob("*.png")) == keys
+    assert report["fps"] == "30000/1001" and report["audio"].startswith("kept") and "noise-like" in report["note"]
+    assert set(report["seconds"]) >= {"read", "keyframes", "translate", "propagate", "encode"}
+    assert {"torch", "diffusers", "fresco-v2v"} <= set(report["versions"])
+    assert not [p for p in (tmp_path / "run").rglob("*partial*")]
+
+
+def test_resume_skips_finished_batches(src, tmp_path, monkeypatch):
+    calls = []
+    original = FrescoPipeline.__call__
+
+    def counting(self, frames, *a, **k):
+        calls.append(len(calls))
+        if len(calls) == 2 and os.environ.get("FRESCO_TEST_KILL") == "1":
+            raise KeyboardInterrupt  # killed during the second batch
+        return original(self, frames, *a, **k)
+
+    monkeypatch.setattr(FrescoPipeline, "__call__", counting)
+    monkeypatch.setenv("FRESCO_TEST_KILL", "1")
+    assert translate(src, tmp_path / "run") == 130
+    assert (tmp_path / "run" / ".fresco" / "batch_0000.pt").is_file()
+    assert not (tmp_path / "run" / "video.mp4").exists()
+    batches = None
+    monkeypatch.setenv("FRESCO_TEST_KILL", "0")
+    calls.clear()
+    assert translate(src, tmp_path / "run") == 0
+    batches = json.loads((tmp_path / "run" / "run.json").read_text())["batches"]
+    assert len(calls) == len(batches) - 1  # batch 0 was not redone
+    # and the result is the one an uninterrupted run gives (anchors restored from disk)
+    assert translate(src, tmp_path / "fresh") == 0
+    for p in (tmp_path / "fresh" / "keyframes").glob("*.png"):
+        assert p.read_bytes() == (tmp_path / "run" / "keyframes" / p.name).read_bytes()
+
+
+def test_changed_config_refuses_to_resume(src, tmp_path, capsys):
+    assert translate(src, tmp_path / "run") == 0
+    assert translate(src, tmp_path / "run", "--seed", "3") == 2
+    err = capsys.readouterr().err
+    assert "changed: seed" in err and "--overwrite" in err
+    assert translate(src, tmp_path / "run", "--seed", "3", "--overwrite") == 0
+
+
+def test_config_file_and_run_json_reproduce(src, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "input": str(src),
+                "prompt": "a painting",
+                "model": "tiny",
+                "steps": 2,
+                "strength": 1.0,
+                "resolution": 64,
+                "s_min": 2,
+                "s_max": 4,
+                "batch_size": 3,
+                "keyframe_prompts": {0: "at dawn", "0.2s": "at night"},
+                "fresco": {"optimization": {"iterations": 3}},
+            }
+        )
+    )
+    assert main(["translate", "--config", str(cfg), "-o", str(tmp_path / "a"), "--seed", "5", "--quiet"]) == 0
+    saved = json.loads((tmp_path / "a" / "run.json").read_text())["config"]
+    assert saved["seed"] == 5 and saved["fresco"]["optimization"]["iterations"] == 3
+    assert saved["keyframe_prompts"] == {"0": "at dawn", "0.2s": "at night"}
+    assert main(["translate", "--config", str(tmp_path / "a" / "run.json"), "-o", str(tmp_path / "b"), "--quiet"]) == 0
+    again = json.loads((tmp_path / "b" / "run.json").read_text())["config"]
+    assert {k: v for k, v in again.items() if k != "output"} == {k: v for k, v in saved.items() if k != "output"}
+
+
+def test_no_propagation_and_colorize(src, tmp_path):
+    assert translate(src, tmp_path / "run", "--no-propagation", "--colorize") == 0
+    out = read_video(tmp_path / "run" / "video.mp4", short_side=None).frames
+    inp = read_video(src, short_side=64).frames
+    import cv2
+
+    lum = lambda f: cv2.cvtColor(f, cv2.COLOR_RGB2LAB)[..., 0].astype(int)  # noqa: E731
+    assert out.shape == inp.shape and np.abs(lum(out[5]) - lum(inp[5])).mean() < 6  # lightness of the input
+
+
+def test_unreadable_audio_continues_without_it(src, tmp_path, capsys, monkeypatch):
+    from fresco_v2v import video
+
+    def broken(out, audio):
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(video, "_add_audio", broken)
+    assert translate(src, tmp_path / "run") == 0
+    report = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert report["audio"].startswith("dropped")
+    with av.open(str(tmp_path / "run" / "video.mp4")) as c:
+        assert not c.streams.audio and c.streams.video[0].frames == 12
+
+
+def test_out_of_memory_message(src, tmp_path, capsys, monkeypatch):
+    import torch
+
+    def oom(self, *a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(FrescoPipeline, "__call__", oom)
+    assert translate(src, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "out of memory translating batch 0 (3 frames of 64x64)" in err and "--batch-size" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--s-min", "5", "--s-max", "3"], "s_max: expected an integer >= s_min (5), got 3"),
+        (["--batch-size", "2"], "batch_size: expected an integer >= 3"),
+        (["--strength", "1.5"], "strength: expected a number in (0, 1], got 1.5"),
+        (["--controlnet", "scribble"], "controlnet: expected a type among ['canny']"),
+        (["--resolution", "100"], "resolution: expected a multiple of 64"),
+        (["--flow", "raft"], "flow: expected one of"),
+    ],
+)
+def test_invalid_options_exit_2(src, tmp_path, capsys, args, message):
+    assert translate(src, tmp_path / "run", *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_inputs_exit_2(tmp_path, capsys, src):
+    notvideo = tmp_path / "notes.mp4"
+    notvideo.write_text("hello")
+    cases = [
+        (["translate", str(tmp_path / "missing.mp4"), "--prompt", "x", *FAST], "missing.mp4: no such file"),
+        (["translate", str(notvideo), "--prompt", "x", *FAST], "notes.mp4: not a video file"),
+        (["translate", str(src), *FAST], "prompt: expected a value"),
+    ]
+    for argv, message in cases:
+        assert main(argv + ["-o", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_model_not_found_offline(src, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = [
+        "translate",
+        str(src),
+        "--prompt",
+        "x",
+        "-o",
+        str(tmp_path / "o"),
+        "--model",
+        "nobody/no-such-model",
+        "--controlnet",
+        f"canny:{tmp_path / 'cn'}",
+        "--quiet",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "could not load ControlNet" in err and "local folder" in err
+
+
+def test_output_not_writable(src, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert translate(src, blocker / "sub") == 2
+    assert "the output folder is not writable" in capsys.readouterr().err
+
+
+def test_propagate_command(src, tmp_path, capsys):
+    assert translate(src, tmp_path / "run") == 0
+    out = tmp_path / "prop.mp4"
+    assert (
+        main(
+            ["propagate", str(src), "--keys", str(tmp_path / "run" / "keyframes"), "-o", str(out), "--resolution", "64"]
+        )
+        == 0
+    )
+    clip = read_video(out, short_side=None)
+    assert clip.num_frames == 12 and clip.fps == NTSC and clip.audio is not None
+    assert main(["propagate", str(src), "--keys", str(tmp_path / "nokeys"), "--resolution", "64"]) == 2
+    assert "no such folder of keyframes" in capsys.readouterr().err
+
+
+@pytest.mark.shared_data
+def test_car_turn_tiny_keeps_count_and_rate(shared_videos, tmp_path):
+    src = shared_videos / "car-turn.mp4"
+    assert (
+        main(
+            [
+                "translate",
+                str(src),
+                "--prompt",
+                "a painting",
+                "-o",
+                str(tmp_path / "car"),
+                "--model",
+                "tiny",
+                "--steps",
+                "2",
+                "--strength",
+                "1.0",
+                "--resolution",
+                "128",
+                "--s-min",
+                "10",
+                "--s-max",
+                "30",
+                "--batch-size",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    clip = read_video(tmp_path / "car" / "video.mp4", short_side=None)
+    assert clip.num_frames == 80 and clip.fps == 10
