@@ -16,22 +16,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import torch
+from common import CLIPS, keyframe_batch, machine_line
 
 from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig
 from fresco_v2v.correspondence import build_correspondence
-from fresco_v2v.keyframes import frame_distances, select_keyframes
 from fresco_v2v.metrics import evaluate_frames
 from fresco_v2v.models import load_pipeline
-from fresco_v2v.video import read_video
 
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-CLIPS = ("boxer-punching-towards-camera", "car-turn", "dog", "music")
 PROMPT = "a painting of a dog in the style of van gogh"
 
 
@@ -68,12 +62,7 @@ def main() -> None:
         device=args.device,
         seed=args.seed,
     )
-    device = pipe.device
-    print(
-        f"machine: {platform.machine()} {os.cpu_count()} cores; device: {device}; dtype: {pipe.unet.dtype}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: {args.model}"
-        + (" (random tiny weights: noise-like frames by design)" if args.model == "tiny" else "")
-    )
+    print(machine_line(pipe, args.model))
     print(
         f"N={args.frames} keyframes at short side {args.resolution}, {args.steps} steps, strength {args.strength}, "
         f"seed {args.seed}"
@@ -82,13 +71,9 @@ def main() -> None:
     print(f"{'clip':<32}" + "".join(f"{n:>11}" for n in names) + "   full<baseline   s/variant")
     results: dict[str, dict[str, float]] = {}
     for clip_name in args.clips:
-        path = VIDEOS / f"{clip_name}.mp4"
-        if not path.is_file():
-            print(f"{clip_name}: {path} not found, skipped")
+        frames = keyframe_batch(clip_name, args.resolution, args.frames)
+        if frames is None:
             continue
-        clip = read_video(path, short_side=args.resolution)
-        keys = select_keyframes(frame_distances(clip.frames), 2, 6)[: args.frames]
-        frames = clip.frames[keys]
         corr = build_correspondence(frames)
         row: dict[str, float] = {}
         t0 = time.perf_counter()

@@ -211,7 +211,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
             )
         keys.append(idx)
         images.append(img)
-    frames = propagate(clip.frames, keys, images)
+    frames = propagate(clip.frames, keys, images, progress=True)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_video(out, frames, clip.fps, audio=clip.audio)

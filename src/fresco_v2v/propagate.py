@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .errors import ConfigError
 from .flow import FlowEstimator, get_flow_estimator, warp
@@ -537,6 +538,7 @@ def propagate(
     device: str | torch.device | None = None,
     flows: dict[int, FrameFlows] | None = None,
     estimator: FlowEstimator | None = None,
+    progress: bool = False,
 ) -> list[np.ndarray]:
     """Every frame of the video stylized from the stylized keyframes (paper §3.5).
 
@@ -584,8 +586,10 @@ def propagate(
             cache[k] = _Key(src, sty, coeffs, pyramid, detail)
         return cache[k]
 
+    segments = key_segments(n, keys)
+    bar = tqdm(total=sum(len(b) for _, _, b in segments), desc="propagating", unit="frame", disable=not progress)
     with torch.no_grad():
-        for left, right, between in key_segments(n, keys):
+        for left, right, between in segments:
             logger.info("propagating frames %d-%d from keys %s, %s", between[0], between[-1], left, right)
             seg_flows = flows
             if seg_flows is None or any(t not in seg_flows for t in between):
@@ -605,4 +609,6 @@ def propagate(
                     sides = [(key_state(right), ff.to_right, 1.0)]
                 res = synthesize_frame(_to_tensor(frames[t], dev), sides, cfg, gen)
                 out[t] = (res * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                bar.update(1)
+    bar.close()
     return out  # type: ignore[return-value]

@@ -260,7 +260,8 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
     if cfg.propagation and len(keys) < clip.num_frames:
         from .propagate import propagate
 
-        video_frames = propagate(frames, keys, stylized_keys, device=pipe.device if pipe is not None else None)
+        video_frames = propagate(frames, keys, stylized_keys, device=pipe.device if pipe is not None else None,
+                                 progress=progress)
     else:
         # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
         nearest = np.abs(np.arange(clip.num_frames)[:, None] - np.array(keys)[None]).argmin(1)

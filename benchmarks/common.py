@@ -1,0 +1,42 @@
+"""Shared by the benchmark scripts (run as `python benchmarks/NAME.py`, so this folder is on the import path)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fresco_v2v.keyframes import frame_distances, select_keyframes
+from fresco_v2v.video import read_video
+
+VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+CLIPS = ("boxer-punching-towards-camera", "car-turn", "dog", "music")
+#: Captions of the input clips (the source prompts of Fram-Acc).
+CAPTIONS = {
+    "boxer-punching-towards-camera": "a man in boxing gloves punching towards the camera",
+    "car-turn": "a silver car turning on a road in the mountains",
+    "dog": "a corgi dog looking up in a room",
+    "music": "a person playing music",
+}
+
+
+def machine_line(pipe, model: str) -> str:
+    tiny = " (random tiny weights: noise-like frames by design)" if model == "tiny" else ""
+    return (
+        f"machine: {platform.machine()} {os.cpu_count()} cores; device: {pipe.device}; dtype: {pipe.unet.dtype}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: {model}{tiny}"
+    )
+
+
+def keyframe_batch(name: str, resolution: int, n: int, s_min: int = 2, s_max: int = 6) -> np.ndarray | None:
+    """The first ``n`` keyframes (Alg. 1) of a shared clip at the model's size, or None when the clip is absent."""
+    path = VIDEOS / f"{name}.mp4"
+    if not path.is_file():
+        print(f"{name}: {path} not found, skipped")
+        return None
+    clip = read_video(path, short_side=resolution)
+    keys = select_keyframes(frame_distances(clip.frames), s_min, s_max)[:n]
+    return clip.frames[keys]
