@@ -42,12 +42,14 @@ def test_lora_changes_the_output(saved, tmp_path, monkeypatch):
 
     root, original = saved
     donor = make_tiny_pipeline(seed=0)
-    donor.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                      init_lora_weights=False))
+    donor.unet.add_adapter(
+        LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    )
     FrescoPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=get_peft_model_state_dict(donor.unet))
     lora_file = next((tmp_path / "lora").glob("*.safetensors"))
-    pipe = load_pipeline(str(root / "base"), [str(root / "controlnet")], loras=[LoraSpec(str(lora_file), 0.8)],
-                         device="cpu")
+    pipe = load_pipeline(
+        str(root / "base"), [str(root / "controlnet")], loras=[LoraSpec(str(lora_file), 0.8)], device="cpu"
+    )
     assert not np.array_equal(translate(pipe)[0], translate(original)[0])
 
 
@@ -91,11 +93,14 @@ def test_device_dtype_resolution():
         resolve_device("toaster")
 
 
-@pytest.mark.parametrize("text,expect", [
-    ("style.safetensors", ("style.safetensors", 1.0)),
-    ("style.safetensors:0.6", ("style.safetensors", 0.6)),
-    ("C:\\loras\\style.safetensors", ("C:\\loras\\style.safetensors", 1.0)),
-])
+@pytest.mark.parametrize(
+    "text,expect",
+    [
+        ("style.safetensors", ("style.safetensors", 1.0)),
+        ("style.safetensors:0.6", ("style.safetensors", 0.6)),
+        ("C:\\loras\\style.safetensors", ("C:\\loras\\style.safetensors", 1.0)),
+    ],
+)
 def test_lora_spec_parse(text, expect):
     spec = LoraSpec.parse(text)
     assert (spec.path, spec.scale) == expect

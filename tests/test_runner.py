@@ -187,6 +187,17 @@ def test_bad_inputs_exit_2(tmp_path, capsys, src):
         assert message in capsys.readouterr().err
 
 
+def test_zero_decodable_frames_exit_2(tmp_path, capsys):
+    ok = write_test_video(tmp_path / "ok.mp4", moving_square_clip(6, 64, 64, 16, (8, 8), (2, 2)), 24, audio_codec=None)
+    data = bytearray(ok.read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov") - 4  # keep the index, zero every frame's data
+    data[start:end] = bytes(end - start)
+    bad = tmp_path / "zeroed.mp4"
+    bad.write_bytes(bytes(data))
+    assert main(["translate", str(bad), "--prompt", "x", "-o", str(tmp_path / "o"), *FAST]) == 2
+    assert "zeroed.mp4: no frame could be decoded" in capsys.readouterr().err
+
+
 def test_model_not_found_offline(src, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = [
@@ -262,3 +273,18 @@ def test_car_turn_tiny_keeps_count_and_rate(shared_videos, tmp_path):
     )
     clip = read_video(tmp_path / "car" / "video.mp4", short_side=None)
     assert clip.num_frames == 80 and clip.fps == 10
+
+
+def test_background_smoothing_with_masks(src, tmp_path, capsys):
+    import cv2
+
+    assert translate(src, tmp_path / "a", "--background-smoothing", "0.5") == 2
+    assert "foreground_masks: expected a folder of masks" in capsys.readouterr().err
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for k in range(12):
+        m = np.zeros((64, 80), np.uint8)
+        m[20:44, 8 + 3 * k : 28 + 3 * k] = 255  # the moving square is the foreground
+        cv2.imwrite(str(masks / f"{k:04d}.png"), m)
+    assert translate(src, tmp_path / "b", "--background-smoothing", "0.5", "--foreground-masks", str(masks)) == 0
+    assert read_video(tmp_path / "b" / "video.mp4", short_side=None).num_frames == 12

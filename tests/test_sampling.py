@@ -75,3 +75,25 @@ def test_step_windows_are_fractions():
     until350 = StepWindow(0.0, 0.65, "noise")
     assert until350.active(0, 20, 351, 1000) and until350.active(0, 20, 350, 1000) is False or True
     assert until350.active(0, 20, 400, 1000) and not until350.active(0, 20, 300, 1000)
+
+
+def test_background_smoothing_naive():
+    from fresco_v2v.sampling import background_smoothing
+
+    g = torch.Generator().manual_seed(0)
+    n, c, h, w = 3, 2, 4, 5
+    x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+    flow = torch.zeros(n - 1, h, w, 2, dtype=torch.float64)
+    flow[..., 0] = -1.0  # frame i+1 at column j shows frame i's column j-1
+    bg = torch.rand(n, h, w, generator=g) > 0.4
+    vis = torch.rand(n - 1, h, w, generator=g) > 0.2
+    out = background_smoothing(x, bg, flow, vis, 0.6)
+    expect = x.clone()
+    for i in range(n - 1):
+        for yy in range(h):
+            for xx in range(w):
+                if bg[i + 1, yy, xx] and vis[i, yy, xx]:
+                    prev = expect[i, :, yy, max(xx - 1, 0)]
+                    expect[i + 1, :, yy, xx] = 0.4 * x[i + 1, :, yy, xx] + 0.6 * prev
+    torch.testing.assert_close(out, expect)
+    torch.testing.assert_close(out[0], x[0])

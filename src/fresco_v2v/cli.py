@@ -124,6 +124,8 @@ _RUN_FLAGS = (
     "colorize",
     "freeu",
     "allow_pickle",
+    "background_smoothing",
+    "foreground_masks",
 )
 
 
@@ -356,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-propagation", action="store_true", help="keyframes only; other frames repeat the nearest")
     t.add_argument("--colorize", action="store_true", default=S, help="keep the input's lightness (§4.3)")
     t.add_argument("--freeu", action="store_true", default=S, help="enable FreeU")
+    t.add_argument("--background-smoothing", type=float, default=S, help="background smoothing weight (0: off)")
+    t.add_argument("--foreground-masks", default=S, help="folder of NNNN.png masks, white = foreground")
     t.add_argument("--allow-pickle", action="store_true", default=S, help="accept trusted .ckpt/.pt checkpoints")
     for flag in _FRESCO_SWITCHES:
         section, fld, _ = _FRESCO_SWITCHES[flag]

@@ -181,6 +181,10 @@ class RunConfig:
     colorize: bool = False  # paper §4.3: keep the input's L, take AB from the result
     freeu: bool = False
     allow_pickle: bool = False
+    #: Background smoothing weight α (paper §4, after Text2Video-Zero); 0 = off, the default until a mask source
+    #: ships. Needs ``foreground_masks``: a folder of NNNN.png masks by frame index, white = foreground.
+    background_smoothing: float = 0.0
+    foreground_masks: str | None = None
     fresco: FrescoConfig = field(default_factory=FrescoConfig)
 
     def validate(self) -> RunConfig:
@@ -242,6 +246,18 @@ class RunConfig:
             "canny_low/canny_high",
             "0 <= low <= high <= 255",
             (self.canny_low, self.canny_high),
+        )
+        need(
+            0.0 <= self.background_smoothing <= 1.0,
+            "background_smoothing",
+            "a weight in [0, 1] (0: off)",
+            self.background_smoothing,
+        )
+        need(
+            self.background_smoothing == 0 or bool(self.foreground_masks),
+            "foreground_masks",
+            "a folder of masks NNNN.png (white = foreground) when background_smoothing > 0",
+            self.foreground_masks,
         )
         for k in self.keyframe_prompts:
             need(_prompt_key(k) is not None, "keyframe_prompts", "frame indices (12) or times ('2.5s') as keys", k)

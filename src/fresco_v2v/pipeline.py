@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
 from diffusers.loaders import FromSingleFileMixin, StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
@@ -33,6 +34,7 @@ from .correspondence import Correspondence, build_correspondence
 from .errors import ConfigError
 from .optimization import FeatureOptimizer, OptimizationTrace, decoder_hooks
 from .sampling import add_noise, ddpm_step, sdedit_timesteps
+from .sampling import background_smoothing as background_smoothing_step
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +208,8 @@ class FrescoPipeline(
         correspondence: Correspondence | None = None,
         control_images: list[torch.Tensor] | None = None,
         anchors: AnchorLatents | None = None,
+        foreground_masks: np.ndarray | None = None,
+        background_smoothing: float = 0.0,
         show_progress: bool = False,
     ) -> FrescoOutput:
         """Translate N frames (uint8 RGB [H, W, 3], H and W multiples of 64) with one prompt or one per frame.
@@ -213,6 +217,8 @@ class FrescoPipeline(
         ``anchors``: the previous batch's :class:`AnchorLatents`; frames 0 and 1 of this batch must then be that
         batch's first and last frame, and their latents are replaced by the recorded ones at every step (§3.5).
         ``control_images``: one [N, 3, H, W] tensor in [0, 1] per ControlNet (default: canny of the frames).
+        ``background_smoothing`` α > 0 with ``foreground_masks`` ([N, H, W], nonzero = foreground): after every step
+        the background latents are pulled toward the previous frame's along the flow (paper §4, off by default).
         """
         trace = FrescoTrace()
         watch = _Stopwatch(trace.seconds)
@@ -238,6 +244,14 @@ class FrescoPipeline(
         scales = [float(scales)] * self.num_controlnets if not isinstance(scales, (list, tuple)) else list(scales)
         if len(scales) != self.num_controlnets:
             raise ConfigError("controlnet_conditioning_scale", f"{self.num_controlnets} values", scales)
+        if not (0.0 <= background_smoothing <= 1.0):
+            raise ConfigError("background_smoothing", "a weight in [0, 1] (0: off)", background_smoothing)
+        if background_smoothing > 0 and (foreground_masks is None or np.shape(foreground_masks) != (n, h, w)):
+            raise ConfigError(
+                "foreground_masks",
+                f"{n} masks of {w}x{h} when background_smoothing > 0",
+                None if foreground_masks is None else np.shape(foreground_masks),
+            )
         if anchors is not None and n < 3:
             raise ConfigError("frames", "at least 3 frames when anchors are given (2 anchors + 1 new)", n)
         timesteps = [int(t) for t in sdedit_timesteps(self.scheduler, num_inference_steps, strength)]
@@ -271,6 +285,7 @@ class FrescoPipeline(
                 cfg.attention.cross_frame
                 or cfg.attention.temporal_guided
                 or (cfg.optimization.enabled and cfg.optimization.temporal)
+                or background_smoothing > 0
             )
             if correspondence is None and needs_corr and n > 1:
                 correspondence = build_correspondence(frames)
@@ -308,6 +323,12 @@ class FrescoPipeline(
                 context.recording = False
 
         # 7. Denoising loop with FRESCO-guided attention and feature optimization
+        smooth = None
+        if background_smoothing > 0 and corr is not None:
+            lat = corr[self.vae_scale_factor]  # the latent grid's correspondence
+            fg = torch.from_numpy(np.asarray(foreground_masks) > 0)[:, None].float()
+            background = F.max_pool2d(fg, self.vae_scale_factor)[:, 0] == 0  # a token touching foreground is foreground
+            smooth = (background.to(device), lat.flow_bwd.to(device), lat.visible_mask().to(device))
         optimizer = FeatureOptimizer(o_cfg, n, corr, reference_features)
         hooks_on = o_cfg.enabled
         with (
@@ -331,6 +352,8 @@ class FrescoPipeline(
                 t_prev = timesteps[i + 1] if i + 1 < num else -1
                 z = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
                 latents, _ = ddpm_step(latents, eps, t, t_prev, alphas, z.to(device), pred_type)
+                if smooth is not None:
+                    latents = background_smoothing_step(latents, *smooth, background_smoothing)
                 if anchors is not None:
                     latents[0], latents[1] = anchors.first[i + 1][0].to(latents), anchors.last[i + 1][0].to(latents)
                 record.first.append(latents[:1].cpu().clone())

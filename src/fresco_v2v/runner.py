@@ -159,6 +159,19 @@ def _controlnet_ids(cfg: RunConfig) -> list[str]:
     return [c.split(":", 1)[1] if ":" in c else CONTROLNET_TYPES[c] for c in cfg.controlnet]
 
 
+def _foreground_masks(cfg: RunConfig, batch: list[int], size: tuple[int, int]) -> np.ndarray:
+    """[N, H, W] uint8 foreground masks of the batch's frames from ``cfg.foreground_masks`` (NNNN.png, white = fg)."""
+    folder = Path(cfg.foreground_masks)
+    out = []
+    for k in batch:
+        p = folder / f"{k:04d}.png"
+        m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise InputError(f"{p}: missing or unreadable foreground mask for keyframe {k}")
+        out.append(cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_NEAREST))
+    return np.stack(out)
+
+
 def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool = True, pipeline=None) -> RunResult:
     """Run every stage for ``cfg`` (see the module docstring); ``pipeline`` reuses an already loaded FrescoPipeline."""
     cfg = cfg.validate()
@@ -216,6 +229,7 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
         ]
         scales = list(cfg.controlnet_scale) * (len(cfg.controlnet) if len(cfg.controlnet_scale) == 1 else 1)
         controls = [canny_condition(batch_frames, cfg.canny_low, cfg.canny_high)] * len(cfg.controlnet)
+        masks = _foreground_masks(cfg, batch, batch_frames.shape[1:3]) if cfg.background_smoothing > 0 else None
         try:
             corr = build_correspondence(batch_frames, estimator=estimator) if len(batch) > 1 else None
             result = pipe(
@@ -231,6 +245,8 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
                 correspondence=corr,
                 control_images=controls,
                 anchors=anchors if b > 0 else None,
+                foreground_masks=masks,
+                background_smoothing=cfg.background_smoothing,
                 show_progress=progress,
             )
         except torch.OutOfMemoryError as e:
@@ -260,8 +276,9 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
     if cfg.propagation and len(keys) < clip.num_frames:
         from .propagate import propagate
 
-        video_frames = propagate(frames, keys, stylized_keys, device=pipe.device if pipe is not None else None,
-                                 progress=progress)
+        video_frames = propagate(
+            frames, keys, stylized_keys, device=pipe.device if pipe is not None else None, progress=progress
+        )
     else:
         # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
         nearest = np.abs(np.arange(clip.num_frames)[:, None] - np.array(keys)[None]).argmin(1)
