@@ -19,12 +19,11 @@ import json
 import time
 
 import torch
-from common import CLIPS, keyframe_batch, machine_line
+from common import add_run_arguments, keyframe_batch, load_benchmark_pipeline, machine_line
 
 from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig
 from fresco_v2v.correspondence import build_correspondence
 from fresco_v2v.metrics import evaluate_frames
-from fresco_v2v.models import load_pipeline
 
 PROMPT = "a painting of a dog in the style of van gogh"
 
@@ -45,23 +44,11 @@ def variants() -> dict[str, FrescoConfig]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny")
-    ap.add_argument("--clips", nargs="*", default=list(CLIPS))
-    ap.add_argument("--frames", type=int, default=8, help="keyframes in the batch (N)")
-    ap.add_argument("--resolution", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--strength", type=float, default=0.75)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default=None)
+    add_run_arguments(ap)
     ap.add_argument("--json", action="store_true", help="also print {clip: {variant: pixel_mse}} on the last line")
     args = ap.parse_args()
 
-    pipe = load_pipeline(
-        args.model,
-        ["tiny"] if args.model == "tiny" else ["lllyasviel/sd-controlnet-canny"],
-        device=args.device,
-        seed=args.seed,
-    )
+    pipe = load_benchmark_pipeline(args)
     print(machine_line(pipe, args.model))
     print(
         f"N={args.frames} keyframes at short side {args.resolution}, {args.steps} steps, strength {args.strength}, "

@@ -40,3 +40,22 @@ def keyframe_batch(name: str, resolution: int, n: int, s_min: int = 2, s_max: in
     clip = read_video(path, short_side=resolution)
     keys = select_keyframes(frame_distances(clip.frames), s_min, s_max)[:n]
     return clip.frames[keys]
+
+
+def add_run_arguments(ap, resolution: int = 256, steps: int = 10) -> None:
+    """The options every pipeline benchmark takes."""
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--clips", nargs="*", default=list(CLIPS))
+    ap.add_argument("--frames", type=int, default=8, help="keyframes in the batch (N)")
+    ap.add_argument("--resolution", type=int, default=resolution)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--strength", type=float, default=0.75)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None)
+
+
+def load_benchmark_pipeline(args):
+    from fresco_v2v.models import load_pipeline
+
+    controlnets = ["tiny"] if args.model == "tiny" else ["lllyasviel/sd-controlnet-canny"]
+    return load_pipeline(args.model, controlnets, device=args.device, seed=args.seed)

@@ -16,12 +16,11 @@ import argparse
 import json
 
 import torch
-from common import CAPTIONS, CLIPS, keyframe_batch, machine_line
+from common import CAPTIONS, add_run_arguments, keyframe_batch, load_benchmark_pipeline, machine_line
 
 from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig
 from fresco_v2v.correspondence import build_correspondence
 from fresco_v2v.metrics import METRIC_NAMES, METRICS, evaluate_frames, load_clip
-from fresco_v2v.models import load_pipeline
 
 PROMPT = "a painting in the style of van gogh"
 METHODS = {
@@ -38,24 +37,12 @@ METHODS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny")
+    add_run_arguments(ap)
     ap.add_argument("--clip-model", default=None, help="CLIP hub id or folder for Tem-Con, Fram-Acc, Spat-Con")
-    ap.add_argument("--clips", nargs="*", default=list(CLIPS))
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--resolution", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--strength", type=float, default=0.75)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default=None)
     ap.add_argument("--json", action="store_true", help="also print {clip: {method: {metric: value}}} last")
     args = ap.parse_args()
 
-    pipe = load_pipeline(
-        args.model,
-        ["tiny"] if args.model == "tiny" else ["lllyasviel/sd-controlnet-canny"],
-        device=args.device,
-        seed=args.seed,
-    )
+    pipe = load_benchmark_pipeline(args)
     clip_model = load_clip(args.clip_model, device="cpu") if args.clip_model else None
     print(machine_line(pipe, args.model))
     print(

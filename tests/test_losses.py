@@ -97,3 +97,17 @@ def test_adain_matches_reference_statistics():
     torch.testing.assert_close(y.std(dim=(2, 3), correction=0), r.std(dim=(2, 3), correction=0), atol=1e-4, rtol=1e-4)
     one = adaptive_instance_normalization(torch.randn(2, 3, 1, 1), torch.randn(2, 3, 1, 1))
     assert torch.isfinite(one).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 2, 2), (2, 3, 4, 5)])  # L <= C (direct Grams) and L > C (C x C identity)
+@pytest.mark.parametrize("norm", ["fro", "l1"])
+def test_spatial_loss_fn_equals_direct(shape, norm):
+    from fresco_v2v.losses import spatial_loss_fn
+
+    g = torch.Generator().manual_seed(5)
+    f, r = torch.randn(*shape, generator=g, dtype=torch.float64), torch.randn(*shape, generator=g, dtype=torch.float64)
+    d = direct_grams(f) - direct_grams(r)
+    expect = (d.pow(2) if norm == "fro" else d.abs()).mean()
+    torch.testing.assert_close(spatial_loss_fn(r, norm)(f), expect)
+    with pytest.raises(ValueError, match="norm"):
+        spatial_loss_fn(r, "l2")

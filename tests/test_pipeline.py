@@ -172,3 +172,14 @@ def test_optimize_features_enables_grad_inside_no_grad():
     torch.testing.assert_close(out.mean((2, 3)), f.mean((2, 3)), atol=1e-4, rtol=0)  # AdaIN keeps statistics
     same, s0, e0 = optimize_features(f, 3, dataclasses.replace(cfg, temporal=False, spatial=False), sc, ref)
     assert same is f and s0 == e0 == 0.0
+
+
+def test_optimization_works_under_inference_mode():
+    from fresco_v2v.correspondence import build_correspondence
+
+    frames = moving_square_clip(3, 64, 64, 16, (8, 8), (8, 0))
+    sc = build_correspondence(frames, factors=(8,))[8]
+    with torch.inference_mode():
+        f, ref = torch.randn(6, 5, 8, 8), torch.randn(3, 5, 8, 8)
+        out, start, end = optimize_features(f, 3, OptimizationConfig(iterations=5), sc, ref)
+    assert out.shape == f.shape and end < start

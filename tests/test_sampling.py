@@ -2,22 +2,15 @@
 
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
 from fresco_v2v.config import StepWindow
 from fresco_v2v.sampling import add_noise, ddpm_step, predict_x0, sdedit_timesteps
+from fresco_v2v.testing import sd15_scheduler
 
 
 @pytest.fixture
 def sched():
-    return DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-    )
+    return sd15_scheduler()
 
 
 def test_add_noise_matches_scheduler(sched):

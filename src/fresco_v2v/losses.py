@@ -31,6 +31,38 @@ def gram_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (sq(aa) - 2 * sq(ab) + sq(bb)).clamp_min(0)
 
 
+def spatial_loss_fn(f_ref: torch.Tensor, norm: str = "fro"):
+    """Eq. 6 against fixed reference features, as a function of f, with the reference's terms computed once.
+
+    For the squared Frobenius norm the cheaper of two exact forms is used: the direct L x L Grams when L <= C
+    (O(L² C) per item), else the C x C identity of :func:`gram_distance` (O(L C²)) with ||BᵀB||² precomputed.
+    Returns ``loss(f)``, equal to ``spatial_consistency_loss(f, f_ref, norm)``.
+    """
+    b = normalize_tokens(f_ref)  # [N, L, C]
+    n, l, c = b.shape
+    if norm == "l1":
+        return lambda f: gram_distance_l1(normalize_tokens(f), b).sum() / (n * l * l)
+    if norm != "fro":
+        raise ValueError(f"norm: expected 'fro' or 'l1', got {norm!r}")
+    if l <= c:
+        bb = b @ b.transpose(1, 2)  # [N, L, L], constant
+
+        def direct(f: torch.Tensor) -> torch.Tensor:
+            a = normalize_tokens(f)
+            return (a @ a.transpose(1, 2) - bb).pow(2).sum() / (n * l * l)
+
+        return direct
+    bb_sq = (b.transpose(1, 2) @ b).pow(2).sum()  # ||BᵀB||², constant
+
+    def via_channels(f: torch.Tensor) -> torch.Tensor:
+        a = normalize_tokens(f)
+        at = a.transpose(1, 2)
+        total = (at @ a).pow(2).sum() - 2 * (at @ b).pow(2).sum() + bb_sq
+        return total.clamp_min(0) / (n * l * l)
+
+    return via_channels
+
+
 def gram_distance_l1(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """sum |a aᵀ - b bᵀ| per item (the authors' L1 variant), built in row chunks of ``chunk`` tokens.
 

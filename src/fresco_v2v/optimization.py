@@ -16,7 +16,7 @@ import torch
 
 from .config import OptimizationConfig
 from .correspondence import ScaleCorrespondence
-from .losses import adaptive_instance_normalization, spatial_consistency_loss, temporal_consistency_loss
+from .losses import adaptive_instance_normalization, spatial_loss_fn, temporal_consistency_loss
 
 logger = logging.getLogger(__name__)
 
@@ -79,54 +79,61 @@ def optimize_features(
     use_spat = config.spatial and f_ref is not None and config.lambda_spat > 0
     if not (use_temp or use_spat):
         return f, 0.0, 0.0
-    groups = f.shape[0] // num_frames
-    original = f
-    x = f.detach().to(torch.float32).clone().requires_grad_(True)
-    ref = f_ref.detach().to(torch.float32).repeat(groups, 1, 1, 1) if use_spat else None
-    if use_temp:
-        flow_b = scale_corr.flow_bwd.to(x.device).repeat(groups, 1, 1, 1)
-        vis_b = scale_corr.visible_mask().to(x.device).repeat(groups, 1, 1)
-        flow_f = vis_f = None
-        if config.bidirectional_temporal:
-            flow_f = scale_corr.flow_fwd.to(x.device).repeat(groups, 1, 1, 1)
-            vis_f = (~scale_corr.occ_fwd).to(x.device).repeat(groups, 1, 1)
-
-    def loss_fn(x: torch.Tensor) -> torch.Tensor:
-        loss = x.new_zeros(())
-        if use_temp:
-            # pairs (i, i+1) inside each group only: the groups are separate copies of the video
-            xs = x.view(groups, num_frames, *x.shape[1:])
-            pair = lambda t: t.view(groups, num_frames - 1, *t.shape[1:])  # noqa: E731
-            for gi in range(groups):  # G <= 2
-                loss = (
-                    loss
-                    + temporal_consistency_loss(
-                        xs[gi],
-                        pair(flow_b)[gi],
-                        pair(vis_b)[gi],
-                        None if flow_f is None else pair(flow_f)[gi],
-                        None if vis_f is None else pair(vis_f)[gi],
-                    )
-                    / groups
-                )
+    # inference_mode(False): callers may wrap the pipeline in inference_mode, where enable_grad alone cannot help;
+    # every tensor autograd saves is therefore made inside this block.
+    with torch.inference_mode(False), torch.enable_grad():
+        groups = f.shape[0] // num_frames
+        original = f.detach().clone()
+        x = original.to(torch.float32, copy=True).requires_grad_(True)  # a copy even when already float32
+        spatial = None
         if use_spat:
-            loss = loss + config.lambda_spat * spatial_consistency_loss(x, ref, config.spatial_norm)
-        return loss
+            spatial = spatial_loss_fn(
+                f_ref.detach().clone().to(torch.float32).repeat(groups, 1, 1, 1), config.spatial_norm
+            )
+        if use_temp:
+            pair = lambda t: t.clone().to(x.device).view(groups, num_frames - 1, *t.shape[1:])  # noqa: E731
+            flow_b = pair(scale_corr.flow_bwd.repeat(groups, 1, 1, 1))
+            vis_b = pair(scale_corr.visible_mask().repeat(groups, 1, 1))
+            flow_f = vis_f = None
+            if config.bidirectional_temporal:
+                flow_f = pair(scale_corr.flow_fwd.repeat(groups, 1, 1, 1))
+                vis_f = pair((~scale_corr.occ_fwd).repeat(groups, 1, 1))
 
-    with torch.enable_grad():
+        def loss_fn(x: torch.Tensor) -> torch.Tensor:
+            loss = x.new_zeros(())
+            if use_temp:
+                # pairs (i, i+1) inside each group only: the groups are separate copies of the video
+                xs = x.view(groups, num_frames, *x.shape[1:])
+                for gi in range(groups):  # G <= 2
+                    loss = (
+                        loss
+                        + temporal_consistency_loss(
+                            xs[gi],
+                            flow_b[gi],
+                            vis_b[gi],
+                            None if flow_f is None else flow_f[gi],
+                            None if vis_f is None else vis_f[gi],
+                        )
+                        / groups
+                    )
+            if spatial is not None:
+                loss = loss + config.lambda_spat * spatial(x)
+            return loss
+
         opt = torch.optim.Adam([x], lr=config.learning_rate)
-        first = last = None
-        for _ in range(config.iterations):
+        first = last = 0.0
+        for it in range(config.iterations):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(x)
             loss.backward()
             opt.step()
-            first = float(loss.detach()) if first is None else first
-        last = float(loss_fn(x).detach())
-    out = x.detach()
-    if config.adain:
-        out = adaptive_instance_normalization(out, original.to(torch.float32))
-    return out.to(original.dtype), first, last
+            value = float(loss.detach())
+            first = value if it == 0 else first
+            last = value  # the loss of the last iteration, before its step (no extra evaluation)
+        out = x.detach()
+        if config.adain:
+            out = adaptive_instance_normalization(out, original.to(torch.float32))
+        return out.to(f.dtype), first, last
 
 
 @dataclass

@@ -151,6 +151,21 @@ def make_tiny_tokenizer(max_length: int = 77):
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
+def sd15_scheduler():
+    """A DDPMScheduler with SD1.5's settings: scaled-linear betas 0.00085..0.012 over 1000 steps, epsilon."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+
+
 def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
     """A :class:`~fresco_v2v.pipeline.FrescoPipeline` of tiny random models with SD1.5's block layout, offline.
 
@@ -158,7 +173,7 @@ def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
     FRESCO layers up_blocks.2/.3 exist), 4 resolution levels like SD1.5; VAE with factor 8; CLIP text encoder of
     2 layers; ControlNet(s) made from the UNet. A few MB in all; seconds to run on CPU.
     """
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from .pipeline import FrescoPipeline
@@ -205,16 +220,7 @@ def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
         ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 8, 8))
         for _ in range(num_controlnets)
     ]
-    # SD1.5's scheduler settings (scaled-linear betas 0.00085..0.012 over 1000 steps, epsilon prediction)
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
+    scheduler = sd15_scheduler()
     for m in (unet, vae, text_encoder, *controlnets):
         m.eval()
     return FrescoPipeline(
@@ -234,7 +240,7 @@ def make_sd15_architecture_pipeline(seed: int = 0):
     seconds; its output is noise. UNet/VAE/CLIP sizes are SD1.5's (UNet channels 320-640-1280-1280, two layers a
     block, 8 heads, cross-attention 768; VAE 128-256-512-512; CLIP ViT-L/14 text encoder, 12 layers of 768).
     """
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from .pipeline import FrescoPipeline
@@ -265,14 +271,7 @@ def make_sd15_architecture_pipeline(seed: int = 0):
         )
     )
     controlnet = ControlNetModel.from_unet(unet)
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-    )
+    scheduler = sd15_scheduler()
     for m in (unet, vae, text_encoder, controlnet):
         m.eval()
     return FrescoPipeline(
