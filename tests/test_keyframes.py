@@ -137,3 +137,11 @@ def test_batches_example():
 def test_batches_validate(keys, n, field):
     with pytest.raises(ConfigError, match=field):
         plan_batches(keys, n)
+
+
+def test_keyframe_prompt_keys_as_digit_strings():
+    from fresco_v2v.config import prompt_for_frame
+
+    assert prompt_for_frame("a dog", "hq", {"12": "rain"}, 12, 24.0) == "a dog, rain, hq"
+    assert prompt_for_frame("a dog", "hq", {"12": "rain"}, 11, 24.0) == "a dog, hq"
+    assert prompt_for_frame("a dog", "", {"0.5s": "snow"}, 12, 24.0) == "a dog, snow"

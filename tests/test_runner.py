@@ -288,3 +288,39 @@ def test_background_smoothing_with_masks(src, tmp_path, capsys):
         cv2.imwrite(str(masks / f"{k:04d}.png"), m)
     assert translate(src, tmp_path / "b", "--background-smoothing", "0.5", "--foreground-masks", str(masks)) == 0
     assert read_video(tmp_path / "b" / "video.mp4", short_side=None).num_frames == 12
+
+
+def test_resume_allows_output_only_changes_and_checks_the_input_file(src, tmp_path, capsys):
+    import shutil
+
+    assert translate(src, tmp_path / "run") == 0
+    assert translate(src, tmp_path / "run", "--no-propagation", "--colorize") == 0  # same keyframes: resumes
+    copy = tmp_path / "in.mp4"
+    shutil.copy(src, copy)
+    assert translate(copy, tmp_path / "run2") == 0
+    os.utime(copy, ns=(1, 1))  # "another clip at the same path"
+    assert translate(copy, tmp_path / "run2") == 2
+    assert "changed: input_file" in capsys.readouterr().err
+
+
+def test_fresco_section_errors(src, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"input": str(src), "prompt": "x", "fresco": {"optimisation": {"iterations": 3}}}))
+    assert main(["translate", "--config", str(bad), "-o", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "fresco: expected sections among ['attention', 'optimization']" in capsys.readouterr().err
+    bad.write_text(yaml.safe_dump({"input": str(src), "prompt": "x", "fresco": {"attention": {"lamda_s": 3}}}))
+    assert main(["translate", "--config", str(bad), "-o", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "fresco.attention: expected fields among" in capsys.readouterr().err
+    ok = tmp_path / "null.yaml"
+    ok.write_text(yaml.safe_dump({"input": str(src), "prompt": "x", "fresco": None}))
+    assert main(["translate", "--config", str(ok), "-o", str(tmp_path / "o"), *FAST, "--lambda-s", "4"]) == 0
+
+
+def test_missing_mask_fails_before_any_batch(src, tmp_path, capsys):
+    (tmp_path / "masks").mkdir()
+    assert (
+        translate(src, tmp_path / "run", "--background-smoothing", "0.5", "--foreground-masks", str(tmp_path / "masks"))
+        == 2
+    )
+    assert "no foreground mask for keyframes [0" in capsys.readouterr().err
+    assert not list((tmp_path / "run").glob(".fresco/batch_*.pt"))

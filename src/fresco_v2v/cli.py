@@ -153,7 +153,7 @@ def run_config_from_args(args: argparse.Namespace):
             data[name] = given[name]
     if given.get("no_propagation"):
         data["propagation"] = False
-    fresco = data.setdefault("fresco", {})
+    fresco = data["fresco"] = data.get("fresco") or {}
     for flag, (section, fld, value) in _FRESCO_SWITCHES.items():
         if given.get(flag):
             fresco.setdefault(section, {})[fld] = value
@@ -187,9 +187,9 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     import re
     from pathlib import Path
 
+    from .models import resolve_device
     from .propagate import propagate
-    from .runner import read_png
-    from .video import write_video
+    from .runner import encode_video, read_png
 
     clip = read_video(args.input, short_side=args.resolution, max_frames=args.max_frames)
     keydir = Path(args.keys)
@@ -213,11 +213,11 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
             )
         keys.append(idx)
         images.append(img)
-    frames = propagate(clip.frames, keys, images, progress=True)
+    frames = propagate(clip.frames, keys, images, device=resolve_device(args.device), progress=True)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_video(out, frames, clip.fps, audio=clip.audio)
-    print(f"{out}: {len(frames)} frames at {clip.fps} fps from {len(keys)} keyframes")
+    audio = encode_video(out, frames, clip)
+    print(f"{out}: {len(frames)} frames at {clip.fps} fps from {len(keys)} keyframes, audio {audio}")
     return 0
 
 
@@ -383,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--output", default="propagated.mp4", help="output video (default propagated.mp4)")
     pr.add_argument("--resolution", type=int, default=DEFAULT_SHORT_SIDE, help="short side the keys were made at")
     pr.add_argument("--max-frames", type=int, default=None)
+    pr.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
     pr.set_defaults(func=_cmd_propagate)
 
     d = sub.add_parser("demo", help="run the whole pipeline offline on a generated clip (tiny random model)")

@@ -53,7 +53,7 @@ class AttentionConfig:
     #: Self-attention layers guided: name prefixes in ``unet.attn_processors`` (paper §3.2 "decoder layers";
     #: the authors' code uses up_blocks 2 and 3, i.e. 1/16 and 1/8 of the frame).
     layers: tuple[str, ...] = ("up_blocks.2", "up_blocks.3")
-    #: Spatial-guided attention on the first step only (the authors' practice).
+    #: Spatial-guided attention on the first 5% of the steps: the first step at 20 steps (the authors' practice).
     spatial_window: StepWindow = StepWindow(0.0, 0.05)
     #: Temporal-guided attention while t >= 350/1000 (the authors' practice).
     temporal_window: StepWindow = StepWindow(0.0, 0.65, "noise")
@@ -278,18 +278,26 @@ class RunConfig:
         if unknown:
             raise ConfigError("config", f"fields among {sorted(known)}", unknown)
         fr = data.pop("fresco", None) or {}
-        att = {
-            k: (StepWindow(**v) if k.endswith("_window") else tuple(v) if isinstance(v, list) else v)
-            for k, v in (fr.get("attention") or {}).items()
-        }
-        opt = {
-            k: (StepWindow(**v) if k == "window" else tuple(v) if isinstance(v, list) else v)
-            for k, v in (fr.get("optimization") or {}).items()
-        }
-        try:
-            fresco = FrescoConfig(AttentionConfig(**att), OptimizationConfig(**opt))
-        except TypeError as e:
-            raise ConfigError("fresco", "known attention/optimization fields", str(e)) from None
+        sections = {"attention": AttentionConfig, "optimization": OptimizationConfig}
+        bad = sorted(set(fr) - set(sections))
+        if bad:
+            raise ConfigError("fresco", f"sections among {sorted(sections)}", bad)
+        parts = {}
+        for name, kind in sections.items():
+            given = dict(fr.get(name) or {})
+            allowed = {f.name for f in fields(kind)}
+            if set(given) - allowed:
+                raise ConfigError(f"fresco.{name}", f"fields among {sorted(allowed)}", sorted(set(given) - allowed))
+            try:
+                parts[name] = kind(
+                    **{
+                        k: (StepWindow(**v) if isinstance(v, dict) else tuple(v) if isinstance(v, list) else v)
+                        for k, v in given.items()
+                    }
+                )
+            except TypeError as e:
+                raise ConfigError(f"fresco.{name}", "values of the documented types", str(e)) from None
+        fresco = FrescoConfig(parts["attention"], parts["optimization"])
         for k in ("lora", "controlnet", "controlnet_scale"):
             if k in data and isinstance(data[k], (list, str, float, int)):
                 v = data[k]
@@ -323,8 +331,11 @@ def prompt_for_frame(base: str, added: str, keyframe_prompts: dict, frame: int, 
     """The prompt of one keyframe: base, the extra text of the last keyframe-prompt entry at or before the frame,
     then the added text (all joined by commas)."""
     entries = []
-    for k, text in keyframe_prompts.items():
-        start = k if isinstance(k, int) else round(float(str(k)[:-1]) * fps)
+    for key, text in keyframe_prompts.items():
+        k = _prompt_key(key)
+        if k is None:
+            raise ConfigError("keyframe_prompts", "frame indices (12) or times ('2.5s') as keys", key)
+        start = k if isinstance(k, int) else round(float(k[:-1]) * fps)
         entries.append((start, text))
     extra = [t for s, t in sorted(entries, key=lambda e: e[0]) if s <= frame][-1:]
     return ", ".join(p for p in (base, *extra, added) if p)

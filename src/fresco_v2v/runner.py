@@ -100,6 +100,21 @@ def colorize(result: np.ndarray, source: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
+def encode_video(path: Path, frames, clip) -> str:
+    """Write ``frames`` at the clip's exact rate with its audio; an unreadable audio stream costs the audio, not the
+    video (a warning says so). Returns what happened to the audio, for the report."""
+    if clip.audio is None:
+        write_video(path, frames, clip.fps)
+        return "none in the input"
+    try:
+        write_video(path, frames, clip.fps, audio=clip.audio)
+        return f"kept ({clip.audio.codec})"
+    except Exception as e:
+        logger.warning("%s: the audio could not be carried over (%s); writing the video without it", clip.path, e)
+        write_video(path, frames, clip.fps)
+        return f"dropped: {e}"
+
+
 def package_versions() -> dict[str, str]:
     import av
     import diffusers
@@ -120,6 +135,22 @@ def package_versions() -> dict[str, str]:
 # -- the run -------------------------------------------------------------------------------------------------------
 
 
+#: Fields that do not change the translated keyframes: changing them may resume a run.
+_RESUME_FREE = ("output", "propagation", "colorize", "device", "dtype")
+
+
+def resume_signature(cfg: RunConfig) -> dict:
+    """What a resumed run must share with the run that started: every field that shapes the keyframes, the input
+    file's identity (size, modification time) and the dtype "auto" resolved to on this machine."""
+    from .models import resolve_device, resolve_dtype
+
+    sig = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
+    st = Path(cfg.input).stat()
+    sig["input_file"] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    sig["resolved_dtype"] = str(resolve_dtype(cfg.dtype, resolve_device(cfg.device)))
+    return sig
+
+
 def _prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> Path:
     """Create OUTDIR (checked writable) and its state folder; refuse to mix runs of different configs."""
     try:
@@ -131,7 +162,7 @@ def _prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> Path:
         raise InputError(f"{out}: the output folder is not writable ({e.strerror or e})") from None
     state = out / STATE_DIR
     saved = state / "config.json"
-    mine = {k: v for k, v in cfg.to_dict().items() if k != "output"}
+    mine = json.loads(json.dumps(resume_signature(cfg), default=str))  # compared as stored: after a JSON round trip
     if overwrite:
         for p in (state, out / "keyframes"):
             shutil.rmtree(p, ignore_errors=True)
@@ -149,7 +180,7 @@ def _prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> Path:
             )
     state.mkdir(exist_ok=True)
     (out / "keyframes").mkdir(exist_ok=True)
-    write_json(saved, json.loads(json.dumps(mine, default=str)))
+    write_json(saved, mine)
     return state
 
 
@@ -191,9 +222,19 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
     keys = select_keyframes(frame_distances(frames), cfg.s_min, cfg.s_max)
     batches = plan_batches(keys, cfg.batch_size)
     seconds["keyframes"] = time.perf_counter() - t0
+    if cfg.background_smoothing > 0:  # a missing mask must fail now, not after hours of earlier batches
+        missing = [k for k in keys if not (Path(cfg.foreground_masks) / f"{k:04d}.png").is_file()]
+        if missing:
+            raise InputError(
+                f"{cfg.foreground_masks}: no foreground mask for keyframes {missing[:10]} "
+                f"(expected files like {missing[0]:04d}.png)"
+            )
     logger.info("%d frames, %d keyframes in %d batches", clip.num_frames, len(keys), len(batches))
 
     # 3. Batched translation with anchors; finished batches are read back
+    from .models import resolve_device
+
+    device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     translated: dict[int, np.ndarray] = {}
     pipe = pipeline
@@ -249,7 +290,9 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
                 background_smoothing=cfg.background_smoothing,
                 show_progress=progress,
             )
-        except torch.OutOfMemoryError as e:
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e):
+                raise  # MPS reports running out of memory as a RuntimeError
             h, w = batch_frames.shape[1:3]
             raise OutOfMemory(
                 f"out of memory translating batch {b} ({len(batch)} frames of {w}x{h}) on {pipe.device}: "
@@ -276,9 +319,7 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
     if cfg.propagation and len(keys) < clip.num_frames:
         from .propagate import propagate
 
-        video_frames = propagate(
-            frames, keys, stylized_keys, device=pipe.device if pipe is not None else None, progress=progress
-        )
+        video_frames = propagate(frames, keys, stylized_keys, device=device, progress=progress)
     else:
         # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
         nearest = np.abs(np.arange(clip.num_frames)[:, None] - np.array(keys)[None]).argmin(1)
@@ -290,17 +331,7 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
     # 5. Encode at the exact input rate with the input's audio
     t0 = time.perf_counter()
     video_path = out / "video.mp4"
-    audio_note = "none in the input"
-    if clip.audio is not None:
-        try:
-            write_video(video_path, video_frames, clip.fps, audio=clip.audio)
-            audio_note = f"kept ({clip.audio.codec})"
-        except Exception as e:  # an unreadable audio stream must not cost the user the video
-            logger.warning("%s: the audio could not be carried over (%s); writing the video without it", cfg.input, e)
-            write_video(video_path, video_frames, clip.fps)
-            audio_note = f"dropped: {e}"
-    else:
-        write_video(video_path, video_frames, clip.fps)
+    audio_note = encode_video(video_path, video_frames, clip)
     seconds["encode"] = time.perf_counter() - t0
 
     report = {
