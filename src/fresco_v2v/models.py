@@ -154,7 +154,8 @@ def load_pipeline(
             raise
         except Exception as e:
             raise _not_found("base model", model, e) from e
-    pipe = pipe.to(dev, dt)
+    # cast only when needed: diffusers warns on every .to(dtype), even a no-op one
+    pipe = pipe.to(dev) if pipe.unet.dtype == dt else pipe.to(dev, dt)
     if loras:
         names = []
         for i, spec in enumerate(loras):
