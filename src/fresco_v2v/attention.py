@@ -112,8 +112,7 @@ def temporal_guided_attention(
         flat = x.view(g, n, h, l, d).permute(0, 2, 1, 3, 4).reshape(g, h, n * l, d)
         return flat.index_select(2, gather).view(g, h, l, n, d)
 
-    mask = scale_corr.trajectory_mask()  # [L, N, N] bool
-    attn_mask = None if bool(mask.all()) else mask  # no dense all-true mask: it would force the slow path
+    attn_mask = scale_corr.trajectory_attention_mask()  # [L, N, N] bool, or None when no link is broken
     out = F.scaled_dot_product_attention(
         to_traj(q), to_traj(k), to_traj(v), attn_mask=attn_mask, scale=1.0 / (lambda_t * math.sqrt(d))
     )  # [G, h, L, N, d]

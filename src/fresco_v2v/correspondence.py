@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -54,6 +54,13 @@ class ScaleCorrespondence:
     traj_perm: torch.Tensor  # [N, L] int64: token of frame j on trajectory p
     traj_inverse: torch.Tensor  # [N, L] int64: trajectory of token q of frame j
     traj_segment: torch.Tensor  # [N, L] int64: broken links on trajectory p up to frame j
+    #: Derived tensors (eq. 9's indices and mask) computed once: every guided layer reads them at every step.
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _once(self, key: str, make):
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
 
     @property
     def num_frames(self) -> int:
@@ -77,29 +84,48 @@ class ScaleCorrespondence:
 
         ``x.reshape(N*L, C)[idx].view(L, N, C)`` is trajectory order: row p holds trajectory p in frames 0..N-1.
         """
-        n, l = self.traj_perm.shape
-        offsets = torch.arange(n, device=self.traj_perm.device)[:, None] * l
-        return (self.traj_perm + offsets).T.reshape(-1)
+
+        def make() -> torch.Tensor:
+            n, l = self.traj_perm.shape
+            offsets = torch.arange(n, device=self.traj_perm.device)[:, None] * l
+            return (self.traj_perm + offsets).T.reshape(-1)
+
+        return self._once("trajectory_gather_index", make)
 
     def trajectory_scatter_index(self) -> torch.Tensor:
         """[N*L] int64 inverse of :meth:`trajectory_gather_index`.
 
         ``y.reshape(L*N, C)[idx].view(N, L, C)`` brings trajectory order back to frame-major order.
         """
-        n = self.traj_perm.shape[0]
-        frame = torch.arange(n, device=self.traj_perm.device)[:, None]
-        return (self.traj_inverse * n + frame).reshape(-1)  # token (j, q) sits at trajectory-order row p*N + j
+
+        def make() -> torch.Tensor:
+            n = self.traj_perm.shape[0]
+            frame = torch.arange(n, device=self.traj_perm.device)[:, None]
+            return (self.traj_inverse * n + frame).reshape(-1)  # token (j, q) sits at trajectory-order row p*N + j
+
+        return self._once("trajectory_scatter_index", make)
 
     def trajectory_mask(self) -> torch.Tensor:
         """[L, N, N] bool: on trajectory p, frames j and k are linked (may attend to each other in eq. 9)."""
-        seg = self.traj_segment.T  # [L, N]
-        return seg[:, :, None] == seg[:, None, :]
+
+        def make() -> torch.Tensor:
+            seg = self.traj_segment.T  # [L, N]
+            return seg[:, :, None] == seg[:, None, :]
+
+        return self._once("trajectory_mask", make)
+
+    def trajectory_attention_mask(self) -> torch.Tensor | None:
+        """:meth:`trajectory_mask`, or None when every link holds (no dense all-true mask for SDPA)."""
+        return self._once(
+            "attention_mask", lambda: None if bool(self.trajectory_mask().all()) else self.trajectory_mask()
+        )
 
     def to(self, device: torch.device | str) -> ScaleCorrespondence:
         return ScaleCorrespondence(
             **{
                 f.name: (v.to(device) if isinstance(v := getattr(self, f.name), torch.Tensor) else v)
                 for f in fields(self)
+                if f.name != "_derived"
             }
         )
 

@@ -91,17 +91,14 @@ def estimate_flow(src: np.ndarray, dst: np.ndarray, estimator: FlowEstimator | N
     return (estimator or get_flow_estimator())(src, dst)
 
 
-def _grid(flow: torch.Tensor) -> torch.Tensor:
+def sampling_grid(flow: torch.Tensor) -> torch.Tensor:
     """[B, H, W, 2] pixel flow -> grid_sample grid in [-1, 1] (align_corners=True) pointing at x + flow(x)."""
-    _, h, w, _ = flow.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=flow.device, dtype=flow.dtype),
-        torch.arange(w, device=flow.device, dtype=flow.dtype),
-        indexing="ij",
-    )
-    gx = (xs + flow[..., 0]) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (ys + flow[..., 1]) * (2.0 / max(h - 1, 1)) - 1.0
-    return torch.stack([gx, gy], dim=-1)
+    h, w = flow.shape[1:3]
+    sx, sy = 2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)
+    grid = flow * torch.tensor([sx, sy], device=flow.device, dtype=flow.dtype)
+    grid[..., 0] += torch.arange(w, device=flow.device, dtype=flow.dtype) * sx - 1.0  # broadcast, no meshgrid
+    grid[..., 1] += (torch.arange(h, device=flow.device, dtype=flow.dtype) * sy - 1.0)[:, None]
+    return grid
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
@@ -110,7 +107,9 @@ def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> tor
     image: [B, C, H, W] float; flow: [B, H, W, 2] in pixels of this grid (dx, dy). Returns [B, C, H, W].
     Paper eq. 5's w_i^{i+1}(f_i) is ``warp(f_i, flow from frame i+1 to frame i)``.
     """
-    return F.grid_sample(image, _grid(flow.to(image.dtype)), mode=mode, padding_mode="border", align_corners=True)
+    return F.grid_sample(
+        image, sampling_grid(flow.to(image.dtype)), mode=mode, padding_mode="border", align_corners=True
+    )
 
 
 def out_of_frame(flow: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .flow import FlowEstimator, get_flow_estimator, warp
+from .flow import FlowEstimator, get_flow_estimator, sampling_grid, warp
 from .patchmatch import SourcePyramid, build_source_pyramid, guided_synthesis
 
 logger = logging.getLogger(__name__)
@@ -403,18 +403,6 @@ def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float() / 255.0
 
 
-def _sampling_grid(flow: torch.Tensor) -> torch.Tensor:
-    """[H, W, 2] pixel flow -> [1, H, W, 2] grid_sample grid (align_corners=True) at x + flow(x), as flow.warp."""
-    h, w, _ = flow.shape
-    xs = torch.arange(w, device=flow.device, dtype=flow.dtype) * (2.0 / max(w - 1, 1)) - 1.0
-    ys = torch.arange(h, device=flow.device, dtype=flow.dtype) * (2.0 / max(h - 1, 1)) - 1.0
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=flow.device, dtype=flow.dtype)
-    grid = flow * scale
-    grid[..., 0] += xs[None, :]
-    grid[..., 1] += ys[:, None]
-    return grid[None]
-
-
 def flow_candidate(target: torch.Tensor, key: _Key, flow: torch.Tensor, cfg: PropagationConfig):
     """One candidate from one key along one flow: (stylized [3, H, W], guide error [H, W], detail energy [H, W]).
 
@@ -422,7 +410,7 @@ def flow_candidate(target: torch.Tensor, key: _Key, flow: torch.Tensor, cfg: Pro
     ``fresco_v2v.flow.warp``); pixels whose flow leaves the frame get error 1 (they must come from elsewhere).
     """
     h, w = target.shape[-2:]
-    grid = _sampling_grid(flow.to(target.device, target.dtype))
+    grid = sampling_grid(flow.to(target.device, target.dtype)[None])
     style = F.grid_sample(key.stylized[None], grid, mode=cfg.warp_mode, padding_mode="border", align_corners=True)[0]
     along = [key.source, key.detail] + ([key.coeffs.reshape(9, h, w)] if key.coeffs is not None else [])
     carried = F.grid_sample(torch.cat(along)[None], grid, padding_mode="border", align_corners=True)[0]

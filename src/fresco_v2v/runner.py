@@ -206,7 +206,7 @@ def _foreground_masks(cfg: RunConfig, batch: list[int], size: tuple[int, int]) -
 def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool = True, pipeline=None) -> RunResult:
     """Run every stage for ``cfg`` (see the module docstring); ``pipeline`` reuses an already loaded FrescoPipeline."""
     cfg = cfg.validate()
-    get_flow_estimator(cfg.flow)  # an unknown backend fails before any work
+    estimator = get_flow_estimator(cfg.flow)  # an unknown backend fails before any work
     seconds: dict[str, float] = {}
 
     # 1. Read the video at the model's size (exact rate, audio reference); bad input fails before OUTDIR is touched
@@ -239,7 +239,6 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
     translated: dict[int, np.ndarray] = {}
     pipe = pipeline
     anchors: AnchorLatents | None = None
-    estimator = get_flow_estimator(cfg.flow)
     bar = tqdm(total=len(batches), desc="keyframe batches", unit="batch", disable=not progress)
     for b, batch in enumerate(batches):
         done = state / f"batch_{b:04d}.pt"
