@@ -49,10 +49,11 @@ def main() -> None:
     args = ap.parse_args()
 
     pipe = load_benchmark_pipeline(args)
+    prompt = args.prompt or ("a painting" if args.model.startswith("toy") else PROMPT)
     print(machine_line(pipe, args.model))
     print(
         f"N={args.frames} keyframes at short side {args.resolution}, {args.steps} steps, strength {args.strength}, "
-        f"seed {args.seed}"
+        f"guidance {args.guidance}, seed {args.seed}, prompt '{prompt}'"
     )
     names = list(variants())
     print(f"{'clip':<32}" + "".join(f"{n:>11}" for n in names) + "   full<baseline   s/variant")
@@ -61,15 +62,16 @@ def main() -> None:
         frames = keyframe_batch(clip_name, args.resolution, args.frames)
         if frames is None:
             continue
-        corr = build_correspondence(frames)
+        corr = build_correspondence(frames, factors=pipe.decoder_factors)
         row: dict[str, float] = {}
         t0 = time.perf_counter()
         for name, cfg in variants().items():
             out = pipe(
                 frames,
-                PROMPT,
+                prompt,
                 num_inference_steps=args.steps,
                 strength=args.strength,
+                guidance_scale=args.guidance,
                 generator=torch.Generator().manual_seed(args.seed),
                 fresco=cfg,
                 correspondence=corr,

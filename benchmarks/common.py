@@ -24,10 +24,12 @@ CAPTIONS = {
 
 
 def machine_line(pipe, model: str) -> str:
-    tiny = " (random tiny weights: noise-like frames by design)" if model == "tiny" else ""
+    from fresco_v2v.models import model_note
+
+    note = f" ({model_note(model)})" if model_note(model) else ""
     return (
         f"machine: {platform.machine()} {os.cpu_count()} cores; device: {pipe.device}; dtype: {pipe.unet.dtype}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: {model}{tiny}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: {model}{note}"
     )
 
 
@@ -50,12 +52,14 @@ def add_run_arguments(ap, resolution: int = 256, steps: int = 10) -> None:
     ap.add_argument("--resolution", type=int, default=resolution)
     ap.add_argument("--steps", type=int, default=steps)
     ap.add_argument("--strength", type=float, default=0.75)
+    ap.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
+    ap.add_argument("--prompt", default=None, help="target prompt (default: the script's; 'a painting' for toy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
 
 
 def load_benchmark_pipeline(args):
-    from fresco_v2v.models import load_pipeline
+    from fresco_v2v.models import builtin_model, load_pipeline
 
-    controlnets = ["tiny"] if args.model == "tiny" else ["lllyasviel/sd-controlnet-canny"]
+    controlnets = [args.model] if builtin_model(args.model) else ["lllyasviel/sd-controlnet-canny"]
     return load_pipeline(args.model, controlnets, device=args.device, seed=args.seed)

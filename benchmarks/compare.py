@@ -43,10 +43,12 @@ def main() -> None:
     args = ap.parse_args()
 
     pipe = load_benchmark_pipeline(args)
+    prompt = args.prompt or ("a painting" if args.model.startswith("toy") else PROMPT)
     clip_model = load_clip(args.clip_model, device="cpu") if args.clip_model else None
     print(machine_line(pipe, args.model))
     print(
-        f"N={args.frames} keyframes at short side {args.resolution}, {args.steps} steps, prompt {PROMPT!r}; "
+        f"N={args.frames} keyframes at short side {args.resolution}, {args.steps} steps, prompt {prompt!r}, "
+        f"guidance {args.guidance}; "
         f"CLIP: {args.clip_model or 'none (Tem-Con, Fram-Acc, Spat-Con unavailable)'}"
     )
     print(f"{'clip':<32}{'method':<13}" + "".join(f"{METRIC_NAMES[m]:>11}" for m in METRICS))
@@ -55,20 +57,21 @@ def main() -> None:
         frames = keyframe_batch(name, args.resolution, args.frames)
         if frames is None:
             continue
-        corr = build_correspondence(frames)
+        corr = build_correspondence(frames, factors=pipe.decoder_factors)
         results[name] = {}
         for method, cfg in METHODS.items():
             out = pipe(
                 frames,
-                PROMPT,
+                prompt,
                 num_inference_steps=args.steps,
                 strength=args.strength,
+                guidance_scale=args.guidance,
                 fresco=cfg,
                 generator=torch.Generator().manual_seed(args.seed),
                 correspondence=corr,
             )
             r = evaluate_frames(
-                frames, out.frames, prompt=PROMPT, source_prompt=CAPTIONS.get(name), clip_model=clip_model
+                frames, out.frames, prompt=prompt, source_prompt=CAPTIONS.get(name), clip_model=clip_model
             )
             results[name][method] = {m: getattr(r, m) for m in METRICS}
             cells = "".join(f"{v:>11.4f}" if v is not None else f"{'n/a':>11}" for v in results[name][method].values())

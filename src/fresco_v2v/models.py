@@ -43,6 +43,28 @@ class LoraSpec:
         return cls(text, 1.0)
 
 
+def is_toy(model: str) -> bool:
+    """'toy' (the bundled toy-world checkpoint) or 'toy:PATH'."""
+    return model == "toy" or model.startswith("toy:")
+
+
+def builtin_model(model: str) -> bool:
+    """The models that come with fresco-v2v and need no download: 'tiny' (random) and the toy world's."""
+    return model == "tiny" or is_toy(model)
+
+
+def model_note(model: str) -> str:
+    """What a user must know about a built-in model's output ("" for real models)."""
+    if model == "tiny":
+        return "model 'tiny' has random weights: its output is noise-like by design (for testing)"
+    if is_toy(model):
+        return (
+            "toy-world model: trained here on 128x128 frames for three captions ('a photo', 'a painting', "
+            "'a pencil drawing'); a yardstick, not an artist"
+        )
+    return ""
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/"auto": the current accelerator (CUDA, MPS, ...) when torch has one, else the CPU."""
     if device is None or device == "auto":
@@ -126,7 +148,9 @@ def load_pipeline(
     """A ready :class:`~fresco_v2v.pipeline.FrescoPipeline` on its device.
 
     ``model``: a hub id or a folder (``from_pretrained``), a single checkpoint file (``from_single_file``), or
-    "tiny" for the random tiny stack of :func:`fresco_v2v.testing.make_tiny_pipeline` (noise-like output).
+    "tiny" for the random tiny stack of :func:`fresco_v2v.testing.make_tiny_pipeline` (noise-like output), or
+    "toy" / "toy:PATH" for the toy world's trained 128x128 stack (:mod:`fresco_v2v.toyworld`). The tiny and toy
+    stacks bring their own ControlNets (one per entry of ``controlnets``, whose ids are then ignored).
     """
     from .pipeline import FrescoPipeline
 
@@ -138,6 +162,10 @@ def load_pipeline(
         from .testing import make_tiny_pipeline
 
         pipe = make_tiny_pipeline(seed, num_controlnets=len(controlnets))
+    elif is_toy(model):
+        from .toyworld import load_toy_pipeline
+
+        pipe = load_toy_pipeline(model, num_controlnets=len(controlnets))
     else:
         nets = [load_controlnet(c, dt, allow_pickle) for c in controlnets]
         cn = nets[0] if len(nets) == 1 else nets

@@ -121,6 +121,16 @@ class FrescoPipeline(
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    @property
+    def decoder_factors(self) -> tuple[int, ...]:
+        """Pixel-to-token factor of each UNet resolution level, coarsest first: (64, 32, 16, 8) for SD1.5.
+
+        The correspondence is built at these factors (one per decoder scale); a VAE with another latent factor (the
+        toy world's 4) shifts them all.
+        """
+        levels = len(self.unet.config.block_out_channels)
+        return tuple(self.vae_scale_factor * 2**k for k in reversed(range(levels)))
+
     # -- helpers ---------------------------------------------------------------------------------------------------
 
     @property
@@ -214,6 +224,9 @@ class FrescoPipeline(
     ) -> FrescoOutput:
         """Translate N frames (uint8 RGB [H, W, 3], H and W multiples of 64) with one prompt or one per frame.
 
+        ``correspondence``: built by :func:`~fresco_v2v.correspondence.build_correspondence` at
+        :attr:`decoder_factors` when not given (pass one to share it between calls on the same frames).
+
         ``anchors``: the previous batch's :class:`AnchorLatents`; frames 0 and 1 of this batch must then be that
         batch's first and last frame, and their latents are replaced by the recorded ones at every step (§3.5).
         ``control_images``: one [N, 3, H, W] tensor in [0, 1] per ControlNet (default: canny of the frames).
@@ -230,8 +243,11 @@ class FrescoPipeline(
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ConfigError("frames", "N uint8 RGB arrays [H, W, 3]", f"{frames.dtype} {frames.shape}")
         n, h, w, _ = frames.shape
-        if h % 64 or w % 64:
-            raise ConfigError("frames", "sides that are multiples of 64 (see fresco_v2v.video.plan_fit)", f"{w}x{h}")
+        multiple = max(64, self.decoder_factors[0])
+        if h % multiple or w % multiple:
+            raise ConfigError(
+                "frames", f"sides that are multiples of {multiple} (see fresco_v2v.video.plan_fit)", f"{w}x{h}"
+            )
         prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
         negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
         if len(prompts) != n or len(negatives) != n:
@@ -288,7 +304,13 @@ class FrescoPipeline(
                 or background_smoothing > 0
             )
             if correspondence is None and needs_corr and n > 1:
-                correspondence = build_correspondence(frames)
+                correspondence = build_correspondence(frames, factors=self.decoder_factors)
+            if correspondence is not None and not set(self.decoder_factors) <= set(correspondence.scales):
+                raise ConfigError(
+                    "correspondence",
+                    f"scales at this model's decoder factors {self.decoder_factors}",
+                    tuple(correspondence.scales),
+                )
             corr = correspondence.to(device) if correspondence is not None else None
 
         # 5. Encode frames, SDEdit start with one noise draw shared by all frames (eq. 1)

@@ -35,6 +35,7 @@ from .correspondence import build_correspondence
 from .errors import ConfigError, FrescoError, InputError, OutOfMemory
 from .flow import get_flow_estimator
 from .keyframes import frame_distances, plan_batches, select_keyframes
+from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
 from .video import read_video, write_video
 
@@ -49,6 +50,8 @@ class RunResult:
     keyframes: list[int]
     batches: list[list[int]]
     report: dict = field(default_factory=dict)
+    #: Every output frame (uint8 RGB) as handed to the encoder, for callers that score them without decoding.
+    frames: list[np.ndarray] = field(default_factory=list)
 
 
 # -- small file helpers: atomic writes ----------------------------------------------------------------------------
@@ -185,8 +188,8 @@ def _prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> Path:
 
 
 def _controlnet_ids(cfg: RunConfig) -> list[str]:
-    if cfg.model == "tiny":
-        return ["tiny"] * len(cfg.controlnet)
+    if builtin_model(cfg.model):
+        return [cfg.model] * len(cfg.controlnet)  # the built-in stacks bring their own ControlNets
     return [c.split(":", 1)[1] if ":" in c else CONTROLNET_TYPES[c] for c in cfg.controlnet]
 
 
@@ -271,7 +274,11 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
         controls = [canny_condition(batch_frames, cfg.canny_low, cfg.canny_high)] * len(cfg.controlnet)
         masks = _foreground_masks(cfg, batch, batch_frames.shape[1:3]) if cfg.background_smoothing > 0 else None
         try:
-            corr = build_correspondence(batch_frames, estimator=estimator) if len(batch) > 1 else None
+            corr = (
+                build_correspondence(batch_frames, estimator=estimator, factors=pipe.decoder_factors)
+                if len(batch) > 1
+                else None
+            )
             result = pipe(
                 batch_frames,
                 prompts,
@@ -347,7 +354,7 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
         "seconds": seconds,
         "versions": package_versions(),
         "config": cfg.to_dict(),
-        "note": "model 'tiny' has random weights: its output is noise-like by design" if cfg.model == "tiny" else "",
+        "note": model_note(cfg.model),
     }
     write_json(out / "run.json", report)
-    return RunResult(out, video_path, keys, batches, report)
+    return RunResult(out, video_path, keys, batches, report, video_frames)

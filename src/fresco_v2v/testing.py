@@ -130,7 +130,7 @@ def _byte_alphabet() -> list[str]:
     return [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
 
 
-def make_tiny_tokenizer(max_length: int = 77):
+def make_tiny_tokenizer(max_length: int = 77, words: tuple[str, ...] = TINY_WORDS):
     """A CLIPTokenizer over a generated vocabulary: every byte symbol (+ end-of-word form) and a few whole words."""
     from transformers import CLIPTokenizer
 
@@ -138,7 +138,7 @@ def make_tiny_tokenizer(max_length: int = 77):
     vocab = {c: i for i, c in enumerate(alphabet)}
     vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
     merges: list[tuple[str, str]] = []
-    for word in TINY_WORDS:
+    for word in words:
         parts = [*word[:-1], word[-1] + "</w>"]
         while len(parts) > 1:  # merge left to right: "d o g</w>" -> "do g</w>" -> "dog</w>"
             pair = (parts[0], parts[1])
