@@ -151,6 +151,11 @@ def make_tiny_tokenizer(max_length: int = 77, words: tuple[str, ...] = TINY_WORD
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
+#: SD1.5's UNet block types: cross-attention in down_blocks 0-2 and up_blocks 1-3 (where FRESCO's layers are).
+SD15_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+SD15_UP_BLOCKS = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+
+
 def sd15_scheduler():
     """A DDPMScheduler with SD1.5's settings: scaled-linear betas 0.00085..0.012 over 1000 steps, epsilon."""
     from diffusers import DDPMScheduler
@@ -184,8 +189,8 @@ def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
         sample_size=8,
         in_channels=4,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        down_block_types=SD15_DOWN_BLOCKS,
+        up_block_types=SD15_UP_BLOCKS,
         block_out_channels=(16, 16, 32, 32),
         layers_per_block=1,
         cross_attention_dim=32,

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .errors import ModelNotFound
+from .testing import SD15_DOWN_BLOCKS, SD15_UP_BLOCKS
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ UNET_CONFIG = dict(
     sample_size=TOY_SIZE // 4,
     in_channels=4,
     out_channels=4,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    down_block_types=SD15_DOWN_BLOCKS,
+    up_block_types=SD15_UP_BLOCKS,
     block_out_channels=(32, 64, 128, 128),
     layers_per_block=1,
     cross_attention_dim=64,
