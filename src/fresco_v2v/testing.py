@@ -178,10 +178,8 @@ def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
     FRESCO layers up_blocks.2/.3 exist), 4 resolution levels like SD1.5; VAE with factor 8; CLIP text encoder of
     2 layers; ControlNet(s) made from the UNet. A few MB in all; seconds to run on CPU.
     """
-    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from .pipeline import FrescoPipeline
 
     tokenizer = make_tiny_tokenizer()
     torch.manual_seed(seed)
@@ -221,11 +219,26 @@ def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
             pad_token_id=tokenizer.pad_token_id,
         )
     )
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer, num_controlnets, (8, 8, 8, 8))
+
+
+def assemble_pipeline(
+    unet, vae, text_encoder, tokenizer, num_controlnets: int = 1, conditioning_channels: tuple[int, ...] = (8, 8, 8, 8)
+):
+    """A FrescoPipeline in eval mode around the given models, with ControlNets made from the UNet.
+
+    ``ControlNetModel.from_unet`` zero-initialises the ControlNet's output convolutions, so these ControlNets add
+    nothing until trained. ``conditioning_channels``: one entry more than the stride-2 convolutions of the condition
+    encoder, which must match the VAE's latent factor (4 entries: factor 8).
+    """
+    from diffusers import ControlNetModel
+
+    from .pipeline import FrescoPipeline
+
     controlnets = [
-        ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 8, 8))
+        ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning_channels)
         for _ in range(num_controlnets)
     ]
-    scheduler = sd15_scheduler()
     for m in (unet, vae, text_encoder, *controlnets):
         m.eval()
     return FrescoPipeline(
@@ -234,7 +247,7 @@ def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
         tokenizer=tokenizer,
         unet=unet,
         controlnet=controlnets[0] if num_controlnets == 1 else controlnets,
-        scheduler=scheduler,
+        scheduler=sd15_scheduler(),
     )
 
 

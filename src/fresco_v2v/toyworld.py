@@ -137,25 +137,9 @@ def build_toy_models(seed: int = 0):
 
 def assemble_pipeline(unet, vae, text_encoder, tokenizer, num_controlnets: int = 1):
     """A FrescoPipeline around trained toy components, with untrained (zero-output) ControlNets from the UNet."""
-    from diffusers import ControlNetModel
+    from .testing import assemble_pipeline as assemble
 
-    from .pipeline import FrescoPipeline
-    from .testing import sd15_scheduler
-
-    controlnets = [
-        ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64))  # 2 stride-2 convs: factor 4
-        for _ in range(num_controlnets)
-    ]
-    for m in (unet, vae, text_encoder, *controlnets):
-        m.eval()
-    return FrescoPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        controlnet=controlnets[0] if num_controlnets == 1 else controlnets,
-        scheduler=sd15_scheduler(),
-    )
+    return assemble(unet, vae, text_encoder, tokenizer, num_controlnets, (16, 32, 64))  # 2 stride-2 convs: factor 4
 
 
 # ----------------------------------------------------------------------------------------------------------------
