@@ -32,6 +32,7 @@ from fresco_v2v.propagate import (
     histogram_preserving_blend,
     image_gradients,
     key_segments,
+    neighbour_range,
     propagate,
     residual_coefficients,
     restore_detail,
@@ -130,6 +131,9 @@ def test_every_option_runs_and_is_deterministic():
     off = PropagationConfig(residual_transfer=False, patch_synthesis=False, contrast_preserving=False)
     c = propagate(frames, [0, 4], [truth[0], truth[4]], off)
     assert np.mean([mean_abs(c[t], truth[t]) for t in (1, 2, 3)]) < 10.0
+    clamped = PropagationConfig(anti_ringing=True, patch_iterations=2, patch_iterations_finest=3)
+    d = propagate(frames, [0, 4], [truth[0], truth[4]], clamped)
+    assert np.mean([mean_abs(d[t], truth[t]) for t in (1, 2, 3)]) < 8.0
 
 
 def test_precomputed_flows_are_reused():
@@ -155,6 +159,8 @@ def test_precomputed_flows_are_reused():
         ({"contrast_radius": -1}, "contrast_radius"),
         ({"poisson": "yes"}, "poisson"),
         ({"patch_iterations": 0}, "patch_iterations"),
+        ({"patch_iterations_finest": 0}, "patch_iterations_finest"),
+        ({"anti_ringing": 1}, "anti_ringing"),
     ],
 )
 def test_config_is_validated(kwargs, field):
@@ -384,6 +390,30 @@ def test_compose_flows_of_constant_shifts_adds_them():
     b[..., 1] = -2.0
     c = compose_flows(a, b)
     assert torch.allclose(c[..., 0], torch.tensor(1.5)) and torch.allclose(c[..., 1], torch.tensor(-2.0))
+
+
+def test_neighbour_range_matches_naive_and_removes_bicubic_overshoot():
+    gen = torch.Generator().manual_seed(3)
+    h, w = 7, 9
+    img = torch.rand(2, h, w, generator=gen)
+    pos = torch.rand(1, 5, 6, 2, generator=gen) * torch.tensor([w + 1.0, h + 1.0]) - 1.0  # pixel x, y (some outside)
+    grid = pos / torch.tensor([w - 1.0, h - 1.0]) * 2 - 1
+    lo, hi = neighbour_range(img, grid)
+    for i, j in itertools.product(range(5), range(6)):
+        x, y = (float(v) for v in pos[0, i, j])
+        x0, y0 = min(max(int(np.floor(x)), 0), w - 1), min(max(int(np.floor(y)), 0), h - 1)
+        ys, xs = [y0, min(y0 + 1, h - 1)], [x0, min(x0 + 1, w - 1)]
+        four = img[:, ys][:, :, xs].reshape(2, -1)
+        assert torch.allclose(lo[:, i, j], four.amin(1)) and torch.allclose(hi[:, i, j], four.amax(1))
+    # a hard step sampled half a pixel off: bicubic overshoots, the clamped sample stays within the two levels
+    step = torch.zeros(1, 8, 8)
+    step[:, :, 4:] = 1.0
+    base = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="xy"), -1)
+    shifted = ((base + torch.tensor([0.3, 0.0])) / 7 * 2 - 1)[None]
+    cubic = torch.nn.functional.grid_sample(step[None], shifted, mode="bicubic", align_corners=True)[0]
+    assert cubic.min() < -0.01 or cubic.max() > 1.01
+    clamped = torch.clamp(cubic, *neighbour_range(step, shifted))
+    assert clamped.min() >= 0 and clamped.max() <= 1
 
 
 def naive_fine_detail(x: np.ndarray) -> np.ndarray:

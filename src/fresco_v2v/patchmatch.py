@@ -213,6 +213,7 @@ def guided_synthesis(
     mask: torch.Tensor,
     iterations: int = 3,
     generator: torch.Generator | None = None,
+    finest_iterations: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthesize ``source_values`` onto the target frame where ``mask`` is set, coarse to fine.
 
@@ -220,7 +221,9 @@ def guided_synthesis(
     source_values: [V, H, W] (stylized key and anything else to carry along); seed_flow: [H, W, 2] target -> source
     flow, the initial NNF (kept outside the mask); mask: [H, W] bool, the pixels to synthesize (at coarser levels:
     any pixel whose footprint touches the mask). At the coarsest level the random search spans half the frame, at
-    finer levels 4 px (the coarse NNF, doubled, already points near the answer).
+    finer levels 4 px (the coarse NNF, doubled, already points near the answer). ``finest_iterations`` (default:
+    ``iterations``) applies to the full-resolution level, which holds ~3/4 of the work: the upsampled coarse NNF
+    is already nearly converged there, so fewer iterations cost little quality.
     Returns (values [V, M] at the masked pixels, their flat indices [M]).
     """
     device = target_guide.device
@@ -249,8 +252,9 @@ def guided_synthesis(
         active = active_full if depth == 0 else torch.nonzero(m.reshape(-1) > 0, as_tuple=False)[:, 0]
         extra = () if nnf is None else (_upsample_nnf(nnf, prev_hw, lw, active),)
         radius = max(lh, lw) // 2 if nnf is None else 4
+        its = iterations if depth > 0 or finest_iterations is None else finest_iterations
         nnf = patchmatch(
-            t, source.guides[depth], source.patches[depth], seed, active, patch, iterations, radius, generator, extra
+            t, source.guides[depth], source.patches[depth], seed, active, patch, its, radius, generator, extra
         )
         prev_hw = (lh, lw)
     return vote(source_values, nnf, (h, w), active_full, patch), active_full
