@@ -405,7 +405,7 @@ def test_neighbour_range_matches_naive_and_removes_bicubic_overshoot():
         ys, xs = [y0, min(y0 + 1, h - 1)], [x0, min(x0 + 1, w - 1)]
         four = img[:, ys][:, :, xs].reshape(2, -1)
         assert torch.allclose(lo[:, i, j], four.amin(1)) and torch.allclose(hi[:, i, j], four.amax(1))
-    # a hard step sampled half a pixel off: bicubic overshoots, the clamped sample stays within the two levels
+    # a hard step sampled 0.3 px off: bicubic overshoots, the clamped sample stays within the two levels
     step = torch.zeros(1, 8, 8)
     step[:, :, 4:] = 1.0
     base = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="xy"), -1)

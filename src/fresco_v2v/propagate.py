@@ -55,8 +55,9 @@ class PropagationConfig:
     #: stylization: gradient energy 0.91 of the truth with bicubic, 0.76 with bilinear), "bilinear" never overshoots.
     warp_mode: str = "bicubic"
     #: Anti-ringing: clamp the bicubic warp to the range of the four pixels bilinear interpolation would mix, so hard
-    #: edges do not overshoot. Off: measured (music / car-turn, 31 frames) it gains 0.04-0.16 dB on posterize but
-    #: takes sharpness from 0.945 to 0.924 (music) and 0.934 to 0.908 (car-turn) on cv2.stylization.
+    #: edges do not overshoot (only bicubic overshoots: with the other modes there is nothing to clamp). Off:
+    #: measured (music / car-turn, 31 frames) it gains 0.04-0.16 dB on posterize but takes sharpness from 0.945 to
+    #: 0.924 (music) and 0.934 to 0.908 (car-turn) on cv2.stylization.
     anti_ringing: bool = False
     #: Guide error = mean |frame t - warped key source| over a (2r+1)^2 box; r = 2 (5x5, Ebsynth's patch size).
     error_radius: int = 2
