@@ -1,0 +1,114 @@
+"""Pilot: does a ControlNet on canny edges help the toy model translate? Trains one on top of a toy checkpoint.
+
+    python benchmarks/toyworld/controlnet_pilot.py [--model toy] [--steps 400] [--lr 1e-3] [--threads 2]
+
+The toy checkpoint's ControlNet is untrained (zero output convolutions). Here one is made from the UNet
+(``ControlNetModel.from_unet``, condition encoder for latent factor 4) and trained with the UNet and text encoder
+frozen, on the training data of ``train.py``: 16x16 latent crops with the matching 64x64 crop of the *source photo's*
+canny edges (``fresco_v2v.control.canny_condition``, as the pipeline computes them), epsilon loss, the same timestep
+and caption-dropout sampling as the UNet stage. It prints per-frame SDEdit (strength 0.6, "a painting") on held-out
+frames with the untrained and the trained ControlNet, PSNR to the true painting next to the photo's. Nothing is
+saved: this is an experiment for the next training recipe, not part of the checkpoint (seeded, CPU, float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train import VIDEOS, encode_all, held_out_frames, load_training_images, lr_at  # noqa: E402
+
+from fresco_v2v import toyworld as tw  # noqa: E402
+from fresco_v2v.control import canny_condition  # noqa: E402
+from fresco_v2v.testing import sd15_scheduler  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="toy")
+    ap.add_argument("--videos", default=str(VIDEOS))
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--per-clip", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"device: cpu; dtype: float32; torch {torch.__version__}, {torch.get_num_threads()} threads; seed 0")
+    videos = Path(args.videos)
+    torch.manual_seed(0)  # the ControlNet's condition encoder is initialised from torch's global generator
+    pipe = tw.load_toy_pipeline(args.model)
+    photos = held_out_frames(videos, per_clip=args.per_clip)
+    truth = tw.ground_truth(photos)
+    before = tw.psnr(tw.translate_per_frame(pipe, photos), truth)
+    print(f"{len(photos)} held-out frames: photo {tw.psnr(photos, truth):.2f} dB; untrained ControlNet {before:.2f} dB")
+
+    t0 = time.perf_counter()
+    images, labels = load_training_images(videos, seed=0)
+    n_photos = len(images) // 3  # images are [photos; paintings; pencil drawings] of the same photos
+    edges = canny_condition(images[:n_photos])[:, :1]  # [P, 1, 128, 128], the source photo's edges
+    latents = encode_all(pipe.vae, images) * pipe.vae.config.scaling_factor
+    print(f"data and latents: {time.perf_counter() - t0:.0f} s")
+
+    controlnet = pipe.controlnet
+    unet, text_encoder = pipe.unet, pipe.text_encoder
+    for p in [*unet.parameters(), *text_encoder.parameters()]:
+        p.requires_grad_(False)
+    ids = pipe.tokenizer(
+        ["", tw.PHOTO, tw.PAINTING, tw.PENCIL], padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        emb = text_encoder(ids)[0]
+    alphas = sd15_scheduler().alphas_cumprod
+    opt = torch.optim.AdamW(controlnet.parameters(), lr=args.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(0)
+    labels_t = torch.from_numpy(labels)
+    batch, crop, factor = 16, 16, 4
+    size = latents.shape[-1]
+    controlnet.train()
+    t0, acc = time.perf_counter(), []
+    for step in range(args.steps):
+        idx = torch.randint(0, len(latents), (batch,), generator=gen)
+        ys, xs = torch.randint(0, size - crop + 1, (2, batch), generator=gen)
+        rows = (ys[:, None] + torch.arange(crop))[:, :, None]
+        cols = (xs[:, None] + torch.arange(crop))[:, None, :]
+        x0 = latents[idx[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # [B, 4, crop, crop]
+        prow = (ys[:, None] * factor + torch.arange(crop * factor))[:, :, None]
+        pcol = (xs[:, None] * factor + torch.arange(crop * factor))[:, None, :]
+        cond = edges[(idx % n_photos)[:, None, None], :, prow, pcol].permute(0, 3, 1, 2).expand(-1, 3, -1, -1)
+        cap = labels_t[idx].clone()
+        cap[torch.rand(batch, generator=gen) < 0.1] = 0
+        low = torch.rand(batch, generator=gen) < 0.75
+        t = (torch.rand(batch, generator=gen) * torch.where(low, 700, 1000)).long()
+        eps = torch.randn(x0.shape, generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        down, mid = controlnet(xt, t, encoder_hidden_states=emb[cap], controlnet_cond=cond, return_dict=False)
+        residuals = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        pred = unet(xt, t, encoder_hidden_states=emb[cap], **residuals).sample
+        loss = F.mse_loss(pred, eps)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
+        opt.step()
+        acc.append(loss.item())
+        if (step + 1) % 50 == 0 or step + 1 == args.steps:
+            took = time.perf_counter() - t0
+            print(f"  controlnet step {step + 1:4d}/{args.steps}  loss {np.mean(acc):.4f}  {took:.0f} s")
+            acc = []
+    controlnet.eval()
+    after = tw.psnr(tw.translate_per_frame(pipe, photos), truth)
+    print(f"per-frame SDEdit PSNR to the true painting: untrained ControlNet {before:.2f} dB, trained {after:.2f} dB, "
+          f"photo {tw.psnr(photos, truth):.2f} dB")
+
+
+if __name__ == "__main__":
+    main()
