@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import VIDEOS, encode_all, held_out_frames, load_training_images, lr_at  # noqa: E402
+from train import VIDEOS, encode_all, held_out_frames, load_training_images, lr_at, sample_noisy_batch  # noqa: E402
 
 from fresco_v2v import toyworld as tw  # noqa: E402
 from fresco_v2v.control import canny_condition  # noqa: E402
@@ -70,25 +70,14 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     labels_t = torch.from_numpy(labels)
     batch, crop, factor = 16, 16, 4
-    size = latents.shape[-1]
     controlnet.train()
     t0, acc = time.perf_counter(), []
     for step in range(args.steps):
-        idx = torch.randint(0, len(latents), (batch,), generator=gen)
-        ys, xs = torch.randint(0, size - crop + 1, (2, batch), generator=gen)
-        rows = (ys[:, None] + torch.arange(crop))[:, :, None]
-        cols = (xs[:, None] + torch.arange(crop))[:, None, :]
-        x0 = latents[idx[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # [B, 4, crop, crop]
-        prow = (ys[:, None] * factor + torch.arange(crop * factor))[:, :, None]
-        pcol = (xs[:, None] * factor + torch.arange(crop * factor))[:, None, :]
-        cond = edges[(idx % n_photos)[:, None, None], :, prow, pcol].permute(0, 3, 1, 2).expand(-1, 3, -1, -1)
-        cap = labels_t[idx].clone()
-        cap[torch.rand(batch, generator=gen) < 0.1] = 0
-        low = torch.rand(batch, generator=gen) < 0.75
-        t = (torch.rand(batch, generator=gen) * torch.where(low, 700, 1000)).long()
-        eps = torch.randn(x0.shape, generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        nb = sample_noisy_batch(latents, labels_t, alphas, gen, batch, crop)
+        xt, t, cap, eps = nb.xt, nb.t, nb.captions, nb.eps
+        prow = (nb.ys[:, None] * factor + torch.arange(crop * factor))[:, :, None]
+        pcol = (nb.xs[:, None] * factor + torch.arange(crop * factor))[:, None, :]
+        cond = edges[(nb.index % n_photos)[:, None, None], :, prow, pcol].permute(0, 3, 1, 2).expand(-1, 3, -1, -1)
         down, mid = controlnet(xt, t, encoder_hidden_states=emb[cap], controlnet_cond=cond, return_dict=False)
         residuals = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
         pred = unet(xt, t, encoder_hidden_states=emb[cap], **residuals).sample

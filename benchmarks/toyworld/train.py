@@ -31,6 +31,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -145,6 +146,40 @@ def encode_all(vae, images: np.ndarray, batch: int = 64) -> torch.Tensor:
     return torch.cat(chunks)
 
 
+@dataclass
+class NoisyBatch:
+    """One training batch of the diffusion stages: where the crops came from, and the noised latents."""
+
+    index: torch.Tensor  # [B] training image index
+    ys: torch.Tensor  # [B] crop origin, latent rows
+    xs: torch.Tensor  # [B] crop origin, latent columns
+    captions: torch.Tensor  # [B] caption id, 0 (empty caption) 10% of the time
+    t: torch.Tensor  # [B] timesteps
+    eps: torch.Tensor  # [B, 4, crop, crop] the noise
+    xt: torch.Tensor  # [B, 4, crop, crop] the noised latent crops
+
+
+def sample_noisy_batch(latents, labels: torch.Tensor, alphas, gen: torch.Generator, batch: int, crop: int):
+    """Random latent crops, captions and timesteps, noised as in DDPM training.
+
+    The draws from ``gen`` happen in one fixed order; the checkpoint's bit-for-bit reproduction depends on it.
+    """
+    n, size = len(latents), latents.shape[-1]
+    idx = torch.randint(0, n, (batch,), generator=gen)
+    ys, xs = torch.randint(0, size - crop + 1, (2, batch), generator=gen)
+    rows = (ys[:, None] + torch.arange(crop))[:, :, None]  # [B, crop, 1]
+    cols = (xs[:, None] + torch.arange(crop))[:, None, :]  # [B, 1, crop]
+    x0 = latents[idx[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # [B, 4, crop, crop]
+    cap = labels[idx].clone()
+    cap[torch.rand(batch, generator=gen) < 0.1] = 0  # unconditional 10% of the time (classifier-free guidance)
+    # 3/4 of the samples from t < 700, where SDEdit at the toy world's strengths (<= 0.7) spends all its steps
+    low = torch.rand(batch, generator=gen) < 0.75
+    t = (torch.rand(batch, generator=gen) * torch.where(low, 700, len(alphas))).long()
+    eps = torch.randn(x0.shape, generator=gen)
+    a = alphas[t].view(-1, 1, 1, 1)
+    return NoisyBatch(idx, ys, xs, cap, t, eps, a.sqrt() * x0 + (1 - a).sqrt() * eps)
+
+
 def train_unet(
     unet, text_encoder, latents, labels, caption_ids, steps: int, gen: torch.Generator, batch: int = 16, crop: int = 16
 ):
@@ -155,23 +190,10 @@ def train_unet(
     unet.train()
     text_encoder.train()
     curve, acc = [], []
-    n, size = len(latents), latents.shape[-1]
     labels_t = torch.from_numpy(labels)
     for step in range(steps):
-        idx = torch.randint(0, n, (batch,), generator=gen)
-        ys, xs = torch.randint(0, size - crop + 1, (2, batch), generator=gen)
-        rows = (ys[:, None] + torch.arange(crop))[:, :, None]  # [B, crop, 1]
-        cols = (xs[:, None] + torch.arange(crop))[:, None, :]  # [B, 1, crop]
-        x0 = latents[idx[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # [B, 4, crop, crop]
-        cap = labels_t[idx].clone()
-        cap[torch.rand(batch, generator=gen) < 0.1] = 0  # unconditional 10% of the time (classifier-free guidance)
-        # 3/4 of the samples from t < 700, where SDEdit at the toy world's strengths (<= 0.7) spends all its steps
-        t_max = scheduler.config.num_train_timesteps
-        low = torch.rand(batch, generator=gen) < 0.75
-        t = (torch.rand(batch, generator=gen) * torch.where(low, 700, t_max)).long()
-        eps = torch.randn(x0.shape, generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        nb = sample_noisy_batch(latents, labels_t, alphas, gen, batch, crop)
+        xt, t, cap, eps = nb.xt, nb.t, nb.captions, nb.eps
         text_emb = text_encoder(caption_ids)[0]  # [4, 77, C]: the four captions
         pred = unet(xt, t, encoder_hidden_states=text_emb[cap]).sample
         loss = F.mse_loss(pred, eps)
