@@ -161,6 +161,7 @@ def test_precomputed_flows_are_reused():
         ({"patch_iterations": 0}, "patch_iterations"),
         ({"patch_iterations_finest": 0}, "patch_iterations_finest"),
         ({"anti_ringing": 1}, "anti_ringing"),
+        ({"detail_agreement": 0}, "detail_agreement"),
     ],
 )
 def test_config_is_validated(kwargs, field):
