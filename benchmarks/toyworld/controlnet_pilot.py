@@ -95,8 +95,10 @@ def main() -> None:
             acc = []
     controlnet.eval()
     after = tw.psnr(tw.translate_per_frame(pipe, photos), truth)
-    print(f"per-frame SDEdit PSNR to the true painting: untrained ControlNet {before:.2f} dB, trained {after:.2f} dB, "
-          f"photo {tw.psnr(photos, truth):.2f} dB")
+    print(
+        f"per-frame SDEdit PSNR to the true painting: untrained ControlNet {before:.2f} dB, trained {after:.2f} dB, "
+        f"photo {tw.psnr(photos, truth):.2f} dB"
+    )
 
 
 if __name__ == "__main__":
