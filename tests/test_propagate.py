@@ -148,6 +148,22 @@ def test_precomputed_flows_are_reused():
         np.testing.assert_array_equal(x, y)
 
 
+def test_output_does_not_depend_on_workers_and_threads_are_restored():
+    # large motion so that patch synthesis (the random part) runs; two segments and a one-sided tail
+    frames = shifted_texture_clip(9, 40, 48, (4, 2), seed=3)
+    truth = colour_map(frames)
+    keys = [0, 4, 7]
+    before = torch.get_num_threads()
+    one = propagate(frames, keys, [truth[k] for k in keys], PropagationConfig(workers=1))
+    assert torch.get_num_threads() == before
+    three = propagate(frames, keys, [truth[k] for k in keys], PropagationConfig(workers=3))
+    assert torch.get_num_threads() == before
+    for x, y in zip(one, three):
+        np.testing.assert_array_equal(x, y)
+    other_seed = propagate(frames, keys, [truth[k] for k in keys], PropagationConfig(workers=3, seed=1))
+    assert any((x != y).any() for x, y in zip(one, other_seed))  # the random search did run
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -162,6 +178,8 @@ def test_precomputed_flows_are_reused():
         ({"patch_iterations_finest": 0}, "patch_iterations_finest"),
         ({"anti_ringing": 1}, "anti_ringing"),
         ({"detail_agreement": 0}, "detail_agreement"),
+        ({"workers": 0}, "workers"),
+        ({"workers": 1.5}, "workers"),
     ],
 )
 def test_config_is_validated(kwargs, field):
