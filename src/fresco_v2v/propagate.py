@@ -651,6 +651,13 @@ def propagate(
     pool = ThreadPoolExecutor(workers, thread_name_prefix="propagate") if workers > 1 else None
     if pool is not None and dev.type == "cpu":
         torch.set_num_threads(max(1, threads // workers))  # the same total: `workers` frames at a time
+    in_flight: list[dict] = []  # per segment: {future: frame index}
+
+    def collect(futures: dict) -> None:
+        for fut in as_completed(futures):
+            out[futures[fut]] = fut.result()
+            bar.update(1)
+
     try:
         for left, right, between in segments:
             logger.info("propagating frames %d-%d from keys %s, %s", between[0], between[-1], left, right)
@@ -677,10 +684,14 @@ def propagate(
                     out[t] = render(t, sides)
                     bar.update(1)
             else:
-                futures = {pool.submit(render, t, sides): t for t, sides in jobs.items()}
-                for fut in as_completed(futures):
-                    out[futures[fut]] = fut.result()
-                    bar.update(1)
+                in_flight.append({pool.submit(render, t, sides): t for t, sides in jobs.items()})
+                # Two segments in flight: the workers go on with this one while the next one's key state and flows
+                # are prepared here, and no worker idles at a segment's end. More would hold more key states
+                # (~100 MB each at 512x512).
+                while len(in_flight) > 1:
+                    collect(in_flight.pop(0))
+        while in_flight:
+            collect(in_flight.pop(0))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
