@@ -125,8 +125,9 @@ class PropagationConfig:
     #: filled, since many of the per-frame kernels are too small to split); elsewhere 1 (a GPU queues the kernels
     #: anyway). Measured (benchmarks/propagation.py --clips boxer-punching-towards-camera --filters stylization
     #: edge_lut --methods ours --max-frames 31 --set workers=N, 2 CPU threads, runs alternated 1, 2, 1, 2): flows and
-    #: synthesis 0.85-0.95 s per frame with 2 workers vs 1.02-1.33 s with 1, the same output. While it runs, torch's
-    #: intra-op thread count is set to threads // workers and restored afterwards.
+    #: synthesis 0.85-0.95 s per frame with 2 workers vs 1.02-1.33 s with 1, the same output; 0.79-0.87 s once two
+    #: key segments are in flight (see ``propagate``). While it runs, torch's intra-op thread count is set to
+    #: threads // workers and restored afterwards (other threads of the program using torch meanwhile see it).
     workers: int | None = None
 
     def __post_init__(self) -> None:
