@@ -32,6 +32,8 @@ from fresco_v2v.propagate import (
     histogram_preserving_blend,
     image_gradients,
     key_segments,
+    local_colour_lookup,
+    lookup_self_error,
     neighbour_range,
     propagate,
     residual_coefficients,
@@ -131,7 +133,9 @@ def test_every_option_runs_and_is_deterministic():
     off = PropagationConfig(residual_transfer=False, patch_synthesis=False, contrast_preserving=False)
     c = propagate(frames, [0, 4], [truth[0], truth[4]], off)
     assert np.mean([mean_abs(c[t], truth[t]) for t in (1, 2, 3)]) < 10.0
-    clamped = PropagationConfig(anti_ringing=True, patch_iterations=2, patch_iterations_finest=3)
+    clamped = PropagationConfig(
+        anti_ringing=True, patch_iterations=2, patch_iterations_finest=3, colour_lookup=True, lookup_radius=1
+    )
     d = propagate(frames, [0, 4], [truth[0], truth[4]], clamped)
     assert np.mean([mean_abs(d[t], truth[t]) for t in (1, 2, 3)]) < 8.0
 
@@ -178,6 +182,10 @@ def test_output_does_not_depend_on_workers_and_threads_are_restored():
         ({"patch_iterations_finest": 0}, "patch_iterations_finest"),
         ({"anti_ringing": 1}, "anti_ringing"),
         ({"detail_agreement": 0}, "detail_agreement"),
+        ({"lookup_radius": -1}, "lookup_radius"),
+        ({"lookup_offset_penalty": -0.1}, "lookup_offset_penalty"),
+        ({"lookup_prior": -1}, "lookup_prior"),
+        ({"colour_lookup": "yes"}, "colour_lookup"),
         ({"workers": 0}, "workers"),
         ({"workers": 1.5}, "workers"),
     ],
@@ -465,3 +473,66 @@ def test_detail_restoration_matches_naive_and_undoes_resampling_blur():
     assert detail_energy(shifted, 3).mean() < 0.7 * want.mean()
     fixed = restore_detail(shifted, want, 3, 4.0)
     assert 0.93 * want.mean() < detail_energy(fixed, 3).mean() < 1.07 * want.mean()
+
+
+def naive_colour_lookup(target: np.ndarray, guide: np.ndarray, r: int, penalty: float, exclude_centre: bool):
+    """Pixel by pixel: the window offset of least mean |colour difference| + penalty * |offset|, border clamped."""
+    _, h, w = target.shape
+    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+    offsets = [o for o in offsets if not (exclude_centre and o == (0, 0))]
+    offsets.sort(key=lambda o: o[0] ** 2 + o[1] ** 2)  # stable: ties keep the scan order, like the vectorized one
+    flat = np.zeros((h, w), np.int64)
+    dist = np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            best = None
+            for dy, dx in offsets:
+                yy, xx = min(max(y + dy, 0), h - 1), min(max(x + dx, 0), w - 1)
+                d = np.abs(target[:, y, x] - guide[:, yy, xx]).mean()
+                c = d + penalty * np.hypot(dy, dx)
+                if best is None or c < best[0]:
+                    best = (c, yy * w + xx, d)
+            flat[y, x], dist[y, x] = best[1], best[2]
+    return flat, dist
+
+
+@pytest.mark.parametrize("r,penalty,exclude", [(1, 0.0, False), (2, 0.01, False), (2, 0.0, True)])
+def test_local_colour_lookup_matches_naive_search(r, penalty, exclude):
+    g = torch.Generator().manual_seed(r)
+    target, guide = torch.rand(3, 9, 11, generator=g), torch.rand(3, 9, 11, generator=g)
+    if exclude:
+        target = guide
+    flat, dist = local_colour_lookup(target, guide, r, penalty, exclude_centre=exclude)
+    want_flat, want_dist = naive_colour_lookup(target.double().numpy(), guide.double().numpy(), r, penalty, exclude)
+    np.testing.assert_array_equal(flat.numpy(), want_flat)
+    np.testing.assert_allclose(dist.numpy(), want_dist, atol=1e-6)
+
+
+def test_lookup_self_error_tells_colour_styles_from_others():
+    # a source with runs of equal colours; a pointwise style of it is predicted exactly by a neighbour's colour
+    src = np.repeat(np.repeat(textured_image(8, 10, seed=2), 2, 0), 2, 1)  # [16, 20, 3], 2x2 blocks
+    truth = colour_map(src[None])[0]
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, truth.shape, dtype=np.uint8)  # a style that does not follow colour at all
+    cfg = PropagationConfig(colour_lookup=True)
+
+    def t(a):
+        return torch.from_numpy(a).permute(2, 0, 1).float() / 255
+
+    assert lookup_self_error(t(src), t(truth), cfg).abs().max() < 1e-6
+    assert lookup_self_error(t(src), t(noise), cfg).mean() > 0.2
+
+
+def test_colour_lookup_follows_a_pointwise_style_through_a_brightness_change():
+    # the scene brightens by 4 levels per frame and the style posterizes (4 levels per channel): where a pixel's own
+    # colour crosses a threshold between the key and frame t, only the colour lookup knows the new level.
+    # Measured: mean error 12.2 with the lookup, 14.3 without (the blend with the flow candidates keeps some of it).
+    base = shifted_texture_clip(9, 40, 48, (1, 0), seed=6).astype(np.int16)
+    frames = np.clip(base + 4 * np.arange(9)[:, None, None, None], 0, 255).astype(np.uint8)
+    truth = (frames // 64) * 64 + 32
+    keys = [0, 8]
+    err = {}
+    for on in (False, True):
+        out = propagate(frames, keys, [truth[k] for k in keys], PropagationConfig(colour_lookup=on))
+        err[on] = np.mean([mean_abs(out[t], truth[t]) for t in range(1, 8)])
+    assert err[True] < 0.92 * err[False], err
