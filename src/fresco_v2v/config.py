@@ -6,6 +6,7 @@ Schedules are fractions of the trajectory, never step numbers (see :class:`StepW
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, is_dataclass
 
 from .errors import ConfigError
@@ -192,6 +193,7 @@ class RunConfig:
             if not ok:
                 raise ConfigError(name, expected, given)
 
+        self._check_types(need)
         need(bool(self.prompt and self.prompt.strip()), "prompt", "a non-empty text", self.prompt)
         need(0.0 < self.strength <= 1.0, "strength", "a number in (0, 1]", self.strength)
         need(isinstance(self.steps, int) and self.steps >= 1, "steps", "an integer >= 1", self.steps)
@@ -229,11 +231,19 @@ class RunConfig:
         )
         need(bool(self.controlnet), "controlnet", "at least one ControlNet type", self.controlnet)
         for c in self.controlnet:
+            kind, colon, weights = c.partition(":")
             need(
-                c.split(":", 1)[0] in CONTROLNET_TYPES,
+                kind in CONTROLNET_TYPES and (not colon or bool(weights.strip())),
                 "controlnet",
                 f"a type among {sorted(CONTROLNET_TYPES)}, optionally with weights as TYPE:ID_OR_PATH",
                 c,
+            )
+        for v in self.controlnet_scale:
+            need(
+                v >= 0,
+                "controlnet_scale",
+                "numbers >= 0 (1.0: the ControlNet's full effect)",
+                list(self.controlnet_scale),
             )
         need(
             len(self.controlnet_scale) in (1, len(self.controlnet)),
@@ -263,6 +273,50 @@ class RunConfig:
             need(_prompt_key(k) is not None, "keyframe_prompts", "frame indices (12) or times ('2.5s') as keys", k)
         self.fresco.validate()
         return self
+
+    def _check_types(self, need) -> None:
+        """Types first, so that a YAML string like "0.5" or "false" is named as such instead of failing later."""
+
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        def integer(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def path(v) -> bool:
+            return isinstance(v, (str, os.PathLike))
+
+        for name in ("strength", "guidance_scale", "background_smoothing"):
+            need(number(getattr(self, name)), name, "a number", getattr(self, name))
+        for name in ("steps", "seed", "resolution", "batch_size", "s_min", "s_max", "canny_low", "canny_high"):
+            need(integer(getattr(self, name)), name, "an integer", getattr(self, name))
+        for name in ("propagation", "colorize", "freeu", "allow_pickle"):
+            need(isinstance(getattr(self, name), bool), name, "true or false (unquoted in YAML)", getattr(self, name))
+        for name in ("prompt", "model", "negative_prompt", "added_prompt", "flow", "device", "dtype"):
+            need(isinstance(getattr(self, name), str), name, "a text", getattr(self, name))
+        need(path(self.input), "input", "a video file path", self.input)
+        need(path(self.output), "output", "a folder path", self.output)
+        need(
+            self.foreground_masks is None or path(self.foreground_masks),
+            "foreground_masks",
+            "a folder path",
+            self.foreground_masks,
+        )
+        for name in ("lora", "controlnet"):
+            v = getattr(self, name)
+            need(isinstance(v, tuple) and all(isinstance(x, str) for x in v), name, "a list of texts", v)
+        need(
+            isinstance(self.controlnet_scale, tuple) and all(number(x) for x in self.controlnet_scale),
+            "controlnet_scale",
+            "a number or a list of numbers",
+            self.controlnet_scale,
+        )
+        need(
+            isinstance(self.keyframe_prompts, dict) and all(isinstance(v, str) for v in self.keyframe_prompts.values()),
+            "keyframe_prompts",
+            "a mapping of frame index or time to prompt text",
+            self.keyframe_prompts,
+        )
 
     def to_dict(self) -> dict:
         d = to_dict(self)

@@ -1,0 +1,48 @@
+"""RunConfig validation: every wrong value is named with its field, before any model runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from fresco_v2v.config import RunConfig
+from fresco_v2v.errors import ConfigError
+
+
+def cfg(**kw) -> RunConfig:
+    return RunConfig(**({"input": "in.mp4", "prompt": "a painting"} | kw))
+
+
+def test_defaults_are_valid():
+    assert cfg().validate() is not None
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"strength": "0.5"}, "strength"),  # a quoted YAML number
+        ({"steps": 20.0}, "steps"),
+        ({"propagation": "false"}, "propagation"),  # a quoted YAML boolean is a non-empty, truthy string
+        ({"colorize": 1}, "colorize"),
+        ({"controlnet_scale": ("1.0",)}, "controlnet_scale"),
+        ({"controlnet_scale": (-0.5,)}, "controlnet_scale"),
+        ({"controlnet": ("canny:",)}, "controlnet"),  # weights named by an empty id
+        ({"controlnet": ("canny: ",)}, "controlnet"),
+        ({"lora": "style.safetensors"}, "lora"),  # a bare string, not a list
+        ({"seed": None}, "seed"),
+        ({"prompt": 3}, "prompt"),
+        ({"keyframe_prompts": {5: 7}}, "keyframe_prompts"),
+        ({"foreground_masks": 3}, "foreground_masks"),
+    ],
+)
+def test_wrong_values_name_their_field(kwargs, field):
+    with pytest.raises(ConfigError) as e:
+        cfg(**kwargs).validate()
+    assert e.value.field == field
+
+
+def test_yaml_data_is_converted_then_checked():
+    ok = RunConfig.from_dict({"input": "a.mp4", "prompt": "x", "controlnet_scale": 0.8, "lora": ["a.safetensors:0.7"]})
+    assert ok.validate().controlnet_scale == (0.8,) and ok.lora == ("a.safetensors:0.7",)
+    with pytest.raises(ConfigError, match="propagation: expected true or false"):
+        RunConfig.from_dict({"input": "a.mp4", "prompt": "x", "propagation": "no"}).validate()
+    assert cfg(controlnet=("canny:my/controlnet",)).validate()
