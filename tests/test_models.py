@@ -110,3 +110,48 @@ def test_lora_spec_parse(text, expect):
 def test_real_sd15_from_hub():  # pragma: no cover - needs weights: FRESCO_RUN_SLOW=1
     pipe = load_pipeline("stable-diffusion-v1-5/stable-diffusion-v1-5")
     assert isinstance(pipe, FrescoPipeline)
+
+
+def test_hub_reachable_probe(monkeypatch):
+    from fresco_v2v import models
+
+    for k in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    calls = []
+
+    def no_network(address, timeout):
+        calls.append((address, timeout))
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(models.socket, "create_connection", no_network)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org:8443")
+    assert not models.hub_reachable()
+    assert calls == [(("hub.example.org", 8443), 3.0)]
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")  # a proxy decides: no probe
+    assert models.hub_reachable() and len(calls) == 1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not models.hub_reachable() and len(calls) == 1
+
+
+def test_unreachable_hub_goes_to_the_cache_at_once_and_says_so(tmp_path, monkeypatch):
+    from diffusers import ControlNetModel
+
+    from fresco_v2v import models
+
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    seen = {}
+
+    def fake_from_pretrained(ident, **kwargs):
+        seen.update(kwargs)
+        raise OSError(f"{ident} does not appear to have a file named config.json")
+
+    monkeypatch.setattr(ControlNetModel, "from_pretrained", fake_from_pretrained)
+    with pytest.raises(ModelNotFound, match=r"not reachable from here and 'nobody/cn' is not in the local cache"):
+        load_controlnet("nobody/cn", torch.float32)
+    assert seen["local_files_only"] is True
+    # a local folder is never a cache-only lookup, whatever the network
+    folder = tmp_path / "my-controlnet"
+    folder.mkdir()
+    with pytest.raises(ModelNotFound, match="my-controlnet"):
+        load_controlnet(str(folder), torch.float32)
+    assert seen["local_files_only"] is False
