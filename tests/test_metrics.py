@@ -334,3 +334,21 @@ def test_cli_offline_hub_id_is_unavailable_subprocess(videos):
     assert last["pixel_mse"] < 1e-3 and last["tem_con"] is None
     assert "openai/clip-vit-large-patch14" in last["unavailable"]["tem_con"]
     assert "Traceback" not in r.stderr
+
+
+def test_unreachable_hub_loads_from_the_cache_only(monkeypatch):
+    from fresco_v2v import metrics
+
+    monkeypatch.setattr(metrics, "use_local_cache_only", lambda ident: True)
+    seen = []
+
+    def loader(name, **kwargs):
+        seen.append(kwargs)
+        raise OSError("not in the cache")
+
+    with pytest.raises(ModelNotFound, match="not reachable, only the local cache was searched"):
+        metrics._load_pretrained(loader, "someone/clip", "CLIP model", model=True, dtype=torch.float32)
+    with pytest.raises(ModelNotFound):
+        metrics._load_pretrained(loader, "someone/clip", "CLIP tokenizer")
+    assert seen[0] == {"local_files_only": True, "adapter_kwargs": {"local_files_only": True}, "dtype": torch.float32}
+    assert seen[1] == {"local_files_only": True}

@@ -146,7 +146,7 @@ def test_unreachable_hub_goes_to_the_cache_at_once_and_says_so(tmp_path, monkeyp
         raise OSError(f"{ident} does not appear to have a file named config.json")
 
     monkeypatch.setattr(ControlNetModel, "from_pretrained", fake_from_pretrained)
-    with pytest.raises(ModelNotFound, match=r"not reachable from here and 'nobody/cn' is not in the local cache"):
+    with pytest.raises(ModelNotFound, match=r"'nobody/cn': the Hugging Face hub is not reachable from here, so only"):
         load_controlnet("nobody/cn", torch.float32)
     assert seen["local_files_only"] is True
     # a local folder is never a cache-only lookup, whatever the network

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from .errors import ConfigError, InputError, ModelNotFound
 from .flow import FlowEstimator, get_flow_estimator, sequence_flows, warp
 from .losses import gram_distance, normalize_tokens
+from .models import hub_reachable, use_local_cache_only
 
 logger = logging.getLogger(__name__)
 
@@ -188,17 +189,25 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
 
 
-def _load_pretrained(loader: Callable[..., Any], name: str, what: str, **kwargs) -> Any:
-    """``loader(name)`` with a failure turned into :class:`ModelNotFound` that says what to pass instead."""
+def _load_pretrained(loader: Callable[..., Any], name: str, what: str, *, model: bool = False, **kwargs) -> Any:
+    """``loader(name)`` with a failure turned into :class:`ModelNotFound` that says what to pass instead.
+
+    Without a reachable hub, only the local cache is searched (``local_files_only``; for a ``model`` loader also in
+    the PEFT adapter lookup, which transformers runs with its own ``adapter_kwargs``).
+    """
     if not Path(name).expanduser().exists() and _looks_like_path(name):
         raise ModelNotFound(f"{what} {name!r}: no such folder (pass an existing folder or a hub id)")
+    local = Path(name).expanduser()
+    cache_only = use_local_cache_only(str(local))  # False for an existing folder
+    if cache_only and model:
+        kwargs["adapter_kwargs"] = {"local_files_only": True}
     try:
-        return loader(str(Path(name).expanduser()) if Path(name).expanduser().exists() else name, **kwargs)
+        return loader(str(local) if local.exists() else name, local_files_only=cache_only, **kwargs)
     except Exception as e:  # transformers raises OSError, ValueError, HF errors...: all mean "cannot load this"
         logger.debug("loading %s %r failed", what, name, exc_info=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        offline = " (offline: pass a local folder)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-        raise ModelNotFound(f"{what} {name!r} could not be loaded{offline}: {first}") from None
+        offline = " (the hub is not reachable, only the local cache was searched: pass a local folder)"
+        raise ModelNotFound(f"{what} {name!r} could not be loaded{offline if cache_only else ''}: {first}") from None
 
 
 def _preprocessor_stats(name: str, default_size: int) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
@@ -206,7 +215,12 @@ def _preprocessor_stats(name: str, default_size: int) -> tuple[int, tuple[float,
     from transformers.utils import cached_file
 
     try:
-        path = cached_file(name, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+        path = cached_file(
+            name,
+            "preprocessor_config.json",
+            _raise_exceptions_for_missing_entries=False,
+            local_files_only=not Path(name).exists() and not hub_reachable(),
+        )
     except Exception:  # the weights loaded; a missing preprocessing file only means the defaults apply
         path = None
     if not path:
@@ -294,7 +308,7 @@ def load_clip(
     """
     from transformers import AutoModel, AutoTokenizer
 
-    model = _load_pretrained(AutoModel.from_pretrained, name, "CLIP model", dtype=dtype)
+    model = _load_pretrained(AutoModel.from_pretrained, name, "CLIP model", model=True, dtype=dtype)
     if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
         raise ModelNotFound(f"CLIP model {name!r} is a {model.config.model_type!r} model, not an image-text model")
     model = model.to(device).eval()
@@ -330,7 +344,7 @@ def load_feature_network(
     from transformers import AutoModel
 
     _check_depth(depth)
-    model = _load_pretrained(AutoModel.from_pretrained, name, "feature model", dtype=dtype)
+    model = _load_pretrained(AutoModel.from_pretrained, name, "feature model", model=True, dtype=dtype)
     module = getattr(model, "vision_model", model).to(device).eval()
     cfg = getattr(model.config, "vision_config", model.config)
     size = getattr(cfg, "image_size", 224)

@@ -118,7 +118,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _cache_only(ident: str) -> bool:
+def use_local_cache_only(ident: str) -> bool:
     """True when ``ident`` names no local file or folder and the hub cannot be reached: use the local cache only."""
     if Path(ident).exists():
         return False
@@ -129,15 +129,15 @@ def _cache_only(ident: str) -> bool:
 
 
 def _not_found(what: str, ident: str, err: Exception, cache_only: bool = False) -> ModelNotFound:
-    if cache_only:
-        err = OSError(f"the Hugging Face hub is not reachable from here and '{ident}' is not in the local cache")
+    where = "the Hugging Face hub is not reachable from here, so only the local cache was searched; "
+    where = where if cache_only else ""
     hint = (
         "Offline or without access to the hub? Pass a local folder in diffusers layout (with model_index.json or "
         "config.json), or a single .safetensors file, e.g. --model ./models/my_model.safetensors; or download it "
         f"once with `huggingface-cli download {ident}` while online."
     )
     return ModelNotFound(
-        f"could not load {what} '{ident}': {type(err).__name__}: {str(err).splitlines()[0][:300]}. {hint}"
+        f"could not load {what} '{ident}': {where}{type(err).__name__}: {str(err).splitlines()[0][:300]}. {hint}"
     )
 
 
@@ -163,7 +163,7 @@ def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
             if not path.is_file():
                 raise FileNotFoundError(f"no such file: {path}")
             return ControlNetModel.from_single_file(str(path), dtype=dtype)
-        cache_only = _cache_only(ident)
+        cache_only = use_local_cache_only(ident)
         return ControlNetModel.from_pretrained(ident, dtype=dtype, local_files_only=cache_only)
     except ConfigError:
         raise
@@ -215,7 +215,7 @@ def load_pipeline(
                     raise FileNotFoundError(f"no such file: {path}")
                 pipe = FrescoPipeline.from_single_file(str(path), controlnet=cn, dtype=dt)
             else:
-                cache_only = _cache_only(model)
+                cache_only = use_local_cache_only(model)
                 pipe = FrescoPipeline.from_pretrained(model, controlnet=cn, dtype=dt, local_files_only=cache_only)
         except ConfigError:
             raise
@@ -227,7 +227,7 @@ def load_pipeline(
         names = []
         for i, spec in enumerate(loras):
             name = f"lora{i}"
-            cache_only = _cache_only(spec.path)
+            cache_only = use_local_cache_only(spec.path)
             try:
                 pipe.load_lora_weights(spec.path, adapter_name=name, local_files_only=cache_only)
             except Exception as e:
