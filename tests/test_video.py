@@ -206,3 +206,16 @@ def test_real_clips(shared_videos):
     assert clip.source_frame_count == 240 and clip.num_frames == 10
     boxer = read_video(shared_videos / "boxer-punching-towards-camera.mp4")
     assert boxer.fps == 10 and boxer.num_frames == 32 and boxer.size == (512, 512)
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_display_rotation_is_applied(tmp_path, degrees):
+    # a phone's portrait clip: landscape frames stored with a display matrix; players (and we) show them upright
+    stored = np.zeros((4, 64, 128, 3), np.uint8)
+    stored[:, :16, :16] = (255, 0, 0)  # a red top-left corner tells the orientation
+    stored[:, 40:, 90:] = (0, 0, 255)
+    path = write_test_video(tmp_path / "phone.mp4", stored, 24, audio_codec=None, display_rotation=degrees)
+    clip = read_video(path, short_side=None)
+    want = np.rot90(stored, degrees // 90, axes=(1, 2))  # counter-clockwise, as the display matrix says
+    assert clip.frames.shape == want.shape
+    assert np.abs(clip.frames.astype(int) - want).mean() < 3.0

@@ -76,8 +76,12 @@ def write_test_video(
     audio_seconds: float | None = None,
     video_codec: str = "libx264",
     sample_rate: int = 44100,
+    display_rotation: int = 0,
 ) -> Path:
-    """Encode ``frames`` to ``path`` (mp4, mkv, ... by suffix) with an optional sine tone, for I/O tests."""
+    """Encode ``frames`` to ``path`` (mp4, mkv, ... by suffix) with an optional sine tone, for I/O tests.
+
+    ``display_rotation``: degrees counter-clockwise written to the container's display matrix (as phones do).
+    """
     path = Path(path)
     rate = Fraction(fps)
     with av.open(str(path), mode="w") as out:
@@ -85,6 +89,8 @@ def write_test_video(
         vs.width, vs.height = frames.shape[2], frames.shape[1]
         vs.pix_fmt = "yuv420p"
         vs.codec_context.time_base = 1 / rate
+        if display_rotation:
+            vs.set_display_rotation(display_rotation)
         if video_codec == "libx264":
             vs.options = {"crf": "12", "preset": "ultrafast"}
         astream = out.add_stream(audio_codec, rate=sample_rate) if audio_codec else None

@@ -176,10 +176,23 @@ def _audio_track(p: Path, container) -> AudioTrack | None:
     return AudioTrack(p, a.index, cc.name, int(cc.sample_rate or 0), int(cc.channels or 0))
 
 
+def display_quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns (0-3) that the frame's display matrix asks for (phones record portrait
+    video as landscape frames plus a rotation); 0, with a warning, for an angle that is not a multiple of 90."""
+    angle = frame.rotation or 0
+    if angle % 90:
+        logger.warning("display rotation of %s degrees is not a multiple of 90; frames are used as stored", angle)
+        return 0
+    return (int(angle) // 90) % 4
+
+
 def iter_frames(
     path: str | os.PathLike, fit: FrameFit | None = None, max_frames: int | None = None
 ) -> Iterator[np.ndarray]:
-    """Decode RGB uint8 frames one by one (fitted when ``fit`` is given), so long videos need not fit in memory."""
+    """Decode RGB uint8 frames one by one (fitted when ``fit`` is given), so long videos need not fit in memory.
+
+    Frames are turned upright as the file's display matrix says (``display_quarter_turns``), as players show them.
+    """
     p, container = _open_input(path)
     with container:
         if not container.streams.video:
@@ -192,6 +205,9 @@ def iter_frames(
                 if max_frames is not None and n >= max_frames:
                     break
                 rgb = frame.to_ndarray(format="rgb24")
+                turns = display_quarter_turns(frame)
+                if turns:
+                    rgb = np.ascontiguousarray(np.rot90(rgb, turns))  # np.rot90 turns counter-clockwise, like rotation
                 yield fit.apply(rgb) if fit is not None else rgb
                 n += 1
         except av.FFmpegError as e:
@@ -224,6 +240,14 @@ def read_video(
         fps = _frame_rate(p, stream)
         audio = _audio_track(p, container)
         declared = int(stream.frames or 0)
+        turns = 0
+        try:  # the display matrix travels with the frames: read it from the first one
+            turns = display_quarter_turns(next(container.decode(stream)))
+        except (StopIteration, av.FFmpegError):
+            pass  # no decodable frame: iter_frames below says so
+        if turns % 2:
+            w0, h0 = h0, w0
+            logger.info("%s: display rotation of %d degrees; frames are turned upright", p, 90 * turns)
     if min(w0, h0) < MIN_SOURCE_SIDE:
         raise InputError(f"{p}: frames are {w0}x{h0}; the model needs at least {MIN_SOURCE_SIDE} px on each side")
     plan = plan_fit((w0, h0), short_side, multiple, fit)
