@@ -13,7 +13,6 @@ saved: this is an experiment for the next training recipe, not part of the check
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import VIDEOS, encode_all, held_out_frames, load_training_images, lr_at, sample_noisy_batch  # noqa: E402
+from train import encode_all, load_training_images, lr_at, pilot_arguments, pilot_setup, sample_noisy_batch  # noqa: E402
 
 from fresco_v2v import toyworld as tw  # noqa: E402
 from fresco_v2v.control import canny_condition  # noqa: E402
@@ -31,21 +30,8 @@ from fresco_v2v.testing import sd15_scheduler  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="toy")
-    ap.add_argument("--videos", default=str(VIDEOS))
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--per-clip", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"device: cpu; dtype: float32; torch {torch.__version__}, {torch.get_num_threads()} threads; seed 0")
-    videos = Path(args.videos)
-    torch.manual_seed(0)  # the ControlNet's condition encoder is initialised from torch's global generator
-    pipe = tw.load_toy_pipeline(args.model)
-    photos = held_out_frames(videos, per_clip=args.per_clip)
-    truth = tw.ground_truth(photos)
+    args = pilot_arguments(__doc__, lr=1e-3).parse_args()
+    videos, pipe, photos, truth = pilot_setup(args)
     before = tw.psnr(tw.translate_per_frame(pipe, photos), truth)
     print(f"{len(photos)} held-out frames: photo {tw.psnr(photos, truth):.2f} dB; untrained ControlNet {before:.2f} dB")
 

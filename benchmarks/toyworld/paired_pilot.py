@@ -18,7 +18,6 @@ painting and to the photo. Nothing is saved: an experiment for the training reci
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import VIDEOS, encode_all, held_out_frames, load_training_images, lr_at, sample_noisy_batch, to_unit  # noqa: E402
+from train import (  # noqa: E402
+    encode_all,
+    load_training_images,
+    lr_at,
+    pilot_arguments,
+    pilot_setup,
+    sample_noisy_batch,
+    to_unit,
+)
 
 from fresco_v2v import toyworld as tw  # noqa: E402
 from fresco_v2v.testing import sd15_scheduler  # noqa: E402
@@ -41,23 +48,11 @@ def crops(latents: torch.Tensor, index: torch.Tensor, ys: torch.Tensor, xs: torc
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="toy")
-    ap.add_argument("--videos", default=str(VIDEOS))
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap = pilot_arguments(__doc__, lr=5e-4)
     ap.add_argument("--pair", type=float, default=0.5)
     ap.add_argument("--gamma", type=float, default=5.0)
-    ap.add_argument("--per-clip", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"device: cpu; dtype: float32; torch {torch.__version__}, {torch.get_num_threads()} threads; seed 0")
-    videos = Path(args.videos)
-    torch.manual_seed(0)
-    pipe = tw.load_toy_pipeline(args.model)
-    photos = held_out_frames(videos, per_clip=args.per_clip)
-    truth = tw.ground_truth(photos)
+    videos, pipe, photos, truth = pilot_setup(args)
     print(f"{len(photos)} held-out frames: photo to truth {tw.psnr(photos, truth):.2f} dB")
     for g in (1.0, 3.0, 5.0):
         before = tw.psnr(tw.translate_per_frame(pipe, photos, guidance_scale=g), truth)

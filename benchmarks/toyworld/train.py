@@ -90,6 +90,33 @@ def load_training_images(videos: Path, seed: int, variants: int = 3) -> tuple[np
     return np.concatenate(images), np.concatenate(labels)
 
 
+def pilot_arguments(doc: str | None, lr: float) -> argparse.ArgumentParser:
+    """The options the fine-tuning pilots (controlnet_pilot.py, paired_pilot.py) share; each adds its own."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="toy")
+    ap.add_argument("--videos", default=str(VIDEOS))
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--per-clip", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    return ap
+
+
+def pilot_setup(args: argparse.Namespace):
+    """A pilot's start: threads, the header line, torch's global seed (a new ControlNet's condition encoder is
+    initialised from it), the model, and the held-out photos with their true paintings.
+
+    Returns (videos folder, pipeline, photos [N, H, W, 3] uint8, truth [N, H, W, 3] uint8).
+    """
+    torch.set_num_threads(args.threads)
+    print(f"device: cpu; dtype: float32; torch {torch.__version__}, {torch.get_num_threads()} threads; seed 0")
+    videos = Path(args.videos)
+    torch.manual_seed(0)
+    pipe = tw.load_toy_pipeline(args.model)
+    photos = held_out_frames(videos, per_clip=args.per_clip)
+    return videos, pipe, photos, tw.ground_truth(photos)
+
+
 def held_out_frames(videos: Path, per_clip: int = 8) -> np.ndarray:
     """Evenly spaced frames of the held-out clips, for the final check."""
     out = []
