@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from .errors import ConfigError, InputError, ModelNotFound
 from .flow import FlowEstimator, get_flow_estimator, sequence_flows, warp
 from .losses import gram_distance, normalize_tokens
-from .models import hub_reachable, use_local_cache_only
+from .models import use_local_cache_only
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def _preprocessor_stats(name: str, default_size: int) -> tuple[int, tuple[float,
             name,
             "preprocessor_config.json",
             _raise_exceptions_for_missing_entries=False,
-            local_files_only=not Path(name).exists() and not hub_reachable(),
+            local_files_only=use_local_cache_only(name),
         )
     except Exception:  # the weights loaded; a missing preprocessing file only means the defaults apply
         path = None

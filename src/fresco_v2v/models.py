@@ -124,7 +124,7 @@ def use_local_cache_only(ident: str) -> bool:
         return False
     if hub_reachable():
         return False
-    logger.warning("the Hugging Face hub is not reachable: looking for '%s' in the local cache only", ident)
+    logger.info("the Hugging Face hub is not reachable: looking for '%s' in the local cache only", ident)
     return True
 
 

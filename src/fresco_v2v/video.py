@@ -176,14 +176,11 @@ def _audio_track(p: Path, container) -> AudioTrack | None:
     return AudioTrack(p, a.index, cc.name, int(cc.sample_rate or 0), int(cc.channels or 0))
 
 
-def display_quarter_turns(frame: av.VideoFrame) -> int:
+def display_quarter_turns(frame: av.VideoFrame) -> int | None:
     """Counter-clockwise quarter turns (0-3) that the frame's display matrix asks for (phones record portrait
-    video as landscape frames plus a rotation); 0, with a warning, for an angle that is not a multiple of 90."""
+    video as landscape frames plus a rotation); None for an angle that is not a multiple of 90 (used as stored)."""
     angle = frame.rotation or 0
-    if angle % 90:
-        logger.warning("display rotation of %s degrees is not a multiple of 90; frames are used as stored", angle)
-        return 0
-    return (int(angle) // 90) % 4
+    return None if angle % 90 else (int(angle) // 90) % 4
 
 
 def iter_frames(
@@ -205,7 +202,7 @@ def iter_frames(
                 if max_frames is not None and n >= max_frames:
                     break
                 rgb = frame.to_ndarray(format="rgb24")
-                turns = display_quarter_turns(frame)
+                turns = display_quarter_turns(frame)  # None (not a quarter turn): read_video warned once
                 if turns:
                     rgb = np.ascontiguousarray(np.rot90(rgb, turns))  # np.rot90 turns counter-clockwise, like rotation
                 yield fit.apply(rgb) if fit is not None else rgb
@@ -242,7 +239,13 @@ def read_video(
         declared = int(stream.frames or 0)
         turns = 0
         try:  # the display matrix travels with the frames: read it from the first one
-            turns = display_quarter_turns(next(container.decode(stream)))
+            first = next(container.decode(stream))
+            turns = display_quarter_turns(first)
+            if turns is None:
+                logger.warning(
+                    "%s: display rotation of %s degrees is not a quarter turn; frames used as stored", p, first.rotation
+                )
+                turns = 0
         except (StopIteration, av.FFmpegError):
             pass  # no decodable frame: iter_frames below says so
         if turns % 2:
