@@ -7,12 +7,12 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.fresco-installed
 
-.PHONY: test demo lint bench clean-venv
+.PHONY: test demo ui lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,ui]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -20,6 +20,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/fresco demo
+
+ui: $(STAMP)
+	$(VENV)/bin/fresco ui
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

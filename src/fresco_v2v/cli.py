@@ -303,6 +303,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from .webui import launch
+
+    launch(args.host, args.port, args.output_root, args.share)
+    return 0
+
+
 def _cmd_env(args: argparse.Namespace) -> int:
     from .config import CONTROLNET_TYPES, DEFAULT_MODEL
     from .models import resolve_device, resolve_dtype
@@ -439,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", default="fresco-demo", help="output folder (default fresco-demo)")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_cmd_demo)
+
+    u = sub.add_parser("ui", help="the web UI in your browser (needs: pip install 'fresco-v2v[ui]')")
+    u.add_argument("--host", default="127.0.0.1", help="address to serve on (default %(default)s: this machine only)")
+    u.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
+    u.add_argument("--output-root", default="fresco-ui-runs", help="folder of the runs' outputs (default %(default)s)")
+    u.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    u.set_defaults(func=_cmd_ui)
 
     v = sub.add_parser("env", help="versions, device, and which known models are downloaded")
     v.set_defaults(func=_cmd_env)

@@ -193,6 +193,40 @@ def _controlnet_ids(cfg: RunConfig) -> list[str]:
     return [c.split(":", 1)[1] if ":" in c else CONTROLNET_TYPES[c] for c in cfg.controlnet]
 
 
+def pipeline_signature(cfg: RunConfig) -> tuple:
+    """What the loaded pipeline of ``cfg`` depends on: two runs with equal signatures can share one pipeline.
+
+    The seed counts only for the "tiny" model, whose random weights it draws; for every other model it only seeds
+    the sampling, which ``translate_video`` does per run.
+    """
+    return (
+        cfg.model,
+        tuple(_controlnet_ids(cfg)),
+        tuple(cfg.lora),
+        cfg.device,
+        cfg.dtype,
+        cfg.freeu,
+        cfg.allow_pickle,
+        cfg.seed if cfg.model == "tiny" else None,
+    )
+
+
+def load_run_pipeline(cfg: RunConfig):
+    """The FrescoPipeline that ``translate_video(cfg)`` loads (base model, ControlNets, LoRAs, device, dtype)."""
+    from .models import LoraSpec, load_pipeline
+
+    return load_pipeline(
+        cfg.model,
+        _controlnet_ids(cfg),
+        loras=[LoraSpec.parse(s) for s in cfg.lora],
+        device=cfg.device,
+        dtype=cfg.dtype,
+        freeu=cfg.freeu,
+        allow_pickle=cfg.allow_pickle,
+        seed=cfg.seed,
+    )
+
+
 def _foreground_masks(cfg: RunConfig, batch: list[int], size: tuple[int, int]) -> np.ndarray:
     """[N, H, W] uint8 foreground masks of the batch's frames from ``cfg.foreground_masks`` (NNNN.png, white = fg)."""
     folder = Path(cfg.foreground_masks)
@@ -254,18 +288,7 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
             bar.update(1)
             continue
         if pipe is None:
-            from .models import LoraSpec, load_pipeline
-
-            pipe = load_pipeline(
-                cfg.model,
-                _controlnet_ids(cfg),
-                loras=[LoraSpec.parse(s) for s in cfg.lora],
-                device=cfg.device,
-                dtype=cfg.dtype,
-                freeu=cfg.freeu,
-                allow_pickle=cfg.allow_pickle,
-                seed=cfg.seed,
-            )
+            pipe = load_run_pipeline(cfg)
         batch_frames = frames[batch]
         prompts = [
             prompt_for_frame(cfg.prompt, cfg.added_prompt, cfg.keyframe_prompts, k, float(clip.fps)) for k in batch

@@ -1,0 +1,318 @@
+"""`fresco ui`: a browser form over :func:`fresco_v2v.runner.translate_video`.
+
+A thin layer, like the CLI: the form's values become the same :class:`~fresco_v2v.config.RunConfig` that
+`fresco translate` builds (same names, same validation, same errors), and every run writes the same output folder
+(video with the input's rate and audio, keyframes, run.json), a new one per run under ``output_root``, so nothing
+is overwritten. Options that are not on the form go in the "More options" box as YAML, with the names of a
+`--config` file.
+
+Gradio is an optional dependency (``pip install 'fresco-v2v[ui]'``); only :func:`build_app` and :func:`launch`
+import it, so the form logic below is usable and testable without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import DEFAULT_ADDED_PROMPT, DEFAULT_MODEL, DEFAULT_NEGATIVE_PROMPT, RunConfig, to_dict
+from .errors import ConfigError, FrescoError, InputError
+
+logger = logging.getLogger(__name__)
+
+#: Short sides offered on the form: multiples of 64 (``RunConfig.resolution``); 512 is the paper's (§4), 128 the
+#: toy-world model's.
+RESOLUTIONS = tuple(range(128, 769, 64))
+#: The RunConfig fields the form shows; "More options" may set any other field.
+FORM_FIELDS = (
+    "input",
+    "prompt",
+    "negative_prompt",
+    "added_prompt",
+    "model",
+    "lora",
+    "controlnet",
+    "keyframe_prompts",
+    "strength",
+    "steps",
+    "guidance_scale",
+    "seed",
+    "resolution",
+    "max_frames",
+    "output",
+)
+_DEFAULTS = RunConfig(input="", prompt="")
+
+
+@dataclass
+class FormValues:
+    """What the form holds, as typed values (the browser sends numbers as floats; they are checked here)."""
+
+    video: str | None
+    prompt: str
+    negative_prompt: str = _DEFAULTS.negative_prompt
+    added_prompt: str = _DEFAULTS.added_prompt
+    model: str = _DEFAULTS.model
+    loras: str = ""  # one "PATH[:SCALE]" per line
+    controlnet: str = "canny"
+    keyframe_prompts: str = ""  # one "FRAME: text" or "SECONDSs: text" per line
+    strength: float = _DEFAULTS.strength
+    steps: int | float = _DEFAULTS.steps
+    guidance_scale: float = _DEFAULTS.guidance_scale
+    seed: int | float = _DEFAULTS.seed
+    resolution: int | float = _DEFAULTS.resolution
+    max_frames: int | float | None = None  # None or 0: every frame
+    more_options: str = ""  # YAML mapping of other RunConfig fields
+
+
+def _whole(name: str, value) -> int:
+    """A whole number from the browser (which sends 20.0 for 20); 20.5 is refused, not rounded."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        raise ConfigError(name, "a whole number", value)
+    return int(value)
+
+
+def parse_keyframe_prompts(text: str) -> dict:
+    """'12: a red car' / '2.5s: at night' lines -> {12: 'a red car', '2.5s': 'at night'} (``keyframe_prompts``)."""
+    out: dict = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = re.fullmatch(r"\s*(\d+|\d+(?:\.\d+)?s)\s*:\s*(.*\S)\s*", line)
+        if m is None:
+            raise ConfigError("keyframe_prompts", f"lines 'FRAME: text' or 'SECONDSs: text' (line {n})", line.strip())
+        key = m.group(1)
+        out[int(key) if key.isdigit() else key] = m.group(2)
+    return out
+
+
+def parse_more_options(text: str) -> dict:
+    """The "More options" YAML: a mapping of RunConfig fields that are not on the form."""
+    if not text.strip():
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError("more options", "a YAML mapping of option names to values", f"invalid YAML ({e})") from None
+    if data is None:  # only comments
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("more options", "a YAML mapping of option names to values", data)
+    known = {f for f in to_dict(_DEFAULTS)}
+    for name in data:
+        if name not in known:
+            raise ConfigError("more options", f"option names of a --config file ({', '.join(sorted(known))})", name)
+        if name in FORM_FIELDS:
+            raise ConfigError("more options", "options that are not on the form (set this one on the form)", name)
+    return data
+
+
+def run_folder(output_root: str | Path, prompt: str, now: float | None = None) -> Path:
+    """A new folder for one run: OUTPUT_ROOT/YYYYmmdd-HHMMSS-prompt-words (a suffix when taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    slug = "-".join(re.findall(r"[a-z0-9]+", prompt.lower())[:6])[:48] or "run"
+    base = Path(output_root) / f"{stamp}-{slug}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def form_config(form: FormValues, output: str | Path) -> RunConfig:
+    """The RunConfig of a filled form, validated (a ConfigError names the field, as on the command line)."""
+    if not form.video:
+        raise InputError("no video: upload a video first")
+    data = to_dict(_DEFAULTS) | parse_more_options(form.more_options)
+    max_frames = None if form.max_frames in (None, 0) else _whole("max_frames", form.max_frames)
+    lora = tuple(line.strip() for line in form.loras.splitlines() if line.strip())
+    controlnet = tuple(c.strip() for c in form.controlnet.split(",") if c.strip())
+    data.update(
+        input=str(form.video),
+        prompt=form.prompt,
+        negative_prompt=form.negative_prompt,
+        added_prompt=form.added_prompt,
+        model=form.model.strip(),
+        lora=list(lora),
+        controlnet=list(controlnet),
+        keyframe_prompts=parse_keyframe_prompts(form.keyframe_prompts),
+        strength=form.strength,
+        steps=_whole("steps", form.steps),
+        guidance_scale=form.guidance_scale,
+        seed=_whole("seed", form.seed),
+        resolution=_whole("resolution", form.resolution),
+        max_frames=max_frames,
+        output=str(output),
+    )
+    return RunConfig.from_dict(data).validate()
+
+
+@dataclass
+class RunOutput:
+    """What the page shows after a run."""
+
+    video: str | None
+    keyframes: list[tuple[str, str]]  # (png path, caption)
+    report: dict
+    message: str
+
+
+@dataclass
+class WebSession:
+    """One server's state: where runs go, and the last loaded pipeline (reused while its signature holds).
+
+    Loading SD1.5 and its ControlNet takes from seconds to minutes; a user who changes only the prompt or the
+    strength should not wait for it again. Runs are serialized (one consumer GPU): the lock, and the queue's
+    concurrency limit of 1 in :func:`build_app`.
+    """
+
+    output_root: Path = Path("fresco-ui-runs")
+    _pipeline: object = None
+    _signature: tuple | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def translate(self, form: FormValues, progress: bool = True) -> RunOutput:
+        from .models import model_note
+        from .runner import load_run_pipeline, pipeline_signature, translate_video
+
+        cfg = form_config(form, run_folder(self.output_root, form.prompt))
+        with self._lock:
+            sig = pipeline_signature(cfg)
+            if self._signature != sig:
+                self._pipeline = self._signature = None  # free the old one before loading the next
+                logger.info("loading the pipeline for %s", cfg.model)
+                self._pipeline, self._signature = load_run_pipeline(cfg), sig
+            result = translate_video(cfg, progress=progress, pipeline=self._pipeline)
+        r = result.report
+        keyframes = [
+            (str(result.output_dir / "keyframes" / f"{k:04d}.png"), f"frame {k}")
+            for k in result.keyframes
+            if (result.output_dir / "keyframes" / f"{k:04d}.png").is_file()
+        ]
+        lines = [
+            f"**{r['frames']} frames** at {r['fps']} fps, {r['size'][0]}x{r['size'][1]}, audio {r['audio']}; "
+            f"{len(result.keyframes)} keyframes in {len(result.batches)} batches.",
+            f"Saved in `{result.output_dir}` (video.mp4, keyframes/, run.json).",
+        ]
+        note = model_note(cfg.model)
+        if note:
+            lines.append(f"Note: {note}.")
+        return RunOutput(str(result.video) if result.video else None, keyframes, r, "\n\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------------ the page (gradio)
+
+
+def _require_gradio():
+    try:
+        import gradio as gr
+    except ImportError:
+        raise InputError(
+            "the web UI needs gradio, which is not installed: pip install 'fresco-v2v[ui]' (or use `fresco "
+            "translate`, which needs nothing more)"
+        ) from None
+    return gr
+
+
+MODEL_HELP = (
+    "A hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), a diffusers folder, a civitai-style .safetensors "
+    "file, or 'toy' (the bundled 128x128 toy-world model) / 'tiny' (random weights, noise-like output, for testing)."
+)
+
+
+def build_app(session: WebSession | None = None):
+    """The gradio Blocks page (not launched): inputs on the left, the result on the right."""
+    gr = _require_gradio()
+    session = session or WebSession()
+
+    with gr.Blocks(title="fresco-v2v") as app:
+        gr.Markdown(
+            "# fresco-v2v\nRe-render a video from a text prompt (FRESCO, CVPR 2024). Keyframes are translated "
+            "together with FRESCO-guided attention and feature optimization; the other frames are propagated "
+            "from them; the result keeps the frame count, the exact frame rate and the audio."
+        )
+        with gr.Row():
+            with gr.Column():
+                video = gr.Video(label="Input video", sources=["upload"])
+                prompt = gr.Textbox(label="Prompt", placeholder="a watercolor painting of a dog", lines=2)
+                model = gr.Textbox(label="Base model", value=DEFAULT_MODEL, info=MODEL_HELP)
+                with gr.Row():
+                    strength = gr.Slider(0.05, 1.0, value=_DEFAULTS.strength, step=0.05, label="Strength")
+                    steps = gr.Slider(1, 100, value=_DEFAULTS.steps, step=1, label="Denoising steps")
+                with gr.Row():
+                    guidance = gr.Slider(0.0, 20.0, value=_DEFAULTS.guidance_scale, step=0.5, label="Guidance")
+                    seed = gr.Number(value=_DEFAULTS.seed, precision=0, label="Seed")
+                with gr.Row():
+                    resolution = gr.Dropdown(list(RESOLUTIONS), value=_DEFAULTS.resolution, label="Short side (px)")
+                    max_frames = gr.Number(value=0, precision=0, label="Max frames (0: all)")
+                with gr.Accordion("Prompts per keyframe, negative and added prompt", open=False):
+                    keyframe_prompts = gr.Textbox(
+                        label="Keyframe prompts",
+                        lines=3,
+                        placeholder="0: in spring\n2.5s: in winter",
+                        info="From that frame (or time) on, this text is added to the prompt.",
+                    )
+                    negative = gr.Textbox(label="Negative prompt", value=DEFAULT_NEGATIVE_PROMPT, lines=2)
+                    added = gr.Textbox(label="Added to every prompt", value=DEFAULT_ADDED_PROMPT)
+                with gr.Accordion("LoRAs, ControlNet and more options", open=False):
+                    loras = gr.Textbox(
+                        label="LoRAs", lines=2, placeholder="style.safetensors:0.8", info="PATH[:SCALE], one per line"
+                    )
+                    controlnet = gr.Textbox(
+                        label="ControlNet", value="canny", info="canny, or canny:ID_OR_PATH; several: comma-separated"
+                    )
+                    more = gr.Code(
+                        label="More options (YAML, the names of a --config file)",
+                        language="yaml",
+                        value="# e.g.\n# colorize: true\n# fresco:\n#   optimization:\n#     iterations: 10\n",
+                    )
+                run = gr.Button("Translate", variant="primary")
+            with gr.Column():
+                message = gr.Markdown()
+                result = gr.Video(label="Result")
+                gallery = gr.Gallery(label="Translated keyframes", columns=4)
+                report = gr.JSON(label="Run report (run.json)")
+
+        fields = {
+            "video": video,
+            "prompt": prompt,
+            "model": model,
+            "strength": strength,
+            "steps": steps,
+            "guidance_scale": guidance,
+            "seed": seed,
+            "resolution": resolution,
+            "max_frames": max_frames,
+            "keyframe_prompts": keyframe_prompts,
+            "negative_prompt": negative,
+            "added_prompt": added,
+            "loras": loras,
+            "controlnet": controlnet,
+            "more_options": more,
+        }
+
+        def on_run(values: dict, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio's idiom)
+            form = FormValues(**{name: values[component] for name, component in fields.items()})
+            try:
+                out = session.translate(form)
+            except FrescoError as e:
+                raise gr.Error(str(e)) from None
+            return out.message, out.video, out.keyframes, out.report
+
+        # A set of inputs: gradio passes one {component: value} dict, so names and components are paired once, above.
+        run.click(on_run, set(fields.values()), [message, result, gallery, report], api_name="translate")
+    app.queue(default_concurrency_limit=1)  # one GPU: runs wait their turn
+    return app
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, output_root: str | Path = "fresco-ui-runs", share: bool = False):
+    """Build and serve the page (blocks until stopped)."""
+    app = build_app(WebSession(Path(output_root)))
+    print(f"fresco ui: runs are saved under {Path(output_root).resolve()}")
+    app.launch(server_name=host, server_port=port, share=share)

@@ -1,0 +1,150 @@
+"""`fresco ui`: the form's values become the CLI's RunConfig; a run on the tiny model (noise-like output by design)
+writes the usual output folder; the pipeline is reused while it can be; the page builds and serves a run."""
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from fresco_v2v import runner
+from fresco_v2v.cli import main
+from fresco_v2v.errors import ConfigError, InputError
+from fresco_v2v.testing import moving_square_clip, write_test_video
+from fresco_v2v.webui import FormValues, WebSession, form_config, parse_keyframe_prompts, parse_more_options, run_folder
+
+FAST = dict(model="tiny", steps=2.0, strength=1.0, resolution=64.0, max_frames=0, controlnet="canny")
+SMALL = "s_min: 2\ns_max: 4\nbatch_size: 3\n"
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory):
+    d = tmp_path_factory.mktemp("in")
+    return write_test_video(d / "in.mp4", moving_square_clip(8, 64, 80, 20, (8, 20), (3, 1)), Fraction(25))
+
+
+def form(src, **kw) -> FormValues:
+    return FormValues(**({"video": str(src), "prompt": "a painting", "more_options": SMALL} | FAST | kw))
+
+
+def test_keyframe_prompts_lines():
+    assert parse_keyframe_prompts("0: spring\n\n 12 :summer \n2.5s: winter at night") == {
+        0: "spring",
+        12: "summer",
+        "2.5s": "winter at night",
+    }
+    with pytest.raises(ConfigError, match=r"keyframe_prompts: .*line 2.*'twelve: x'"):
+        parse_keyframe_prompts("0: a\ntwelve: x")
+
+
+def test_more_options():
+    assert parse_more_options("") == {} and parse_more_options("# only a comment\n") == {}
+    assert parse_more_options("colorize: true\nfresco: {optimization: {iterations: 3}}") == {
+        "colorize": True,
+        "fresco": {"optimization": {"iterations": 3}},
+    }
+    with pytest.raises(ConfigError, match="more options: .*option names.*'colour'"):
+        parse_more_options("colour: true")
+    with pytest.raises(ConfigError, match="more options: .*set this one on the form.*'prompt'"):
+        parse_more_options("prompt: x")
+    with pytest.raises(ConfigError, match="more options: expected a YAML mapping"):
+        parse_more_options("- a list")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        parse_more_options("a: [")
+
+
+def test_form_config_types_and_errors(src, tmp_path):
+    cfg = form_config(form(src, loras="a.safetensors:0.5\n\n b.safetensors ", keyframe_prompts="3: x"), tmp_path)
+    assert (cfg.steps, cfg.resolution, cfg.max_frames, cfg.seed) == (2, 64, None, 0)
+    assert cfg.lora == ("a.safetensors:0.5", "b.safetensors") and cfg.keyframe_prompts == {3: "x"}
+    assert (cfg.s_min, cfg.s_max, cfg.batch_size, cfg.output) == (2, 4, 3, str(tmp_path))
+    assert form_config(form(src, max_frames=5.0), tmp_path).max_frames == 5
+    with pytest.raises(ConfigError, match=r"steps: expected a whole number, got 2\.5"):
+        form_config(form(src, steps=2.5), tmp_path)
+    with pytest.raises(ConfigError, match="strength: expected a number in"):
+        form_config(form(src, strength=0.0), tmp_path)
+    with pytest.raises(ConfigError, match="prompt: expected a non-empty text"):
+        form_config(form(src, prompt="  "), tmp_path)
+    with pytest.raises(InputError, match="upload a video"):
+        form_config(form(src, video=None), tmp_path)
+
+
+def test_run_folder_is_new_each_time(tmp_path):
+    first = run_folder(tmp_path, "A Watercolor, dog!", now=0)
+    assert first.name.endswith("-a-watercolor-dog") and first.parent == tmp_path
+    first.mkdir()
+    second = run_folder(tmp_path, "A Watercolor, dog!", now=0)
+    assert second.name == first.name + "-2"
+    assert run_folder(tmp_path, "???", now=0).name.endswith("-run")
+
+
+def test_session_runs_and_reuses_the_pipeline(src, tmp_path, monkeypatch):
+    loads = []
+    real = runner.load_run_pipeline
+
+    def counting(cfg):
+        loads.append(cfg.model)
+        return real(cfg)
+
+    monkeypatch.setattr(runner, "load_run_pipeline", counting)
+    session = WebSession(tmp_path)
+    out = session.translate(form(src), progress=False)
+    folder = Path(out.video).parent
+    assert folder.parent == tmp_path and Path(out.video).is_file()
+    report = json.loads((folder / "run.json").read_text())
+    assert out.report == report and report["frames"] == 8
+    assert [c for _, c in out.keyframes] == [f"frame {k}" for k in report["keyframes"]]
+    assert all(Path(p).is_file() for p, _ in out.keyframes)
+    assert "noise-like" in out.message and str(folder) in out.message
+    second = session.translate(form(src, prompt="a pencil drawing", strength=0.5), progress=False)
+    assert Path(second.video).parent != folder  # a new folder: the first run is kept
+    assert loads == ["tiny"]  # same model, ControlNets, LoRAs, device: loaded once
+    session.translate(form(src, seed=1.0), progress=False)  # the tiny model's weights depend on the seed
+    assert loads == ["tiny", "tiny"]
+
+
+def test_page_builds_and_reports_errors(src, tmp_path):
+    gr = pytest.importorskip("gradio")
+    from fresco_v2v.webui import build_app
+
+    app = build_app(WebSession(tmp_path))
+    (fn,) = [f.fn for f in app.fns.values() if f.name == "on_run"]
+    fields = {c.label: c for c in app.blocks.values() if getattr(c, "label", None)}
+    values = {c: getattr(c, "value", None) for c in app.blocks.values()}
+    values[fields["Input video"]] = None
+    values[fields["Prompt"]] = "a painting"
+    with pytest.raises(gr.Error, match="upload a video"):
+        fn(values)
+
+
+def test_ui_command_without_gradio(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    assert main(["ui"]) == 2
+    assert "pip install 'fresco-v2v[ui]'" in capsys.readouterr().err
+
+
+def test_served_page_runs_a_translation(src, tmp_path):
+    """Through HTTP, as a browser or a script does it: upload, run, get the video, keyframes and report back."""
+    pytest.importorskip("gradio")
+    client_mod = pytest.importorskip("gradio_client")
+    from fresco_v2v.webui import build_app
+
+    app = build_app(WebSession(tmp_path))
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, show_error=True)
+    try:
+        client = client_mod.Client(app.local_url, verbose=False)
+        video = client_mod.handle_file(str(src))
+        # in page order: video, prompt, model, strength, steps, guidance, seed, short side, max frames,
+        # keyframe prompts, negative, added, LoRAs, ControlNet, more options
+        args = [video, "a painting", "tiny", 1.0, 2, 7.5, 0, 128, 6, "2: at night", "", "", "", "canny", SMALL]
+        message, result, gallery, report = client.predict(*args, api_name="/translate")
+        assert report["frames"] == 6 and report["config"]["keyframe_prompts"] == {"2": "at night"}
+        assert Path(result).is_file() and len(gallery) == len(report["keyframes"]) and "noise-like" in message
+        assert len(list(tmp_path.iterdir())) == 1
+        args[1] = " "
+        with pytest.raises(client_mod.exceptions.AppError, match="prompt: expected a non-empty text"):
+            client.predict(*args, api_name="/translate")
+    finally:
+        app.close()
