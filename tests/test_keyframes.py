@@ -145,3 +145,12 @@ def test_keyframe_prompt_keys_as_digit_strings():
     assert prompt_for_frame("a dog", "hq", {"12": "rain"}, 12, 24.0) == "a dog, rain, hq"
     assert prompt_for_frame("a dog", "hq", {"12": "rain"}, 11, 24.0) == "a dog, hq"
     assert prompt_for_frame("a dog", "", {"0.5s": "snow"}, 12, 24.0) == "a dog, snow"
+
+
+def test_keyframe_prompt_time_on_a_variable_rate_clip():
+    from fresco_v2v.config import prompt_for_frame
+
+    seconds = [0.0, 0.04, 0.5, 0.54, 1.2]  # a stall after frame 1: "0.5s" is frame 2, not round(0.5 * fps)
+    assert prompt_for_frame("a dog", "", {"0.5s": "snow"}, 2, 25.0, seconds) == "a dog, snow"
+    assert prompt_for_frame("a dog", "", {"0.5s": "snow"}, 1, 25.0, seconds) == "a dog"
+    assert prompt_for_frame("a dog", "", {"1s": "rain"}, 3, 25.0, seconds) == "a dog"  # 1 s is nearest frame 4

@@ -307,10 +307,18 @@ def test_fresco_section_errors(src, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"input": str(src), "prompt": "x", "fresco": {"optimisation": {"iterations": 3}}}))
     assert main(["translate", "--config", str(bad), "-o", str(tmp_path / "o"), "--quiet"]) == 2
-    assert "fresco: expected sections among ['attention', 'optimization']" in capsys.readouterr().err
+    assert "fresco: expected known sections (did you mean 'optimization'?)" in capsys.readouterr().err
     bad.write_text(yaml.safe_dump({"input": str(src), "prompt": "x", "fresco": {"attention": {"lamda_s": 3}}}))
     assert main(["translate", "--config", str(bad), "-o", str(tmp_path / "o"), "--quiet"]) == 2
-    assert "fresco.attention: expected fields among" in capsys.readouterr().err
+    assert (
+        "fresco.attention: expected known names (did you mean 'lambda_s'?), got ['lamda_s']" in capsys.readouterr().err
+    )
+    bad.write_text(yaml.safe_dump({"input": str(src), "prompt": "x", "colour": True}))
+    assert main(["translate", "--config", str(bad), "-o", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "config: expected known names (did you mean 'colorize'?), got ['colour']" in capsys.readouterr().err
+    bad.write_text(yaml.safe_dump({"input": str(src), "prompt": "x", "zzz": True}))
+    assert main(["translate", "--config", str(bad), "-o", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "config: expected names among ['added_prompt'," in capsys.readouterr().err
     ok = tmp_path / "null.yaml"
     ok.write_text(yaml.safe_dump({"input": str(src), "prompt": "x", "fresco": None}))
     assert main(["translate", "--config", str(ok), "-o", str(tmp_path / "o"), *FAST, "--lambda-s", "4"]) == 0
@@ -324,3 +332,16 @@ def test_missing_mask_fails_before_any_batch(src, tmp_path, capsys):
     )
     assert "no foreground mask for keyframes [0" in capsys.readouterr().err
     assert not list((tmp_path / "run").glob(".fresco/batch_*.pt"))
+
+
+def test_variable_rate_input_keeps_its_timestamps(tmp_path):
+    seconds = [0.0, 0.04, 0.08, 0.12, 0.4, 0.44, 0.48, 0.52, 0.9, 0.94]  # two stalls, as phones record
+    src = write_test_video(
+        tmp_path / "vfr.mp4", moving_square_clip(10, 64, 80, 20, (8, 20), (3, 1)), 25, timestamps=seconds
+    )
+    assert translate(src, tmp_path / "run") == 0
+    with av.open(str(tmp_path / "run" / "video.mp4")) as c:
+        assert [round(f.time, 6) for f in c.decode(c.streams.video[0])] == seconds
+        assert c.streams.audio
+    report = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert report["frames"] == 10 and report["frame_timing"].startswith("variable rate")

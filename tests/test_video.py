@@ -8,7 +8,7 @@ import pytest
 
 from fresco_v2v import ConfigError, InputError
 from fresco_v2v.testing import shifted_texture_clip, write_test_video
-from fresco_v2v.video import plan_fit, read_video, write_video
+from fresco_v2v.video import FrameTimes, frame_times, plan_fit, read_video, write_video
 
 NTSC = Fraction(30000, 1001)
 
@@ -219,3 +219,44 @@ def test_display_rotation_is_applied(tmp_path, degrees):
     want = np.rot90(stored, degrees // 90, axes=(1, 2))  # counter-clockwise, as the display matrix says
     assert clip.frames.shape == want.shape
     assert np.abs(clip.frames.astype(int) - want).mean() < 3.0
+
+
+def test_frame_times_tell_variable_from_constant_rate():
+    tb = Fraction(1, 90000)
+    assert frame_times([3003 * i for i in range(10)], tb, NTSC) is None  # exact 29.97 fps
+    ms = [round(i * 1000 * 1001 / 30000) for i in range(30)]  # 29.97 fps in milliseconds: 33/34 ms steps
+    assert frame_times(ms, Fraction(1, 1000), NTSC) is None
+    assert frame_times([900 + 3600 * i for i in range(5)], tb, Fraction(25)) is None  # an offset start
+    vfr = [900, 4500, 8100, 19800, 23400]  # 25 fps with a 0.09 s stall
+    assert frame_times(vfr, tb, Fraction(25)) == FrameTimes((0, 3600, 7200, 18900, 22500), tb)
+    assert frame_times([0, 3600, None], tb, Fraction(25)) is None  # missing timestamps: not trusted
+    assert frame_times([0, 3600, 3600, 9000], tb, Fraction(25)) is None  # not increasing
+    assert frame_times([0], tb, Fraction(25)) is None
+
+
+def test_variable_rate_round_trip_keeps_each_frame_time(tmp_path, clip_frames):
+    """Phone clips are variable-rate: every frame must come out when it went in, or it drifts from the audio."""
+    seconds = [0.0, 0.04, 0.08, 0.2, 0.24, 0.28, 0.5, 0.54, 0.58, 0.62, 0.66, 0.9]
+    src = write_test_video(tmp_path / "vfr.mp4", clip_frames, 25, timestamps=seconds)
+    clip = read_video(src, short_side=64)
+    assert clip.times is not None and clip.num_frames == 12
+    assert [round(clip.times.seconds(i), 6) for i in range(12)] == seconds
+    assert clip.duration == pytest.approx(0.9 + 1 / float(clip.fps))
+    out = write_video(tmp_path / "out.mp4", clip.frames, clip.fps, audio=clip.audio, times=clip.times)
+    with av.open(str(out)) as c:
+        assert [round(f.time, 6) for f in c.decode(c.streams.video[0])] == seconds
+    back = read_video(out, short_side=None)
+    assert back.num_frames == 12 and back.times == clip.times and back.audio is not None
+    # the first frames only: the audio ends with the last kept frame's period, by its own time
+    short = read_video(src, short_side=64, max_frames=7)
+    assert short.audio.until == pytest.approx(0.5 + 1 / float(short.fps))
+    with pytest.raises(ConfigError, match="times: expected one timestamp per frame"):
+        write_video(tmp_path / "bad.mp4", clip.frames[:5], clip.fps, times=clip.times)
+    with pytest.raises(ConfigError, match="times: expected one timestamp per frame"):
+        write_video(tmp_path / "bad.mp4", np.concatenate([clip.frames, clip.frames[:1]]), clip.fps, times=clip.times)
+    assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_constant_rate_files_have_no_times(tmp_path, clip_frames):
+    for name in ("cfr.mp4", "cfr.mkv"):  # mkv stores milliseconds: 29.97 fps is 33/34 ms steps, still constant
+        assert read_video(write_test_video(tmp_path / name, clip_frames, NTSC), short_side=64).times is None

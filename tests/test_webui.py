@@ -43,7 +43,7 @@ def test_more_options():
         "colorize": True,
         "fresco": {"optimization": {"iterations": 3}},
     }
-    with pytest.raises(ConfigError, match="more options: .*option names.*'colour'"):
+    with pytest.raises(ConfigError, match=r"more options: .*did you mean 'colorize'\?.*'colour'"):
         parse_more_options("colour: true")
     with pytest.raises(ConfigError, match="more options: .*set this one on the form.*'prompt'"):
         parse_more_options("prompt: x")
@@ -96,11 +96,22 @@ def test_session_runs_and_reuses_the_pipeline(src, tmp_path, monkeypatch):
     assert [c for _, c in out.keyframes] == [f"frame {k}" for k in report["keyframes"]]
     assert all(Path(p).is_file() for p, _ in out.keyframes)
     assert "noise-like" in out.message and str(folder) in out.message
+    assert report["input"] == str(folder / "input.mp4") and (folder / "input.mp4").read_bytes() == src.read_bytes()
     second = session.translate(form(src, prompt="a pencil drawing", strength=0.5), progress=False)
     assert Path(second.video).parent != folder  # a new folder: the first run is kept
     assert loads == ["tiny"]  # same model, ControlNets, LoRAs, device: loaded once
     session.translate(form(src, seed=1.0), progress=False)  # the tiny model's weights depend on the seed
     assert loads == ["tiny", "tiny"]
+
+
+def test_failed_run_leaves_no_folder(tmp_path):
+    bad = tmp_path / "in" / "notes.mp4"
+    bad.parent.mkdir()
+    bad.write_text("not a video")
+    runs = tmp_path / "runs"
+    with pytest.raises(InputError, match="not a video file"):
+        WebSession(runs).translate(form(bad), progress=False)
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 def test_page_builds_and_reports_errors(src, tmp_path):

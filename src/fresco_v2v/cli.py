@@ -168,7 +168,7 @@ def run_config_from_args(args: argparse.Namespace):
 
 def _cmd_translate(args: argparse.Namespace) -> int:
     from .models import model_note
-    from .runner import translate_video
+    from .runner import rate_text, translate_video
 
     cfg = run_config_from_args(args)
     note = model_note(cfg.model)
@@ -178,7 +178,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     if not args.quiet:
         r = result.report
         print(
-            f"{result.video}: {r['frames']} frames at {r['fps']} fps, {r['size'][0]}x{r['size'][1]}, audio "
+            f"{result.video}: {r['frames']} frames at {rate_text(r)}, {r['size'][0]}x{r['size'][1]}, audio "
             f"{r['audio']}; {len(result.keyframes)} keyframes in {result.output_dir / 'keyframes'}; "
             f"report {result.output_dir / 'run.json'}"
         )
@@ -219,7 +219,8 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     audio = encode_video(out, frames, clip)
-    print(f"{out}: {len(frames)} frames at {clip.fps} fps from {len(keys)} keyframes, audio {audio}")
+    rate = f"{clip.fps} fps" if clip.times is None else f"variable rate (average {clip.fps} fps, timestamps kept)"
+    print(f"{out}: {len(frames)} frames at {rate} from {len(keys)} keyframes, audio {audio}")
     return 0
 
 

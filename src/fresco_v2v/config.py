@@ -6,8 +6,11 @@ Schedules are fractions of the trajectory, never step numbers (see :class:`StepW
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -122,6 +125,14 @@ class FrescoConfig:
             raise ConfigError("optimization.blocks", "decoder block indices in 0..3", o.blocks)
         o.window.validate("optimization.window")
         return self
+
+
+def names_expected(unknown, known) -> str:
+    """The 'expected' part of an unknown-name error: the likely intended names, else every known one."""
+    guesses = sorted({g for u in unknown for g in difflib.get_close_matches(str(u), known, n=1, cutoff=0.6)})
+    if guesses:
+        return f"known names (did you mean {', '.join(map(repr, guesses))}?)"
+    return f"names among {sorted(known)}"
 
 
 def to_dict(obj) -> dict:
@@ -330,18 +341,19 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError("config", f"fields among {sorted(known)}", unknown)
+            raise ConfigError("config", names_expected(unknown, known), unknown)
         fr = data.pop("fresco", None) or {}
         sections = {"attention": AttentionConfig, "optimization": OptimizationConfig}
         bad = sorted(set(fr) - set(sections))
         if bad:
-            raise ConfigError("fresco", f"sections among {sorted(sections)}", bad)
+            raise ConfigError("fresco", names_expected(bad, sections).replace("names", "sections"), bad)
         parts = {}
         for name, kind in sections.items():
             given = dict(fr.get(name) or {})
             allowed = {f.name for f in fields(kind)}
             if set(given) - allowed:
-                raise ConfigError(f"fresco.{name}", f"fields among {sorted(allowed)}", sorted(set(given) - allowed))
+                bad = sorted(set(given) - allowed)
+                raise ConfigError(f"fresco.{name}", names_expected(bad, allowed), bad)
             try:
                 parts[name] = kind(
                     **{
@@ -381,15 +393,23 @@ def _prompt_key(key) -> int | str | None:
     return None
 
 
-def prompt_for_frame(base: str, added: str, keyframe_prompts: dict, frame: int, fps: float) -> str:
+def prompt_for_frame(
+    base: str, added: str, keyframe_prompts: dict, frame: int, fps: float, frame_seconds: list[float] | None = None
+) -> str:
     """The prompt of one keyframe: base, the extra text of the last keyframe-prompt entry at or before the frame,
-    then the added text (all joined by commas)."""
+    then the added text (all joined by commas). A time key ("2.5s") names the frame nearest that time: by
+    ``frame_seconds`` (each frame's timestamp, for a variable-rate clip) when given, else by ``fps``."""
     entries = []
     for key, text in keyframe_prompts.items():
         k = _prompt_key(key)
         if k is None:
             raise ConfigError("keyframe_prompts", "frame indices (12) or times ('2.5s') as keys", key)
-        start = k if isinstance(k, int) else round(float(k[:-1]) * fps)
+        if isinstance(k, int):
+            start = k
+        elif frame_seconds is not None:
+            start = int(np.abs(np.asarray(frame_seconds) - float(k[:-1])).argmin())
+        else:
+            start = round(float(k[:-1]) * fps)
         entries.append((start, text))
     extra = [t for s, t in sorted(entries, key=lambda e: e[0]) if s <= frame][-1:]
     return ", ".join(p for p in (base, *extra, added) if p)

@@ -21,6 +21,7 @@ import platform
 import shutil
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -104,18 +105,28 @@ def colorize(result: np.ndarray, source: np.ndarray) -> np.ndarray:
 
 
 def encode_video(path: Path, frames, clip) -> str:
-    """Write ``frames`` at the clip's exact rate with its audio; an unreadable audio stream costs the audio, not the
-    video (a warning says so). Returns what happened to the audio, for the report."""
+    """Write ``frames`` at the clip's exact rate (a variable-rate clip: at its frames' own timestamps) with its audio;
+    an unreadable audio stream costs the audio, not the video (a warning says so). Returns what happened to the
+    audio, for the report."""
     if clip.audio is None:
-        write_video(path, frames, clip.fps)
+        write_video(path, frames, clip.fps, times=clip.times)
         return "none in the input"
     try:
-        write_video(path, frames, clip.fps, audio=clip.audio)
+        write_video(path, frames, clip.fps, audio=clip.audio, times=clip.times)
         return f"kept ({clip.audio.codec})"
     except Exception as e:
         logger.warning("%s: the audio could not be carried over (%s); writing the video without it", clip.path, e)
-        write_video(path, frames, clip.fps)
+        write_video(path, frames, clip.fps, times=clip.times)
         return f"dropped: {e}"
+
+
+def rate_text(report: dict) -> str:
+    """The output's timing for a summary line: "25 fps", "30000/1001 (29.97) fps", or a variable rate's average."""
+    fps = Fraction(report["fps"])
+    text = f"{fps.numerator}" if fps.denominator == 1 else f"{fps} ({float(fps):.2f})"
+    if report.get("frame_timing", "constant rate") == "constant rate":
+        return f"{text} fps"
+    return f"a variable rate (average {text} fps, each frame's timestamp kept)"
 
 
 def package_versions() -> dict[str, str]:
@@ -254,6 +265,9 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
     out = Path(cfg.output)
     state = _prepare_output(out, cfg, overwrite)
 
+    # a time in keyframe_prompts ("2.5s") names the frame shown then: a variable-rate clip says when that is
+    frame_seconds = [clip.times.seconds(i) for i in range(clip.num_frames)] if clip.times is not None else None
+
     # 2. Keyframes (Alg. 1) and batches (§3.5)
     t0 = time.perf_counter()
     keys = select_keyframes(frame_distances(frames), cfg.s_min, cfg.s_max)
@@ -291,7 +305,8 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
             pipe = load_run_pipeline(cfg)
         batch_frames = frames[batch]
         prompts = [
-            prompt_for_frame(cfg.prompt, cfg.added_prompt, cfg.keyframe_prompts, k, float(clip.fps)) for k in batch
+            prompt_for_frame(cfg.prompt, cfg.added_prompt, cfg.keyframe_prompts, k, float(clip.fps), frame_seconds)
+            for k in batch
         ]
         scales = list(cfg.controlnet_scale) * (len(cfg.controlnet) if len(cfg.controlnet_scale) == 1 else 1)
         controls = [canny_condition(batch_frames, cfg.canny_low, cfg.canny_high)] * len(cfg.controlnet)
@@ -367,6 +382,7 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
         "input": str(cfg.input),
         "frames": clip.num_frames,
         "fps": f"{clip.fps.numerator}/{clip.fps.denominator}",
+        "frame_timing": "constant rate" if clip.times is None else "variable rate: each frame keeps its timestamp",
         "size": list(clip.size),
         "source_size": list(clip.fit.source_size),
         "fit": clip.fit.mode,

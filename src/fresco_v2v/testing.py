@@ -6,6 +6,7 @@ Everything here is generated from a seed, offline, in well under a second.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -77,18 +78,22 @@ def write_test_video(
     video_codec: str = "libx264",
     sample_rate: int = 44100,
     display_rotation: int = 0,
+    timestamps: Sequence[float] | None = None,
 ) -> Path:
     """Encode ``frames`` to ``path`` (mp4, mkv, ... by suffix) with an optional sine tone, for I/O tests.
 
     ``display_rotation``: degrees counter-clockwise written to the container's display matrix (as phones do).
+    ``timestamps``: each frame's time in seconds, for a variable-rate video (time base 1/90000, as in MPEG-TS);
+    ``fps`` is then only the stream's nominal rate.
     """
     path = Path(path)
     rate = Fraction(fps)
+    tb = Fraction(1, 90000) if timestamps is not None else 1 / rate
     with av.open(str(path), mode="w") as out:
         vs = out.add_stream(video_codec, rate=rate)
         vs.width, vs.height = frames.shape[2], frames.shape[1]
         vs.pix_fmt = "yuv420p"
-        vs.codec_context.time_base = 1 / rate
+        vs.codec_context.time_base = tb
         if display_rotation:
             vs.set_display_rotation(display_rotation)
         if video_codec == "libx264":
@@ -98,11 +103,13 @@ def write_test_video(
             astream.layout = "stereo"
         for i, f in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            vf.pts, vf.time_base = i, 1 / rate
+            vf.pts = round(timestamps[i] / tb) if timestamps is not None else i
+            vf.time_base = tb
             out.mux(vs.encode(vf))
         out.mux(vs.encode(None))
         if astream is not None:
-            seconds = audio_seconds if audio_seconds is not None else float(len(frames) / rate)
+            end = timestamps[-1] + float(1 / rate) if timestamps is not None else float(len(frames) / rate)
+            seconds = audio_seconds if audio_seconds is not None else end
             n = int(seconds * sample_rate)
             t = np.arange(n) / sample_rate
             tone = (0.2 * np.sin(2 * math.pi * 440 * t)).astype(np.float32)

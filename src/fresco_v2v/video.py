@@ -1,8 +1,9 @@
 """Video I/O with PyAV: exact frame rates, the model's frame size, and the original audio.
 
 Reading keeps the frame rate as a :class:`fractions.Fraction` (29.97 fps stays 30000/1001), the frame count and a
-reference to the audio stream. Writing encodes H.264 (yuv420p) in mp4 at that exact rate and remuxes the input's
-audio packets untouched when the mp4 container can hold its codec (otherwise it re-encodes to AAC and logs so).
+reference to the audio stream; a variable-rate file also keeps each frame's timestamp (:class:`FrameTimes`). Writing
+encodes H.264 (yuv420p) in mp4 at that exact rate (or at those timestamps) and remuxes the input's audio packets
+untouched when the mp4 container can hold its codec (otherwise it re-encodes to AAC and logs so).
 
 Resize policy (paper §4 works at 512 px; SD1.5's UNet needs sides that are multiples of 64, because its decoder
 sees 1/64 of the frame): the short side is scaled to ``short_side`` (default 512) keeping the aspect ratio, then
@@ -49,6 +50,40 @@ class AudioTrack:
     channels: int
     #: Seconds after which packets are dropped (set when only the first frames of a video were read).
     until: float | None = None
+
+
+@dataclass(frozen=True)
+class FrameTimes:
+    """When each frame of a variable-rate video is shown: ``pts[i]`` in units of ``time_base``, the first at 0.
+
+    Phones and screen recorders write variable-rate video (a frame when the sensor or screen delivers one). Writing
+    such frames at their average rate would drift them against the audio; their own timestamps keep them in place.
+    """
+
+    pts: tuple[int, ...]
+    time_base: Fraction
+
+    def seconds(self, i: int) -> float:
+        return float(self.pts[i] * self.time_base)
+
+
+def frame_times(pts: list[int | None], time_base: Fraction, fps: Fraction) -> FrameTimes | None:
+    """The frames' own timestamps when they differ from a constant ``fps``, else None (constant rate).
+
+    pts: each decoded frame's presentation time in ``time_base`` units. Constant rate means every frame lies within
+    one tick or 1% of a frame period (whichever is larger) of n / fps: container rounding (29.97 fps in milliseconds
+    gives 33/34 ms steps) is not variable rate. Missing or non-increasing timestamps cannot be trusted: None.
+    """
+    if len(pts) < 2 or any(p is None for p in pts):
+        return None
+    rel = np.asarray(pts, dtype=np.int64) - pts[0]
+    if np.any(np.diff(rel) <= 0):
+        return None
+    seconds = rel * float(time_base)
+    nominal = np.arange(len(rel)) / float(fps)
+    if np.abs(seconds - nominal).max() <= max(float(time_base), 0.01 / float(fps)):
+        return None
+    return FrameTimes(tuple(int(p) for p in rel), Fraction(time_base))
 
 
 @dataclass(frozen=True)
@@ -131,6 +166,8 @@ class Clip:
     audio: AudioTrack | None
     #: Frames in the file when it says so (the container's count), else the number decoded.
     source_frame_count: int
+    #: The frames' own timestamps for a variable-rate video (``fps`` is then its average rate); None: constant rate.
+    times: FrameTimes | None = None
 
     @property
     def num_frames(self) -> int:
@@ -143,6 +180,8 @@ class Clip:
 
     @property
     def duration(self) -> float:
+        if self.times is not None:  # the last frame is shown for one average period
+            return self.times.seconds(self.num_frames - 1) + float(1 / self.fps)
         return float(self.num_frames / self.fps)
 
 
@@ -184,11 +223,16 @@ def display_quarter_turns(frame: av.VideoFrame) -> int | None:
 
 
 def iter_frames(
-    path: str | os.PathLike, fit: FrameFit | None = None, max_frames: int | None = None
+    path: str | os.PathLike,
+    fit: FrameFit | None = None,
+    max_frames: int | None = None,
+    *,
+    pts: list[int | None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Decode RGB uint8 frames one by one (fitted when ``fit`` is given), so long videos need not fit in memory.
 
     Frames are turned upright as the file's display matrix says (``display_quarter_turns``), as players show them.
+    ``pts``: a list that receives each yielded frame's presentation timestamp (stream time base), when given.
     """
     p, container = _open_input(path)
     with container:
@@ -205,6 +249,8 @@ def iter_frames(
                 turns = display_quarter_turns(frame)  # None (not a quarter turn): read_video warned once
                 if turns:
                     rgb = np.ascontiguousarray(np.rot90(rgb, turns))  # np.rot90 turns counter-clockwise, like rotation
+                if pts is not None:
+                    pts.append(frame.pts)
                 yield fit.apply(rgb) if fit is not None else rgb
                 n += 1
         except av.FFmpegError as e:
@@ -235,6 +281,7 @@ def read_video(
         stream = container.streams.video[0]
         w0, h0 = stream.codec_context.width, stream.codec_context.height
         fps = _frame_rate(p, stream)
+        time_base = Fraction(stream.time_base) if stream.time_base else None
         audio = _audio_track(p, container)
         declared = int(stream.frames or 0)
         turns = 0
@@ -254,18 +301,16 @@ def read_video(
     if min(w0, h0) < MIN_SOURCE_SIDE:
         raise InputError(f"{p}: frames are {w0}x{h0}; the model needs at least {MIN_SOURCE_SIDE} px on each side")
     plan = plan_fit((w0, h0), short_side, multiple, fit)
-    frames = list(iter_frames(p, plan, max_frames))
+    pts: list[int | None] = []
+    frames = list(iter_frames(p, plan, max_frames, pts=pts))
     if not frames:
         raise InputError(f"{p}: the video stream has no decodable frames")
+    times = frame_times(pts, time_base, fps) if time_base else None
+    if times is not None:
+        logger.info("%s: variable frame rate (average %s fps); each frame keeps its own timestamp", p, fps)
     if audio is not None and max_frames is not None and len(frames) < (declared or len(frames) + 1):
-        audio = AudioTrack(
-            audio.path,
-            audio.stream_index,
-            audio.codec,
-            audio.sample_rate,
-            audio.channels,
-            until=float(len(frames) / fps),
-        )
+        end = times.seconds(len(frames) - 1) + float(1 / fps) if times is not None else float(len(frames) / fps)
+        audio = AudioTrack(audio.path, audio.stream_index, audio.codec, audio.sample_rate, audio.channels, until=end)
     logger.info(
         "read %s: %d frames at %s fps, %dx%d -> %dx%d (%s)%s",
         p,
@@ -277,7 +322,7 @@ def read_video(
         plan.mode,
         f", audio {audio.codec}" if audio else ", no audio",
     )
-    return Clip(np.stack(frames), fps, p, plan, audio, declared or len(frames))
+    return Clip(np.stack(frames), fps, p, plan, audio, declared or len(frames), times)
 
 
 def _atomic_target(path: Path) -> Path:
@@ -293,8 +338,12 @@ def write_video(
     audio: AudioTrack | None = None,
     crf: int = 18,
     preset: str = "medium",
+    times: FrameTimes | None = None,
 ) -> Path:
     """Write RGB uint8 frames as H.264 (yuv420p) mp4 at exactly ``fps``, with ``audio`` remuxed from its file.
+
+    ``times``: a variable-rate video's own timestamps (``Clip.times``), one per frame; the frames are then shown when
+    the input showed them, and ``fps`` is only the stream's nominal (average) rate.
 
     The file appears at ``path`` only when complete (written to a temporary name, then renamed). yuv420p needs even
     sides: an odd-sized frame gets one replicated pixel row/column, and a warning says so.
@@ -326,7 +375,7 @@ def write_video(
                     vstream = out.add_stream("libx264", rate=rate)
                     vstream.width, vstream.height = w + pad_w, h + pad_h
                     vstream.pix_fmt = "yuv420p"
-                    vstream.codec_context.time_base = 1 / rate
+                    vstream.codec_context.time_base = times.time_base if times is not None else 1 / rate
                     vstream.options = {"crf": str(crf), "preset": preset}
                     if audio is not None:
                         a_in, a_out = _add_audio(out, audio)
@@ -338,12 +387,18 @@ def write_video(
                 if pad_h or pad_w:
                     frame = cv2.copyMakeBorder(frame, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                vf.pts = n
-                vf.time_base = 1 / rate
+                if times is not None:
+                    if n >= len(times.pts):
+                        raise ConfigError("times", f"one timestamp per frame ({len(times.pts)})", f"frame {n}")
+                    vf.pts, vf.time_base = times.pts[n], times.time_base
+                else:
+                    vf.pts, vf.time_base = n, 1 / rate
                 out.mux(vstream.encode(vf))
                 n += 1
             if vstream is None:
                 raise ConfigError("frames", "at least one frame", "none")
+            if times is not None and n != len(times.pts):
+                raise ConfigError("times", f"one timestamp per frame ({n} frames)", f"{len(times.pts)} timestamps")
             out.mux(vstream.encode(None))
             if a_in is not None:
                 _copy_audio(a_in, a_out, audio, out)

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from .config import DEFAULT_ADDED_PROMPT, DEFAULT_MODEL, DEFAULT_NEGATIVE_PROMPT, RunConfig, to_dict
+from .config import DEFAULT_ADDED_PROMPT, DEFAULT_MODEL, DEFAULT_NEGATIVE_PROMPT, RunConfig, names_expected, to_dict
 from .errors import ConfigError, FrescoError, InputError
 
 logger = logging.getLogger(__name__)
@@ -104,10 +105,10 @@ def parse_more_options(text: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise ConfigError("more options", "a YAML mapping of option names to values", data)
-    known = {f for f in to_dict(_DEFAULTS)}
+    known = set(to_dict(_DEFAULTS))
     for name in data:
         if name not in known:
-            raise ConfigError("more options", f"option names of a --config file ({', '.join(sorted(known))})", name)
+            raise ConfigError("more options", f"option names of a --config file: {names_expected([name], known)}", name)
         if name in FORM_FIELDS:
             raise ConfigError("more options", "options that are not on the form (set this one on the form)", name)
     return data
@@ -179,16 +180,28 @@ class WebSession:
 
     def translate(self, form: FormValues, progress: bool = True) -> RunOutput:
         from .models import model_note
-        from .runner import load_run_pipeline, pipeline_signature, translate_video
+        from .runner import STATE_DIR, load_run_pipeline, pipeline_signature, rate_text, translate_video
 
-        cfg = form_config(form, run_folder(self.output_root, form.prompt))
+        folder = run_folder(self.output_root, form.prompt)
+        cfg = form_config(form, folder)
+        upload = Path(cfg.input)
         with self._lock:
-            sig = pipeline_signature(cfg)
-            if self._signature != sig:
-                self._pipeline = self._signature = None  # free the old one before loading the next
-                logger.info("loading the pipeline for %s", cfg.model)
-                self._pipeline, self._signature = load_run_pipeline(cfg), sig
-            result = translate_video(cfg, progress=progress, pipeline=self._pipeline)
+            if upload.is_file():  # the upload lives in gradio's temporary cache: keep a copy with the run
+                folder.mkdir(parents=True)
+                kept = folder / f"input{upload.suffix.lower()}"
+                shutil.copyfile(upload, kept)
+                cfg = replace(cfg, input=str(kept))
+            try:
+                sig = pipeline_signature(cfg)
+                if self._signature != sig:
+                    self._pipeline = self._signature = None  # free the old one before loading the next
+                    logger.info("loading the pipeline for %s", cfg.model)
+                    self._pipeline, self._signature = load_run_pipeline(cfg), sig
+                result = translate_video(cfg, progress=progress, pipeline=self._pipeline)
+            except BaseException:
+                if folder.is_dir() and not any((folder / STATE_DIR).glob("batch_*.pt")):
+                    shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping: only the input's copy
+                raise
         r = result.report
         keyframes = [
             (str(result.output_dir / "keyframes" / f"{k:04d}.png"), f"frame {k}")
@@ -196,9 +209,9 @@ class WebSession:
             if (result.output_dir / "keyframes" / f"{k:04d}.png").is_file()
         ]
         lines = [
-            f"**{r['frames']} frames** at {r['fps']} fps, {r['size'][0]}x{r['size'][1]}, audio {r['audio']}; "
+            f"**{r['frames']} frames** at {rate_text(r)}, {r['size'][0]}x{r['size'][1]}, audio {r['audio']}; "
             f"{len(result.keyframes)} keyframes in {len(result.batches)} batches.",
-            f"Saved in `{result.output_dir}` (video.mp4, keyframes/, run.json).",
+            f"Saved in `{result.output_dir}` (video.mp4, keyframes/, run.json, and a copy of the input).",
         ]
         note = model_note(cfg.model)
         if note:
@@ -251,6 +264,8 @@ def build_app(session: WebSession | None = None):
                 with gr.Row():
                     resolution = gr.Dropdown(list(RESOLUTIONS), value=_DEFAULTS.resolution, label="Short side (px)")
                     max_frames = gr.Number(value=0, precision=0, label="Max frames (0: all)")
+                # Above the optional sections: the button stays next to the status line and the result (right).
+                run = gr.Button("Translate", variant="primary")
                 with gr.Accordion("Prompts per keyframe, negative and added prompt", open=False):
                     keyframe_prompts = gr.Textbox(
                         label="Keyframe prompts",
@@ -272,12 +287,12 @@ def build_app(session: WebSession | None = None):
                         language="yaml",
                         value="# e.g.\n# colorize: true\n# fresco:\n#   optimization:\n#     iterations: 10\n",
                     )
-                run = gr.Button("Translate", variant="primary")
             with gr.Column():
-                message = gr.Markdown()
+                message = gr.Markdown("Upload a video, write a prompt and press *Translate*.")
                 result = gr.Video(label="Result")
-                gallery = gr.Gallery(label="Translated keyframes", columns=4)
-                report = gr.JSON(label="Run report (run.json)")
+                gallery = gr.Gallery(label="Translated keyframes", columns=4, height="auto")
+                with gr.Accordion("Run report (run.json)", open=False):
+                    report = gr.JSON(label="run.json")
 
         fields = {
             "video": video,
@@ -299,14 +314,21 @@ def build_app(session: WebSession | None = None):
 
         def on_run(values: dict, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio's idiom)
             form = FormValues(**{name: values[component] for name, component in fields.items()})
+            progress(0, desc="reading the video, loading the model")  # until the first stage's own bar shows
             try:
                 out = session.translate(form)
-            except FrescoError as e:
-                raise gr.Error(str(e)) from None
+            except FrescoError as e:  # a user's mistake: the message says what to change; no traceback
+                raise gr.Error(str(e), duration=None, print_exception=False) from None
             return out.message, out.video, out.keyframes, out.report
 
+        def start():  # no earlier result stays next to a new run (or its error); one click per run
+            return "Running…", None, None, None, gr.Button(interactive=False)
+
+        outputs = [message, result, gallery, report]
         # A set of inputs: gradio passes one {component: value} dict, so names and components are paired once, above.
-        run.click(on_run, set(fields.values()), [message, result, gallery, report], api_name="translate")
+        run.click(start, None, [*outputs, run], api_visibility="private", queue=False).then(
+            on_run, set(fields.values()), outputs, api_name="translate", show_progress_on=[message]
+        ).then(lambda: gr.Button(interactive=True), None, run, api_visibility="private", queue=False)
     app.queue(default_concurrency_limit=1)  # one GPU: runs wait their turn
     return app
 
