@@ -9,6 +9,7 @@ import pytest
 
 from fresco_v2v import runner
 from fresco_v2v.cli import main
+from fresco_v2v.config import DEFAULT_NEGATIVE_PROMPT
 from fresco_v2v.errors import ConfigError, InputError
 from fresco_v2v.testing import moving_square_clip, write_test_video
 from fresco_v2v.webui import FormValues, WebSession, form_config, parse_keyframe_prompts, parse_more_options, run_folder
@@ -114,18 +115,32 @@ def test_failed_run_leaves_no_folder(tmp_path):
     assert not runs.exists() or not any(runs.iterdir())
 
 
-def test_page_builds_and_reports_errors(src, tmp_path):
+def test_page_builds_and_reports_errors(src, tmp_path, monkeypatch):
     gr = pytest.importorskip("gradio")
     from fresco_v2v.webui import build_app
 
-    app = build_app(WebSession(tmp_path))
+    session = WebSession(tmp_path)
+    app = build_app(session)
     (fn,) = [f.fn for f in app.fns.values() if f.name == "on_run"]
     fields = {c.label: c for c in app.blocks.values() if getattr(c, "label", None)}
-    values = {c: getattr(c, "value", None) for c in app.blocks.values()}
-    values[fields["Input video"]] = None
+    values = {c: None for c in app.blocks.values()}  # as sent for components in never-opened accordions
     values[fields["Prompt"]] = "a painting"
-    with pytest.raises(gr.Error, match="upload a video"):
-        fn(values)
+    steps = fn(values)
+    assert next(steps) == ("Running…", None, None, None)  # the previous result is cleared first
+    assert next(steps)[0].startswith("**Error:** no video")  # the status line keeps the reason ...
+    with pytest.raises(gr.Error, match="upload a video"):  # ... and the page (or API caller) gets the error
+        next(steps)
+
+    seen = []
+    monkeypatch.setattr(session, "translate", lambda form: seen.append(form) or 1 / 0)
+    values[fields["Input video"]] = str(src)
+    steps = fn(values)
+    next(steps)
+    assert next(steps)[0].startswith("**Failed:** ZeroDivisionError")
+    with pytest.raises(gr.Error, match="ZeroDivisionError"):
+        next(steps)
+    (form,) = seen  # None from unopened sections means the defaults, not empty text
+    assert form.negative_prompt == DEFAULT_NEGATIVE_PROMPT and form.keyframe_prompts == "" and form.more_options == ""
 
 
 def test_ui_command_without_gradio(monkeypatch, capsys):

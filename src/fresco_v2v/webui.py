@@ -264,8 +264,10 @@ def build_app(session: WebSession | None = None):
                 with gr.Row():
                     resolution = gr.Dropdown(list(RESOLUTIONS), value=_DEFAULTS.resolution, label="Short side (px)")
                     max_frames = gr.Number(value=0, precision=0, label="Max frames (0: all)")
-                # Above the optional sections: the button stays next to the status line and the result (right).
+                # Above the optional sections, with the status line (and progress) under it: what a click started is
+                # in view where the click was.
                 run = gr.Button("Translate", variant="primary")
+                message = gr.Markdown("Upload a video, write a prompt and press *Translate*.")
                 with gr.Accordion("Prompts per keyframe, negative and added prompt", open=False):
                     keyframe_prompts = gr.Textbox(
                         label="Keyframe prompts",
@@ -288,7 +290,6 @@ def build_app(session: WebSession | None = None):
                         value="# e.g.\n# colorize: true\n# fresco:\n#   optimization:\n#     iterations: 10\n",
                     )
             with gr.Column():
-                message = gr.Markdown("Upload a video, write a prompt and press *Translate*.")
                 result = gr.Video(label="Result")
                 gallery = gr.Gallery(label="Translated keyframes", columns=4, height="auto")
                 with gr.Accordion("Run report (run.json)", open=False):
@@ -313,22 +314,27 @@ def build_app(session: WebSession | None = None):
         }
 
         def on_run(values: dict, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio's idiom)
-            form = FormValues(**{name: values[component] for name, component in fields.items()})
+            # A component in a never-opened accordion may arrive as None: it then means the form's default.
+            given = {name: values[c] for name, c in fields.items() if values[c] is not None or name == "video"}
+            yield "Running…", None, None, None  # no earlier result stays next to a new run or its error
             progress(0, desc="reading the video, loading the model")  # until the first stage's own bar shows
             try:
-                out = session.translate(form)
+                out = session.translate(FormValues(**given))
             except FrescoError as e:  # a user's mistake: the message says what to change; no traceback
+                yield f"**Error:** {e}", None, None, None
                 raise gr.Error(str(e), duration=None, print_exception=False) from None
-            return out.message, out.video, out.keyframes, out.report
+            except Exception as e:
+                logger.exception("the run failed")
+                yield f"**Failed:** {type(e).__name__}: {e} (the server's log has the details)", None, None, None
+                raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
+            yield out.message, out.video, out.keyframes, out.report
 
-        def start():  # no earlier result stays next to a new run (or its error); one click per run
-            return "Running…", None, None, None, gr.Button(interactive=False)
-
-        outputs = [message, result, gallery, report]
         # A set of inputs: gradio passes one {component: value} dict, so names and components are paired once, above.
-        run.click(start, None, [*outputs, run], api_visibility="private", queue=False).then(
-            on_run, set(fields.values()), outputs, api_name="translate", show_progress_on=[message]
-        ).then(lambda: gr.Button(interactive=True), None, run, api_visibility="private", queue=False)
+        # Runs queue (limit 1 below): a second click waits for the first.
+        run.click(
+            on_run, set(fields.values()), [message, result, gallery, report], api_name="translate",
+            show_progress_on=[message],
+        )  # fmt: skip
     app.queue(default_concurrency_limit=1)  # one GPU: runs wait their turn
     return app
 
