@@ -318,6 +318,13 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
     for k, v in package_versions().items():
         print(f"{k:<14} {v}")
+    try:
+        from importlib.metadata import version
+
+        ui = f"gradio {version('gradio')}"
+    except Exception:  # PackageNotFoundError, or broken metadata
+        ui = "not installed (pip install 'fresco-v2v[ui]')"
+    print(f"{'web ui':<14} {ui}")
     dev = resolve_device("auto")
     print(
         f"{'device':<14} {dev} (default dtype {str(resolve_dtype('auto', dev)).removeprefix('torch.')}), "

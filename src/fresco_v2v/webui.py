@@ -320,9 +320,12 @@ def build_app(session: WebSession | None = None):
             progress(0, desc="reading the video, loading the model")  # until the first stage's own bar shows
             try:
                 out = session.translate(FormValues(**given))
-            except FrescoError as e:  # a user's mistake: the message says what to change; no traceback
+            except FrescoError as e:
+                # A user's mistake: the status line says what to change (a toast too), and the page stays usable.
+                # Not raised: gradio would draw its error badge over that very line. API callers get the same text.
+                gr.Warning(str(e), duration=15)
                 yield f"**Error:** {e}", None, None, None
-                raise gr.Error(str(e), duration=None, print_exception=False) from None
+                return
             except Exception as e:
                 logger.exception("the run failed")
                 yield f"**Failed:** {type(e).__name__}: {e} (the server's log has the details)", None, None, None
