@@ -154,3 +154,5 @@ def test_keyframe_prompt_time_on_a_variable_rate_clip():
     assert prompt_for_frame("a dog", "", {"0.5s": "snow"}, 2, 25.0, seconds) == "a dog, snow"
     assert prompt_for_frame("a dog", "", {"0.5s": "snow"}, 1, 25.0, seconds) == "a dog"
     assert prompt_for_frame("a dog", "", {"1s": "rain"}, 3, 25.0, seconds) == "a dog"  # 1 s is nearest frame 4
+    assert prompt_for_frame("a dog", "", {"100s": "late"}, 4, 25.0, seconds) == "a dog"  # past the end: no frame
+    assert prompt_for_frame("a dog", "", {"100s": "late"}, 4, 25.0) == "a dog"  # as at a constant rate

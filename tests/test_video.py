@@ -258,5 +258,14 @@ def test_variable_rate_round_trip_keeps_each_frame_time(tmp_path, clip_frames):
 
 
 def test_constant_rate_files_have_no_times(tmp_path, clip_frames):
-    for name in ("cfr.mp4", "cfr.mkv"):  # mkv stores milliseconds: 29.97 fps is 33/34 ms steps, still constant
-        assert read_video(write_test_video(tmp_path / name, clip_frames, NTSC), short_side=64).times is None
+    # mkv stores milliseconds (29.97 fps: 33/34 ms steps); MPEG-TS starts at an offset: both still constant
+    for name, rate in (("cfr.mp4", NTSC), ("cfr.mkv", NTSC), ("film.mkv", Fraction(24000, 1001)), ("cfr.ts", NTSC)):
+        clip = read_video(write_test_video(tmp_path / name, clip_frames, rate, audio_codec=None), short_side=64)
+        assert clip.times is None and clip.num_frames == 12, name
+
+
+def test_variable_rate_mkv_in_milliseconds(tmp_path, clip_frames):
+    seconds = [0.0, 0.04, 0.08, 0.3, 0.34, 0.38, 0.42, 0.46, 0.5, 0.54, 0.58, 0.62]
+    clip = read_video(write_test_video(tmp_path / "vfr.mkv", clip_frames, 25, timestamps=seconds), short_side=64)
+    assert clip.times is not None and clip.times.time_base == Fraction(1, 1000)
+    assert [clip.times.seconds(i) for i in range(12)] == pytest.approx(seconds)

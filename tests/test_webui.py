@@ -2,6 +2,7 @@
 writes the usual output folder; the pipeline is reused while it can be; the page builds and serves a run."""
 
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from fresco_v2v import runner
 from fresco_v2v.cli import main
 from fresco_v2v.config import DEFAULT_NEGATIVE_PROMPT
 from fresco_v2v.errors import ConfigError, InputError
+from fresco_v2v.pipeline import FrescoPipeline
 from fresco_v2v.testing import moving_square_clip, write_test_video
 from fresco_v2v.webui import FormValues, WebSession, form_config, parse_keyframe_prompts, parse_more_options, run_folder
 
@@ -36,6 +38,8 @@ def test_keyframe_prompts_lines():
     }
     with pytest.raises(ConfigError, match=r"keyframe_prompts: .*line 2.*'twelve: x'"):
         parse_keyframe_prompts("0: a\ntwelve: x")
+    with pytest.raises(ConfigError, match=r"keyframe_prompts: .*line 2 repeats 3"):
+        parse_keyframe_prompts("3: a\n3: b")
 
 
 def test_more_options():
@@ -68,6 +72,13 @@ def test_form_config_types_and_errors(src, tmp_path):
         form_config(form(src, prompt="  "), tmp_path)
     with pytest.raises(InputError, match="upload a video"):
         form_config(form(src, video=None), tmp_path)
+    for name in ("seed", "max_frames", "resolution", "steps"):  # a cleared field is refused, not defaulted
+        with pytest.raises(ConfigError, match=f"{name}: expected a whole number, got None"):
+            form_config(form(src, **{name: None}), tmp_path)
+    with pytest.raises(ConfigError, match="strength: expected a number, got None"):
+        form_config(form(src, strength=None), tmp_path)
+    with pytest.raises(ConfigError, match="model: expected a text, got None"):
+        form_config(form(src, model=None), tmp_path)
 
 
 def test_run_folder_is_new_each_time(tmp_path):
@@ -105,14 +116,51 @@ def test_session_runs_and_reuses_the_pipeline(src, tmp_path, monkeypatch):
     assert loads == ["tiny", "tiny"]
 
 
-def test_failed_run_leaves_no_folder(tmp_path):
+def test_failed_run_leaves_no_folder_unless_a_batch_finished(src, tmp_path, monkeypatch):
     bad = tmp_path / "in" / "notes.mp4"
     bad.parent.mkdir()
     bad.write_text("not a video")
     runs = tmp_path / "runs"
+    session = WebSession(runs)
+    session.pipeline = lambda cfg: pytest.fail("the model is loaded after the video is read, so never here")
     with pytest.raises(InputError, match="not a video file"):
-        WebSession(runs).translate(form(bad), progress=False)
+        session.translate(form(bad), progress=False)
     assert not runs.exists() or not any(runs.iterdir())
+    with pytest.raises(ConfigError, match="allow_pickle: expected false on the page"):
+        session.translate(form(src, more_options="allow_pickle: true"), progress=False)
+    assert not runs.exists() or not any(runs.iterdir())
+
+    runs.mkdir(exist_ok=True)
+    runs.chmod(0o500)  # the output root is not writable
+    try:
+        if not os.access(runs, os.W_OK):  # (root ignores the mode)
+            with pytest.raises(InputError, match="cannot save the run there"):
+                WebSession(runs).translate(form(src), progress=False)
+    finally:
+        runs.chmod(0o700)
+
+    def fail_second_batch(self, frames, *a, **k):  # the first batch is saved, then the run fails
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("boom")
+        return real(self, frames, *a, **k)
+
+    calls, real = [], FrescoPipeline.__call__
+    monkeypatch.setattr(FrescoPipeline, "__call__", fail_second_batch)
+    with pytest.raises(RuntimeError, match="boom"):
+        WebSession(runs).translate(form(src), progress=False)
+    (kept,) = runs.iterdir()  # kept: `fresco translate --config` can resume from its finished batch
+    assert list((kept / ".fresco").glob("batch_*.pt")) and (kept / "input.mp4").is_file()
+
+
+def test_launch_lets_gradio_serve_the_output_root(tmp_path, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    from fresco_v2v.webui import launch
+
+    seen = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
+    launch(port=1234, output_root=tmp_path / "runs")
+    assert seen["allowed_paths"] == [str((tmp_path / "runs").resolve())] and seen["server_port"] == 1234
 
 
 def test_page_builds_and_reports_errors(src, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from . import __version__
 from .errors import ConfigError, FrescoError, InputError
 from .keyframes import DEFAULT_BATCH_SIZE, DEFAULT_S_MAX, DEFAULT_S_MIN, frame_distances, plan_batches, select_keyframes
-from .video import DEFAULT_SHORT_SIDE, read_video
+from .video import DEFAULT_SHORT_SIDE, describe_rate, read_video
 
 
 def _cmd_keyframes(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def _cmd_keyframes(args: argparse.Namespace) -> int:
     keys = select_keyframes(frame_distances(clip.frames), args.s_min, args.s_max)
     batches = plan_batches(keys, args.batch_size)
     print(
-        f"{args.input}: {clip.num_frames} frames at {clip.fps} fps ({float(clip.fps):.3f}), "
+        f"{args.input}: {clip.num_frames} frames at {describe_rate(clip.fps, clip.times is not None)}, "
         f"{clip.size[0]}x{clip.size[1]} after resizing"
     )
     print(f"keyframes ({len(keys)}, s_min={args.s_min}, s_max={args.s_max}): {' '.join(map(str, keys))}")
@@ -219,7 +219,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     audio = encode_video(out, frames, clip)
-    rate = f"{clip.fps} fps" if clip.times is None else f"variable rate (average {clip.fps} fps, timestamps kept)"
+    rate = describe_rate(clip.fps, clip.times is not None)
     print(f"{out}: {len(frames)} frames at {rate} from {len(keys)} keyframes, audio {audio}")
     return 0
 
@@ -305,8 +305,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .webui import launch
 
+    print(f"fresco ui: runs are saved under {Path(args.output_root).resolve()}")
+    if args.share or args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            "fresco ui: the page is reachable from other machines; whoever opens it can run models from paths on "
+            "this machine and use its GPU"
+        )
     launch(args.host, args.port, args.output_root, args.share)
     return 0
 

@@ -407,7 +407,10 @@ def prompt_for_frame(
         if isinstance(k, int):
             start = k
         elif frame_seconds is not None:
-            start = int(np.abs(np.asarray(frame_seconds) - float(k[:-1])).argmin())
+            t = float(k[:-1])
+            # past the last frame's period: no frame (as round(t * fps) past the end is none at a constant rate)
+            past_end = t >= frame_seconds[-1] + 0.5 / fps
+            start = len(frame_seconds) if past_end else int(np.abs(np.asarray(frame_seconds) - t).argmin())
         else:
             start = round(float(k[:-1]) * fps)
         entries.append((start, text))

@@ -38,7 +38,7 @@ from .flow import get_flow_estimator
 from .keyframes import frame_distances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
-from .video import read_video, write_video
+from .video import describe_rate, read_video, write_video
 
 logger = logging.getLogger(__name__)
 STATE_DIR = ".fresco"
@@ -121,12 +121,8 @@ def encode_video(path: Path, frames, clip) -> str:
 
 
 def rate_text(report: dict) -> str:
-    """The output's timing for a summary line: "25 fps", "30000/1001 (29.97) fps", or a variable rate's average."""
-    fps = Fraction(report["fps"])
-    text = f"{fps.numerator}" if fps.denominator == 1 else f"{fps} ({float(fps):.2f})"
-    if report.get("frame_timing", "constant rate") == "constant rate":
-        return f"{text} fps"
-    return f"a variable rate (average {text} fps, each frame's timestamp kept)"
+    """The output's timing in a run report, for a summary line (``describe_rate``)."""
+    return describe_rate(Fraction(report["fps"]), report.get("frame_timing", "constant rate") != "constant rate")
 
 
 def package_versions() -> dict[str, str]:
@@ -204,16 +200,27 @@ def _controlnet_ids(cfg: RunConfig) -> list[str]:
     return [c.split(":", 1)[1] if ":" in c else CONTROLNET_TYPES[c] for c in cfg.controlnet]
 
 
+def _file_identity(ident: str) -> tuple | None:
+    """(size, mtime) of a local file, so that a checkpoint or LoRA rewritten at the same path is loaded again."""
+    p = Path(ident.rsplit(":", 1)[0]) if not Path(ident).exists() else Path(ident)  # "PATH:SCALE" for LoRAs
+    if p.is_file():
+        st = p.stat()
+        return (st.st_size, st.st_mtime_ns)
+    return None
+
+
 def pipeline_signature(cfg: RunConfig) -> tuple:
     """What the loaded pipeline of ``cfg`` depends on: two runs with equal signatures can share one pipeline.
 
-    The seed counts only for the "tiny" model, whose random weights it draws; for every other model it only seeds
-    the sampling, which ``translate_video`` does per run.
+    Local files count with their size and modification time. The seed counts only for the "tiny" model, whose
+    random weights it draws; for every other model it only seeds the sampling, which ``translate_video`` does per
+    run.
     """
     return (
         cfg.model,
-        tuple(_controlnet_ids(cfg)),
-        tuple(cfg.lora),
+        _file_identity(cfg.model),
+        tuple((c, _file_identity(c)) for c in _controlnet_ids(cfg)),
+        tuple((lora, _file_identity(lora)) for lora in cfg.lora),
         cfg.device,
         cfg.dtype,
         cfg.freeu,
@@ -251,8 +258,14 @@ def _foreground_masks(cfg: RunConfig, batch: list[int], size: tuple[int, int]) -
     return np.stack(out)
 
 
-def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool = True, pipeline=None) -> RunResult:
-    """Run every stage for ``cfg`` (see the module docstring); ``pipeline`` reuses an already loaded FrescoPipeline."""
+def translate_video(
+    cfg: RunConfig, *, overwrite: bool = False, progress: bool = True, pipeline=None, load_pipeline=None
+) -> RunResult:
+    """Run every stage for ``cfg`` (see the module docstring).
+
+    ``pipeline`` reuses an already loaded FrescoPipeline; ``load_pipeline(cfg)`` replaces ``load_run_pipeline`` (e.g.
+    a cache). Either way the model is loaded only once the input has been read and a batch needs it.
+    """
     cfg = cfg.validate()
     estimator = get_flow_estimator(cfg.flow)  # an unknown backend fails before any work
     seconds: dict[str, float] = {}
@@ -302,7 +315,7 @@ def translate_video(cfg: RunConfig, *, overwrite: bool = False, progress: bool =
             bar.update(1)
             continue
         if pipe is None:
-            pipe = load_run_pipeline(cfg)
+            pipe = (load_pipeline or load_run_pipeline)(cfg)
         batch_frames = frames[batch]
         prompts = [
             prompt_for_frame(cfg.prompt, cfg.added_prompt, cfg.keyframe_prompts, k, float(clip.fps), frame_seconds)

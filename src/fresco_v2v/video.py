@@ -67,6 +67,13 @@ class FrameTimes:
         return float(self.pts[i] * self.time_base)
 
 
+def describe_rate(fps: Fraction, variable: bool = False) -> str:
+    """A rate for people: "25 fps", "30000/1001 (29.97) fps", or a variable rate's average."""
+    fps = Fraction(fps)
+    text = f"{fps.numerator}" if fps.denominator == 1 else f"{fps} ({float(fps):.2f})"
+    return f"a variable rate (average {text} fps, each frame's timestamp kept)" if variable else f"{text} fps"
+
+
 def frame_times(pts: list[int | None], time_base: Fraction, fps: Fraction) -> FrameTimes | None:
     """The frames' own timestamps when they differ from a constant ``fps``, else None (constant rate).
 
@@ -74,10 +81,14 @@ def frame_times(pts: list[int | None], time_base: Fraction, fps: Fraction) -> Fr
     one tick or 1% of a frame period (whichever is larger) of n / fps: container rounding (29.97 fps in milliseconds
     gives 33/34 ms steps) is not variable rate. Missing or non-increasing timestamps cannot be trusted: None.
     """
-    if len(pts) < 2 or any(p is None for p in pts):
+    if len(pts) < 2:
+        return None
+    if any(p is None for p in pts):
+        logger.debug("frames without timestamps: read as constant rate")
         return None
     rel = np.asarray(pts, dtype=np.int64) - pts[0]
     if np.any(np.diff(rel) <= 0):
+        logger.debug("timestamps that do not increase: read as constant rate")
         return None
     seconds = rel * float(time_base)
     nominal = np.arange(len(rel)) / float(fps)

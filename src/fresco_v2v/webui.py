@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 #: Short sides offered on the form: multiples of 64 (``RunConfig.resolution``); 512 is the paper's (§4), 128 the
 #: toy-world model's.
-RESOLUTIONS = tuple(range(128, 769, 64))
+RESOLUTIONS = tuple(range(128, 1025, 64))
 #: The RunConfig fields the form shows; "More options" may set any other field.
 FORM_FIELDS = (
     "input",
@@ -48,6 +48,8 @@ FORM_FIELDS = (
     "max_frames",
     "output",
 )
+#: The form fields in its folded sections (sent as None until a section is opened).
+FOLDED = ("keyframe_prompts", "negative_prompt", "added_prompt", "loras", "controlnet", "more_options")
 _DEFAULTS = RunConfig(input="", prompt="")
 
 
@@ -68,12 +70,12 @@ class FormValues:
     guidance_scale: float = _DEFAULTS.guidance_scale
     seed: int | float = _DEFAULTS.seed
     resolution: int | float = _DEFAULTS.resolution
-    max_frames: int | float | None = None  # None or 0: every frame
+    max_frames: int | float = 0  # 0: every frame
     more_options: str = ""  # YAML mapping of other RunConfig fields
 
 
 def _whole(name: str, value) -> int:
-    """A whole number from the browser (which sends 20.0 for 20); 20.5 is refused, not rounded."""
+    """A whole number from the browser (which sends 20.0 for 20); 20.5 or a cleared field (None) is refused."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
         raise ConfigError(name, "a whole number", value)
     return int(value)
@@ -88,8 +90,10 @@ def parse_keyframe_prompts(text: str) -> dict:
         m = re.fullmatch(r"\s*(\d+|\d+(?:\.\d+)?s)\s*:\s*(.*\S)\s*", line)
         if m is None:
             raise ConfigError("keyframe_prompts", f"lines 'FRAME: text' or 'SECONDSs: text' (line {n})", line.strip())
-        key = m.group(1)
-        out[int(key) if key.isdigit() else key] = m.group(2)
+        key = int(m.group(1)) if m.group(1).isdigit() else m.group(1)
+        if key in out:
+            raise ConfigError("keyframe_prompts", f"one line per frame or time (line {n} repeats {key})", line.strip())
+        out[key] = m.group(2)
     return out
 
 
@@ -130,8 +134,15 @@ def form_config(form: FormValues, output: str | Path) -> RunConfig:
     """The RunConfig of a filled form, validated (a ConfigError names the field, as on the command line)."""
     if not form.video:
         raise InputError("no video: upload a video first")
+    for name in ("prompt", "model", "negative_prompt", "added_prompt", "loras", "controlnet", "keyframe_prompts"):
+        if not isinstance(getattr(form, name), str):
+            raise ConfigError(name, "a text", getattr(form, name))
+    for name in ("strength", "guidance_scale"):
+        value = getattr(form, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(name, "a number", value)
     data = to_dict(_DEFAULTS) | parse_more_options(form.more_options)
-    max_frames = None if form.max_frames in (None, 0) else _whole("max_frames", form.max_frames)
+    max_frames = None if form.max_frames == 0 else _whole("max_frames", form.max_frames)
     lora = tuple(line.strip() for line in form.loras.splitlines() if line.strip())
     controlnet = tuple(c.strip() for c in form.controlnet.split(",") if c.strip())
     data.update(
@@ -178,26 +189,43 @@ class WebSession:
     _signature: tuple | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def pipeline(self, cfg: RunConfig):
+        """The loaded pipeline for ``cfg``: the cached one while its signature holds, else a fresh load."""
+        from . import runner
+
+        sig = runner.pipeline_signature(cfg)
+        if self._signature != sig:
+            self._pipeline = self._signature = None  # free the old one before loading the next
+            logger.info("loading the pipeline for %s", cfg.model)
+            self._pipeline, self._signature = runner.load_run_pipeline(cfg), sig
+        return self._pipeline
+
     def translate(self, form: FormValues, progress: bool = True) -> RunOutput:
         from .models import model_note
-        from .runner import STATE_DIR, load_run_pipeline, pipeline_signature, rate_text, translate_video
+        from .runner import STATE_DIR, rate_text, translate_video
 
-        folder = run_folder(self.output_root, form.prompt)
-        cfg = form_config(form, folder)
-        upload = Path(cfg.input)
         with self._lock:
-            if upload.is_file():  # the upload lives in gradio's temporary cache: keep a copy with the run
-                folder.mkdir(parents=True)
-                kept = folder / f"input{upload.suffix.lower()}"
-                shutil.copyfile(upload, kept)
-                cfg = replace(cfg, input=str(kept))
+            folder = run_folder(self.output_root, form.prompt)
+            cfg = form_config(form, folder)
+            if cfg.allow_pickle:
+                raise ConfigError(
+                    "allow_pickle",
+                    "false on the page (a pickle checkpoint runs code on the server when loaded; convert it to "
+                    ".safetensors, or run it with `fresco translate --allow-pickle`)",
+                    cfg.allow_pickle,
+                )
+            upload = Path(cfg.input)
             try:
-                sig = pipeline_signature(cfg)
-                if self._signature != sig:
-                    self._pipeline = self._signature = None  # free the old one before loading the next
-                    logger.info("loading the pipeline for %s", cfg.model)
-                    self._pipeline, self._signature = load_run_pipeline(cfg), sig
-                result = translate_video(cfg, progress=progress, pipeline=self._pipeline)
+                if upload.is_file():  # the upload lives in gradio's temporary cache: keep a copy with the run
+                    try:
+                        folder.mkdir(parents=True)
+                        kept = folder / f"input{upload.suffix.lower()}"
+                        shutil.copyfile(upload, kept)
+                    except OSError as e:
+                        raise InputError(f"{folder}: cannot save the run there ({e.strerror or e})") from None
+                    cfg = replace(cfg, input=str(kept))
+                # The model is loaded by translate_video once the video has been read: bad input fails first.
+                result = translate_video(cfg, progress=progress, load_pipeline=self.pipeline)
             except BaseException:
                 if folder.is_dir() and not any((folder / STATE_DIR).glob("batch_*.pt")):
                     shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping: only the input's copy
@@ -257,13 +285,13 @@ def build_app(session: WebSession | None = None):
                 model = gr.Textbox(label="Base model", value=DEFAULT_MODEL, info=MODEL_HELP)
                 with gr.Row():
                     strength = gr.Slider(0.05, 1.0, value=_DEFAULTS.strength, step=0.05, label="Strength")
-                    steps = gr.Slider(1, 100, value=_DEFAULTS.steps, step=1, label="Denoising steps")
+                    steps = gr.Slider(1, 150, value=_DEFAULTS.steps, step=1, label="Denoising steps")
                 with gr.Row():
-                    guidance = gr.Slider(0.0, 20.0, value=_DEFAULTS.guidance_scale, step=0.5, label="Guidance")
-                    seed = gr.Number(value=_DEFAULTS.seed, precision=0, label="Seed")
+                    guidance = gr.Slider(0.0, 30.0, value=_DEFAULTS.guidance_scale, step=0.5, label="Guidance")
+                    seed = gr.Number(value=_DEFAULTS.seed, label="Seed")  # no precision: 1.5 is refused, not rounded
                 with gr.Row():
                     resolution = gr.Dropdown(list(RESOLUTIONS), value=_DEFAULTS.resolution, label="Short side (px)")
-                    max_frames = gr.Number(value=0, precision=0, label="Max frames (0: all)")
+                    max_frames = gr.Number(value=0, label="Max frames (0: all)")
                 # Above the optional sections, with the status line (and progress) under it: what a click started is
                 # in view where the click was.
                 run = gr.Button("Translate", variant="primary")
@@ -314,8 +342,9 @@ def build_app(session: WebSession | None = None):
         }
 
         def on_run(values: dict, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio's idiom)
-            # A component in a never-opened accordion may arrive as None: it then means the form's default.
-            given = {name: values[c] for name, c in fields.items() if values[c] is not None or name == "video"}
+            # A component in a never-opened section arrives as None: it then means the form's default. Elsewhere
+            # None is a cleared field, which form_config refuses by name.
+            given = {name: values[c] for name, c in fields.items() if values[c] is not None or name not in FOLDED}
             yield "Running…", None, None, None  # no earlier result stays next to a new run or its error
             progress(0, desc="reading the video, loading the model")  # until the first stage's own bar shows
             try:
@@ -342,8 +371,12 @@ def build_app(session: WebSession | None = None):
     return app
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, output_root: str | Path = "fresco-ui-runs", share: bool = False):
-    """Build and serve the page (blocks until stopped)."""
-    app = build_app(WebSession(Path(output_root)))
-    print(f"fresco ui: runs are saved under {Path(output_root).resolve()}")
-    app.launch(server_name=host, server_port=port, share=share)
+def launch(
+    host: str = "127.0.0.1", port: int = 7860, output_root: str | Path = "fresco-ui-runs", share: bool = False
+) -> None:
+    """Build and serve the page (blocks until stopped). Runs are saved under ``output_root``."""
+    root = Path(output_root).resolve()
+    app = build_app(WebSession(root))
+    logger.info("runs are saved under %s", root)
+    # gradio serves files only from its cache, the working folder and allowed_paths: the results live in root
+    app.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(root)])
