@@ -229,7 +229,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import RunConfig
-    from .runner import translate_video
+    from .runner import rate_text, translate_video
     from .testing import moving_square_clip, write_test_video
     from .toyworld import (
         BUNDLED_CHECKPOINT,
@@ -289,7 +289,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = translate_video(cfg, overwrite=True, progress=not args.quiet)
     r = result.report
     print(
-        f"fresco demo: wrote {result.video} ({r['frames']} frames at {r['fps']} fps, audio {r['audio']}), "
+        f"fresco demo: wrote {result.video} ({r['frames']} frames at {rate_text(r)}, audio {r['audio']}), "
         f"keyframes in {result.output_dir / 'keyframes'}, report {result.output_dir / 'run.json'}"
     )
     if toy:
