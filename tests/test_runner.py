@@ -236,8 +236,24 @@ def test_propagate_command(src, tmp_path, capsys):
     )
     clip = read_video(out, short_side=None)
     assert clip.num_frames == 12 and clip.fps == NTSC and clip.audio is not None
+    assert f"{out}: 12 frames at 30000/1001 (29.97) fps from " in capsys.readouterr().out
     assert main(["propagate", str(src), "--keys", str(tmp_path / "nokeys"), "--resolution", "64"]) == 2
     assert "no such folder of keyframes" in capsys.readouterr().err
+    keys = tmp_path / "run" / "keyframes"
+    (keys / "0.png").write_bytes((keys / "0000.png").read_bytes())  # two files for frame 0
+    assert main(["propagate", str(src), "--keys", str(keys), "--resolution", "64"]) == 2
+    assert "two keyframes for frame 0" in capsys.readouterr().err
+
+
+def test_keyframe_files_by_index(tmp_path):
+    from fresco_v2v.runner import keyframe_files
+
+    names = ["0012.png", "3.JPG", "notes.txt", "cover.png", "0007.jpeg"]
+    assert keyframe_files(tmp_path / n for n in names) == [
+        (3, tmp_path / "3.JPG"),
+        (7, tmp_path / "0007.jpeg"),
+        (12, tmp_path / "0012.png"),
+    ]
 
 
 @pytest.mark.shared_data

@@ -14,6 +14,7 @@ from fresco_v2v.config import DEFAULT_NEGATIVE_PROMPT
 from fresco_v2v.errors import ConfigError, InputError
 from fresco_v2v.pipeline import FrescoPipeline
 from fresco_v2v.testing import moving_square_clip, write_test_video
+from fresco_v2v.video import read_video
 from fresco_v2v.webui import FormValues, WebSession, form_config, parse_keyframe_prompts, parse_more_options, run_folder
 
 FAST = dict(model="tiny", steps=2.0, strength=1.0, resolution=64.0, max_frames=0, controlnet="canny")
@@ -218,8 +219,30 @@ def test_served_page_runs_a_translation(src, tmp_path):
         assert report["frames"] == 6 and report["config"]["keyframe_prompts"] == {"2": "at night"}
         assert Path(result).is_file() and len(gallery) == len(report["keyframes"]) and "noise-like" in message
         assert len(list(tmp_path.iterdir())) == 1
+        # the second tab: those keyframes (named by frame index) propagated again
+        keys = [client_mod.handle_file(g["image"]) for g in gallery]
+        message, result = client.predict(video, keys, 128, api_name="/propagate")
+        assert message.startswith("**8 frames** at 25 fps") and Path(result).is_file()  # the whole clip
         args[1] = " "
         message, result, gallery, report = client.predict(*args, api_name="/translate")
         assert message == "**Error:** prompt: expected a non-empty text, got ' '" and report is None
     finally:
         app.close()
+
+
+def test_propagate_own_keyframes(src, tmp_path):
+    session = WebSession(tmp_path / "runs")
+    done = session.translate(form(src), progress=False)
+    keys = [p for p, _ in done.keyframes]
+    out = session.propagate(str(src), keys, 64.0, progress=False)
+    folder = Path(out.video).parent
+    assert read_video(out.video, short_side=None).num_frames == 8 and "**8 frames** at 25 fps" in out.message
+    assert sorted(p.name for p in (folder / "keyframes").iterdir()) == sorted(Path(k).name for k in keys)
+    assert (folder / "input.mp4").is_file()
+    with pytest.raises(InputError, match="no keyframes: .*named by frame index.*got notes.txt"):
+        session.propagate(str(src), [str(tmp_path / "notes.txt")], 64, progress=False)
+    with pytest.raises(InputError, match="the video frames are"):  # keys made at another size
+        session.propagate(str(src), keys, 128, progress=False)
+    assert len(list((tmp_path / "runs").iterdir())) == 2  # the failed run left nothing
+    with pytest.raises(InputError, match="upload a video"):
+        session.propagate(None, keys, 64, progress=False)

@@ -186,41 +186,20 @@ def _cmd_translate(args: argparse.Namespace) -> int:
 
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
-    import re
     from pathlib import Path
 
-    from .models import resolve_device
-    from .propagate import propagate
-    from .runner import encode_video, read_png
+    from .runner import keyframe_files, propagate_video
 
-    clip = read_video(args.input, short_side=args.resolution, max_frames=args.max_frames)
     keydir = Path(args.keys)
     if not keydir.is_dir():
         raise InputError(f"{keydir}: no such folder of keyframes")
-    named = sorted(
-        (int(m.group(1)), p) for p in keydir.iterdir() if (m := re.fullmatch(r"(\d+)\.(png|jpg|jpeg)", p.name.lower()))
-    )
+    named = keyframe_files(keydir.iterdir())
     if not named:
         raise InputError(f"{keydir}: no keyframe images named by frame index (e.g. 0000.png, 0012.png)")
-    keys, images = [], []
-    for idx, p in named:
-        if idx >= clip.num_frames:
-            raise InputError(f"{p}: frame {idx} is past the video's last frame ({clip.num_frames - 1})")
-        img = read_png(p)
-        if img.shape[:2] != clip.frames.shape[1:3]:
-            h, w = clip.frames.shape[1:3]
-            raise InputError(
-                f"{p}: is {img.shape[1]}x{img.shape[0]}, the video frames are {w}x{h} "
-                f"(at --resolution {args.resolution})"
-            )
-        keys.append(idx)
-        images.append(img)
-    frames = propagate(clip.frames, keys, images, device=resolve_device(args.device), progress=True)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    audio = encode_video(out, frames, clip)
-    rate = describe_rate(clip.fps, clip.times is not None)
-    print(f"{out}: {len(frames)} frames at {rate} from {len(keys)} keyframes, audio {audio}")
+    r = propagate_video(
+        args.input, named, args.output, resolution=args.resolution, max_frames=args.max_frames, device=args.device
+    )
+    print(f"{r.video}: {r.frames} frames at {r.rate} from {len(r.keyframes)} keyframes, audio {r.audio}")
     return 0
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from .flow import get_flow_estimator
 from .keyframes import frame_distances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
-from .video import describe_rate, read_video, write_video
+from .video import DEFAULT_SHORT_SIDE, describe_rate, read_video, write_video
 
 logger = logging.getLogger(__name__)
 STATE_DIR = ".fresco"
@@ -410,3 +411,72 @@ def translate_video(
     }
     write_json(out / "run.json", report)
     return RunResult(out, video_path, keys, batches, report, video_frames)
+
+
+# -- propagation of the user's own keyframes (`fresco propagate`, the web UI's second tab) --------------------------
+
+
+def keyframe_files(paths) -> list[tuple[int, Path]]:
+    """Keyframe images named by frame index (0000.png, 12.jpg, ...) -> [(index, path)] in frame order.
+
+    Other files are ignored; two files for one frame (0012.png and 12.png) are an error that names both.
+    """
+    named: dict[int, Path] = {}
+    for p in map(Path, paths):
+        m = re.fullmatch(r"(\d+)\.(png|jpg|jpeg)", p.name.lower())
+        if m is None:
+            continue
+        idx = int(m.group(1))
+        if idx in named:
+            raise InputError(f"{named[idx]} and {p}: two keyframes for frame {idx}")
+        named[idx] = p
+    return sorted(named.items())
+
+
+@dataclass
+class PropagationResult:
+    video: Path
+    frames: int
+    keyframes: list[int]
+    audio: str  # what happened to the input's audio
+    rate: str  # ``describe_rate`` of the output
+
+
+def propagate_video(
+    input: str | os.PathLike,
+    keyframes: list[tuple[int, Path]],
+    output: str | os.PathLike,
+    *,
+    resolution: int | None = DEFAULT_SHORT_SIDE,
+    max_frames: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> PropagationResult:
+    """Every frame of ``input`` rendered from the user's stylized ``keyframes`` (paper §3.5, ``propagate``).
+
+    The keyframes must be the video's frames at ``resolution`` (as `fresco translate` writes them), named by
+    frame index; the output keeps the frame count, the rate (or each frame's timestamp) and the audio.
+    """
+    from .models import resolve_device
+    from .propagate import propagate
+
+    clip = read_video(input, short_side=resolution, max_frames=max_frames)
+    if not keyframes:
+        raise InputError("no keyframe images named by frame index (e.g. 0000.png, 0012.png)")
+    h, w = clip.frames.shape[1:3]
+    keys, images = [], []
+    for idx, p in keyframes:
+        if idx >= clip.num_frames:
+            raise InputError(f"{p}: frame {idx} is past the video's last frame ({clip.num_frames - 1})")
+        img = read_png(p)
+        if img.shape[:2] != (h, w):
+            raise InputError(
+                f"{p}: is {img.shape[1]}x{img.shape[0]}, the video frames are {w}x{h} (at resolution {resolution})"
+            )
+        keys.append(idx)
+        images.append(img)
+    frames = propagate(clip.frames, keys, images, device=resolve_device(device), progress=progress)
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    audio = encode_video(out, frames, clip)
+    return PropagationResult(out, len(frames), keys, audio, describe_rate(clip.fps, clip.times is not None))

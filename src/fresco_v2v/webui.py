@@ -246,6 +246,44 @@ class WebSession:
             lines.append(f"Note: {note}.")
         return RunOutput(str(result.video) if result.video else None, keyframes, r, "\n\n".join(lines))
 
+    def propagate(self, video: str | None, keyframes: list[str], resolution, progress: bool = True) -> RunOutput:
+        """The user's stylized keyframes propagated to every frame of ``video`` (``propagate_video``)."""
+        from .runner import keyframe_files, propagate_video
+
+        if not video:
+            raise InputError("no video: upload a video first")
+        res = _whole("resolution", resolution)
+        named = keyframe_files(keyframes)
+        if not named:
+            raise InputError(
+                "no keyframes: upload your stylized frames named by frame index (0000.png, 0012.png, ...)"
+                + (f"; got {', '.join(Path(k).name for k in keyframes[:5])}" if keyframes else "")
+            )
+        with self._lock:
+            folder = run_folder(self.output_root, "propagate")
+            try:
+                try:  # the uploads live in gradio's temporary cache: keep copies with the run
+                    (folder / "keyframes").mkdir(parents=True)
+                    upload = Path(video)
+                    kept = folder / f"input{upload.suffix.lower()}"
+                    shutil.copyfile(upload, kept)
+                    copies = []
+                    for idx, p in named:
+                        copies.append((idx, folder / "keyframes" / f"{idx:04d}{p.suffix.lower()}"))
+                        shutil.copyfile(p, copies[-1][1])
+                except OSError as e:
+                    raise InputError(f"{folder}: cannot save the run there ({e.strerror or e})") from None
+                r = propagate_video(kept, copies, folder / "video.mp4", resolution=res, progress=progress)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping: copies of the uploads
+                raise
+        message = (
+            f"**{r.frames} frames** at {r.rate}, audio {r.audio}; from {len(r.keyframes)} keyframes "
+            f"({', '.join(map(str, r.keyframes))}).\n\nSaved in `{folder}` (video.mp4, keyframes/, and a copy of the "
+            "input)."
+        )
+        return RunOutput(str(r.video), [], {}, message)
+
 
 # ------------------------------------------------------------------------------------------------ the page (gradio)
 
@@ -267,6 +305,131 @@ MODEL_HELP = (
 )
 
 
+def _translate_tab(gr, session: WebSession) -> None:
+    """Video + prompt (+ options) -> translated video, keyframes and report (``translate_video``)."""
+    with gr.Row():
+        with gr.Column():
+            video = gr.Video(label="Input video", sources=["upload"])
+            prompt = gr.Textbox(label="Prompt", placeholder="a watercolor painting of a dog", lines=2)
+            model = gr.Textbox(label="Base model", value=DEFAULT_MODEL, info=MODEL_HELP)
+            with gr.Row():
+                strength = gr.Slider(0.05, 1.0, value=_DEFAULTS.strength, step=0.05, label="Strength")
+                steps = gr.Slider(1, 150, value=_DEFAULTS.steps, step=1, label="Denoising steps")
+            with gr.Row():
+                guidance = gr.Slider(0.0, 30.0, value=_DEFAULTS.guidance_scale, step=0.5, label="Guidance")
+                seed = gr.Number(value=_DEFAULTS.seed, label="Seed")  # no precision: 1.5 is refused, not rounded
+            with gr.Row():
+                resolution = gr.Dropdown(list(RESOLUTIONS), value=_DEFAULTS.resolution, label="Short side (px)")
+                max_frames = gr.Number(value=0, label="Max frames (0: all)")
+            # Above the optional sections, with the status line (and progress) under it: what a click started is
+            # in view where the click was.
+            run = gr.Button("Translate", variant="primary")
+            message = gr.Markdown("Upload a video, write a prompt and press *Translate*.")
+            with gr.Accordion("Prompts per keyframe, negative and added prompt", open=False):
+                keyframe_prompts = gr.Textbox(
+                    label="Keyframe prompts",
+                    lines=3,
+                    placeholder="0: in spring\n2.5s: in winter",
+                    info="From that frame (or time) on, this text is added to the prompt.",
+                )
+                negative = gr.Textbox(label="Negative prompt", value=DEFAULT_NEGATIVE_PROMPT, lines=2)
+                added = gr.Textbox(label="Added to every prompt", value=DEFAULT_ADDED_PROMPT)
+            with gr.Accordion("LoRAs, ControlNet and more options", open=False):
+                loras = gr.Textbox(
+                    label="LoRAs", lines=2, placeholder="style.safetensors:0.8", info="PATH[:SCALE], one per line"
+                )
+                controlnet = gr.Textbox(
+                    label="ControlNet", value="canny", info="canny, or canny:ID_OR_PATH; several: comma-separated"
+                )
+                more = gr.Code(
+                    label="More options (YAML, the names of a --config file)",
+                    language="yaml",
+                    value="# e.g.\n# colorize: true\n# fresco:\n#   optimization:\n#     iterations: 10\n",
+                )
+        with gr.Column():
+            result = gr.Video(label="Result")
+            gallery = gr.Gallery(label="Translated keyframes", columns=4, height="auto")
+            with gr.Accordion("Run report (run.json)", open=False):
+                report = gr.JSON(label="run.json")
+
+    fields = {
+        "video": video,
+        "prompt": prompt,
+        "model": model,
+        "strength": strength,
+        "steps": steps,
+        "guidance_scale": guidance,
+        "seed": seed,
+        "resolution": resolution,
+        "max_frames": max_frames,
+        "keyframe_prompts": keyframe_prompts,
+        "negative_prompt": negative,
+        "added_prompt": added,
+        "loras": loras,
+        "controlnet": controlnet,
+        "more_options": more,
+    }
+
+    def on_run(values: dict, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio's idiom)
+        # A component in a never-opened section arrives as None: it then means the form's default. Elsewhere
+        # None is a cleared field, which form_config refuses by name.
+        given = {name: values[c] for name, c in fields.items() if values[c] is not None or name not in FOLDED}
+        yield "Running…", None, None, None  # no earlier result stays next to a new run or its error
+        progress(0, desc="reading the video, loading the model")  # until the first stage's own bar shows
+        try:
+            out = session.translate(FormValues(**given))
+        except FrescoError as e:
+            # A user's mistake: the status line says what to change (a toast too), and the page stays usable.
+            # Not raised: gradio would draw its error badge over that very line. API callers get the same text.
+            gr.Warning(str(e), duration=15)
+            yield f"**Error:** {e}", None, None, None
+            return
+        except Exception as e:
+            logger.exception("the run failed")
+            yield f"**Failed:** {type(e).__name__}: {e} (the server's log has the details)", None, None, None
+            raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
+        yield out.message, out.video, out.keyframes, out.report
+
+    # A set of inputs: gradio passes one {component: value} dict, so names and components are paired once, above.
+    # Runs queue (limit 1 below): a second click waits for the first.
+    run.click(
+        on_run, set(fields.values()), [message, result, gallery, report], api_name="translate",
+        show_progress_on=[message],
+    )  # fmt: skip
+
+
+def _propagate_tab(gr, session: WebSession) -> None:
+    """Video + the user's own stylized keyframes -> every frame (``propagate_video``), Ebsynth's job."""
+    gr.Markdown(
+        "Stylized some frames yourself (in an image editor, or with another model)? Upload the video and those "
+        "frames, named by frame index (`0000.png`, `0012.png`; the keyframes of a translation are named so). They "
+        "must be the video's frames at the short side below. Every other frame is rendered from them."
+    )
+    with gr.Row():
+        with gr.Column():
+            video = gr.Video(label="Input video", sources=["upload"])
+            keys = gr.File(label="Stylized keyframes", file_count="multiple", file_types=["image"])
+            resolution = gr.Dropdown(list(RESOLUTIONS), value=_DEFAULTS.resolution, label="Short side (px)")
+            run = gr.Button("Propagate", variant="primary")
+            message = gr.Markdown("Upload a video and its stylized keyframes, then press *Propagate*.")
+        with gr.Column():
+            result = gr.Video(label="Result")
+
+    def on_propagate(video_path, key_paths, short_side, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+        yield "Running…", None
+        progress(0, desc="reading the video and the keyframes")
+        try:
+            out = session.propagate(video_path, key_paths or [], short_side)
+        except FrescoError as e:
+            gr.Warning(str(e), duration=15)
+            yield f"**Error:** {e}", None
+            return
+        yield out.message, out.video
+
+    run.click(on_propagate, [video, keys, resolution], [message, result], api_name="propagate",
+              show_progress_on=[message])  # fmt: skip
+
+
 def build_app(session: WebSession | None = None):
     """The gradio Blocks page (not launched): inputs on the left, the result on the right."""
     gr = _require_gradio()
@@ -278,95 +441,11 @@ def build_app(session: WebSession | None = None):
             "together with FRESCO-guided attention and feature optimization; the other frames are propagated "
             "from them; the result keeps the frame count, the exact frame rate and the audio."
         )
-        with gr.Row():
-            with gr.Column():
-                video = gr.Video(label="Input video", sources=["upload"])
-                prompt = gr.Textbox(label="Prompt", placeholder="a watercolor painting of a dog", lines=2)
-                model = gr.Textbox(label="Base model", value=DEFAULT_MODEL, info=MODEL_HELP)
-                with gr.Row():
-                    strength = gr.Slider(0.05, 1.0, value=_DEFAULTS.strength, step=0.05, label="Strength")
-                    steps = gr.Slider(1, 150, value=_DEFAULTS.steps, step=1, label="Denoising steps")
-                with gr.Row():
-                    guidance = gr.Slider(0.0, 30.0, value=_DEFAULTS.guidance_scale, step=0.5, label="Guidance")
-                    seed = gr.Number(value=_DEFAULTS.seed, label="Seed")  # no precision: 1.5 is refused, not rounded
-                with gr.Row():
-                    resolution = gr.Dropdown(list(RESOLUTIONS), value=_DEFAULTS.resolution, label="Short side (px)")
-                    max_frames = gr.Number(value=0, label="Max frames (0: all)")
-                # Above the optional sections, with the status line (and progress) under it: what a click started is
-                # in view where the click was.
-                run = gr.Button("Translate", variant="primary")
-                message = gr.Markdown("Upload a video, write a prompt and press *Translate*.")
-                with gr.Accordion("Prompts per keyframe, negative and added prompt", open=False):
-                    keyframe_prompts = gr.Textbox(
-                        label="Keyframe prompts",
-                        lines=3,
-                        placeholder="0: in spring\n2.5s: in winter",
-                        info="From that frame (or time) on, this text is added to the prompt.",
-                    )
-                    negative = gr.Textbox(label="Negative prompt", value=DEFAULT_NEGATIVE_PROMPT, lines=2)
-                    added = gr.Textbox(label="Added to every prompt", value=DEFAULT_ADDED_PROMPT)
-                with gr.Accordion("LoRAs, ControlNet and more options", open=False):
-                    loras = gr.Textbox(
-                        label="LoRAs", lines=2, placeholder="style.safetensors:0.8", info="PATH[:SCALE], one per line"
-                    )
-                    controlnet = gr.Textbox(
-                        label="ControlNet", value="canny", info="canny, or canny:ID_OR_PATH; several: comma-separated"
-                    )
-                    more = gr.Code(
-                        label="More options (YAML, the names of a --config file)",
-                        language="yaml",
-                        value="# e.g.\n# colorize: true\n# fresco:\n#   optimization:\n#     iterations: 10\n",
-                    )
-            with gr.Column():
-                result = gr.Video(label="Result")
-                gallery = gr.Gallery(label="Translated keyframes", columns=4, height="auto")
-                with gr.Accordion("Run report (run.json)", open=False):
-                    report = gr.JSON(label="run.json")
-
-        fields = {
-            "video": video,
-            "prompt": prompt,
-            "model": model,
-            "strength": strength,
-            "steps": steps,
-            "guidance_scale": guidance,
-            "seed": seed,
-            "resolution": resolution,
-            "max_frames": max_frames,
-            "keyframe_prompts": keyframe_prompts,
-            "negative_prompt": negative,
-            "added_prompt": added,
-            "loras": loras,
-            "controlnet": controlnet,
-            "more_options": more,
-        }
-
-        def on_run(values: dict, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio's idiom)
-            # A component in a never-opened section arrives as None: it then means the form's default. Elsewhere
-            # None is a cleared field, which form_config refuses by name.
-            given = {name: values[c] for name, c in fields.items() if values[c] is not None or name not in FOLDED}
-            yield "Running…", None, None, None  # no earlier result stays next to a new run or its error
-            progress(0, desc="reading the video, loading the model")  # until the first stage's own bar shows
-            try:
-                out = session.translate(FormValues(**given))
-            except FrescoError as e:
-                # A user's mistake: the status line says what to change (a toast too), and the page stays usable.
-                # Not raised: gradio would draw its error badge over that very line. API callers get the same text.
-                gr.Warning(str(e), duration=15)
-                yield f"**Error:** {e}", None, None, None
-                return
-            except Exception as e:
-                logger.exception("the run failed")
-                yield f"**Failed:** {type(e).__name__}: {e} (the server's log has the details)", None, None, None
-                raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
-            yield out.message, out.video, out.keyframes, out.report
-
-        # A set of inputs: gradio passes one {component: value} dict, so names and components are paired once, above.
-        # Runs queue (limit 1 below): a second click waits for the first.
-        run.click(
-            on_run, set(fields.values()), [message, result, gallery, report], api_name="translate",
-            show_progress_on=[message],
-        )  # fmt: skip
+        with gr.Tabs():
+            with gr.Tab("Translate"):
+                _translate_tab(gr, session)
+            with gr.Tab("Propagate your keyframes"):
+                _propagate_tab(gr, session)
     app.queue(default_concurrency_limit=1)  # one GPU: runs wait their turn
     return app
 
