@@ -230,7 +230,7 @@ def test_propagate_command(src, tmp_path, capsys):
     out = tmp_path / "prop.mp4"
     assert (
         main(
-            ["propagate", str(src), "--keys", str(tmp_path / "run" / "keyframes"), "-o", str(out), "--resolution", "64"]
+            ["propagate", str(src), "--keys", str(tmp_path / "run" / "keyframes"), "-o", str(out)]  # size: the keys'
         )
         == 0
     )

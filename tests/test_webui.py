@@ -15,7 +15,15 @@ from fresco_v2v.errors import ConfigError, InputError
 from fresco_v2v.pipeline import FrescoPipeline
 from fresco_v2v.testing import moving_square_clip, write_test_video
 from fresco_v2v.video import read_video
-from fresco_v2v.webui import FormValues, WebSession, form_config, parse_keyframe_prompts, parse_more_options, run_folder
+from fresco_v2v.webui import (
+    KEYS_SIZE,
+    FormValues,
+    WebSession,
+    form_config,
+    parse_keyframe_prompts,
+    parse_more_options,
+    run_folder,
+)
 
 FAST = dict(model="tiny", steps=2.0, strength=1.0, resolution=64.0, max_frames=0, controlnet="canny")
 SMALL = "s_min: 2\ns_max: 4\nbatch_size: 3\n"
@@ -234,15 +242,19 @@ def test_propagate_own_keyframes(src, tmp_path):
     session = WebSession(tmp_path / "runs")
     done = session.translate(form(src), progress=False)
     keys = [p for p, _ in done.keyframes]
-    out = session.propagate(str(src), keys, 64.0, progress=False)
+    out = session.propagate(str(src), keys, KEYS_SIZE, progress=False)  # the keys' short side: 64
     folder = Path(out.video).parent
     assert read_video(out.video, short_side=None).num_frames == 8 and "**8 frames** at 25 fps" in out.message
     assert sorted(p.name for p in (folder / "keyframes").iterdir()) == sorted(Path(k).name for k in keys)
     assert (folder / "input.mp4").is_file()
+    report = json.loads((folder / "run.json").read_text())
+    assert report["input"] == "in.mp4" and report["frames"] == 8
+    assert report["keyframes"] == [int(Path(k).stem) for k in keys]
+    assert session.propagate(str(src), keys, 64.0, progress=False).message.startswith("**8 frames**")
     with pytest.raises(InputError, match="no keyframes: .*named by frame index.*got notes.txt"):
         session.propagate(str(src), [str(tmp_path / "notes.txt")], 64, progress=False)
-    with pytest.raises(InputError, match="the video frames are"):  # keys made at another size
+    with pytest.raises(InputError, match=r"/0000\.png: is 64x64, the video frames are 128x128"):  # names the upload
         session.propagate(str(src), keys, 128, progress=False)
-    assert len(list((tmp_path / "runs").iterdir())) == 2  # the failed run left nothing
+    assert len(list((tmp_path / "runs").iterdir())) == 3  # the failed run left nothing
     with pytest.raises(InputError, match="upload a video"):
         session.propagate(None, keys, 64, progress=False)

@@ -432,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("input", help="source video")
     pr.add_argument("--keys", required=True, help="folder of keyframes named NNNN.png by frame index")
     pr.add_argument("-o", "--output", default="propagated.mp4", help="output video (default propagated.mp4)")
-    pr.add_argument("--resolution", type=int, default=DEFAULT_SHORT_SIDE, help="short side the keys were made at")
+    pr.add_argument(
+        "--resolution", type=int, default=None, help="short side the keys were made at (default: the keys' own)"
+    )
     pr.add_argument("--max-frames", type=int, default=None)
     pr.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
     pr.set_defaults(func=_cmd_propagate)

@@ -39,7 +39,7 @@ from .flow import get_flow_estimator
 from .keyframes import frame_distances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
-from .video import DEFAULT_SHORT_SIDE, describe_rate, read_video, write_video
+from .video import MODEL_MULTIPLE, describe_rate, read_video, write_video
 
 logger = logging.getLogger(__name__)
 STATE_DIR = ".fresco"
@@ -447,22 +447,32 @@ def propagate_video(
     keyframes: list[tuple[int, Path]],
     output: str | os.PathLike,
     *,
-    resolution: int | None = DEFAULT_SHORT_SIDE,
+    resolution: int | None = None,
     max_frames: int | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> PropagationResult:
     """Every frame of ``input`` rendered from the user's stylized ``keyframes`` (paper §3.5, ``propagate``).
 
-    The keyframes must be the video's frames at ``resolution`` (as `fresco translate` writes them), named by
-    frame index; the output keeps the frame count, the rate (or each frame's timestamp) and the audio.
+    The keyframes must be the video's frames at short side ``resolution`` (as `fresco translate` writes them; None:
+    the first keyframe's short side), named by frame index; the output keeps the frame count, the rate (or each
+    frame's timestamp) and the audio.
     """
     from .models import resolve_device
     from .propagate import propagate
 
-    clip = read_video(input, short_side=resolution, max_frames=max_frames)
     if not keyframes:
         raise InputError("no keyframe images named by frame index (e.g. 0000.png, 0012.png)")
+    if resolution is None:
+        first = keyframes[0][1]
+        kh, kw = read_png(first).shape[:2]
+        resolution = min(kh, kw)
+        if resolution % MODEL_MULTIPLE:
+            raise InputError(
+                f"{first}: is {kw}x{kh}; keyframes must be the video's frames at a short side that is a multiple of "
+                f"{MODEL_MULTIPLE} (as fresco translate writes them), or give the resolution they were made at"
+            )
+    clip = read_video(input, short_side=resolution, max_frames=max_frames)
     h, w = clip.frames.shape[1:3]
     keys, images = [], []
     for idx, p in keyframes:

@@ -51,6 +51,8 @@ FORM_FIELDS = (
 #: The form fields in its folded sections (sent as None until a section is opened).
 FOLDED = ("keyframe_prompts", "negative_prompt", "added_prompt", "loras", "controlnet", "more_options")
 _DEFAULTS = RunConfig(input="", prompt="")
+#: The propagate tab's default short side: the keyframes' own.
+KEYS_SIZE = "the keyframes' own"
 
 
 @dataclass
@@ -248,11 +250,11 @@ class WebSession:
 
     def propagate(self, video: str | None, keyframes: list[str], resolution, progress: bool = True) -> RunOutput:
         """The user's stylized keyframes propagated to every frame of ``video`` (``propagate_video``)."""
-        from .runner import keyframe_files, propagate_video
+        from .runner import keyframe_files, package_versions, propagate_video, write_json
 
         if not video:
             raise InputError("no video: upload a video first")
-        res = _whole("resolution", resolution)
+        res = None if resolution in (None, KEYS_SIZE) else _whole("resolution", resolution)
         named = keyframe_files(keyframes)
         if not named:
             raise InputError(
@@ -262,25 +264,35 @@ class WebSession:
         with self._lock:
             folder = run_folder(self.output_root, "propagate")
             try:
-                try:  # the uploads live in gradio's temporary cache: keep copies with the run
-                    (folder / "keyframes").mkdir(parents=True)
-                    upload = Path(video)
-                    kept = folder / f"input{upload.suffix.lower()}"
-                    shutil.copyfile(upload, kept)
-                    copies = []
-                    for idx, p in named:
-                        copies.append((idx, folder / "keyframes" / f"{idx:04d}{p.suffix.lower()}"))
-                        shutil.copyfile(p, copies[-1][1])
-                except OSError as e:
-                    raise InputError(f"{folder}: cannot save the run there ({e.strerror or e})") from None
-                r = propagate_video(kept, copies, folder / "video.mp4", resolution=res, progress=progress)
+                # From the uploads themselves, so that an error names the file the user gave; copies are kept after.
+                t0 = time.perf_counter()
+                folder.mkdir(parents=True)
+                r = propagate_video(video, named, folder / "video.mp4", resolution=res, progress=progress)
+                upload = Path(video)
+                shutil.copyfile(upload, folder / f"input{upload.suffix.lower()}")
+                (folder / "keyframes").mkdir()
+                for idx, p in named:
+                    shutil.copyfile(p, folder / "keyframes" / f"{idx:04d}{p.suffix.lower()}")
+                report = {
+                    "input": upload.name,
+                    "keyframes": r.keyframes,
+                    "frames": r.frames,
+                    "timing": r.rate,
+                    "audio": r.audio,
+                    "seconds": time.perf_counter() - t0,
+                    "versions": package_versions(),
+                }
+                write_json(folder / "run.json", report)
+            except OSError as e:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise InputError(f"{folder}: cannot save the run there ({e.strerror or e})") from None
             except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping: copies of the uploads
+                shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping
                 raise
         message = (
             f"**{r.frames} frames** at {r.rate}, audio {r.audio}; from {len(r.keyframes)} keyframes "
-            f"({', '.join(map(str, r.keyframes))}).\n\nSaved in `{folder}` (video.mp4, keyframes/, and a copy of the "
-            "input)."
+            f"({', '.join(map(str, r.keyframes))}).\n\nSaved in `{folder}` (video.mp4, keyframes/, run.json, and a "
+            "copy of the input)."
         )
         return RunOutput(str(r.video), [], {}, message)
 
@@ -409,7 +421,9 @@ def _propagate_tab(gr, session: WebSession) -> None:
         with gr.Column():
             video = gr.Video(label="Input video", sources=["upload"])
             keys = gr.File(label="Stylized keyframes", file_count="multiple", file_types=["image"])
-            resolution = gr.Dropdown(list(RESOLUTIONS), value=_DEFAULTS.resolution, label="Short side (px)")
+            resolution = gr.Dropdown(
+                [KEYS_SIZE, *RESOLUTIONS], value=KEYS_SIZE, label="Short side (px) the keyframes were made at"
+            )
             run = gr.Button("Propagate", variant="primary")
             message = gr.Markdown("Upload a video and its stylized keyframes, then press *Propagate*.")
         with gr.Column():
@@ -417,7 +431,7 @@ def _propagate_tab(gr, session: WebSession) -> None:
 
     def on_propagate(video_path, key_paths, short_side, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         yield "Running…", None
-        progress(0, desc="reading the video and the keyframes")
+        progress(0, desc="reading the video and the keyframes, estimating optical flow")
         try:
             out = session.propagate(video_path, key_paths or [], short_side)
         except FrescoError as e:
