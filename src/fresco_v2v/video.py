@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -48,8 +48,11 @@ class AudioTrack:
     codec: str
     sample_rate: int
     channels: int
-    #: Seconds after which packets are dropped (set when only the first frames of a video were read).
+    #: Seconds after the first video frame from which packets are dropped (set when only the first frames were read).
     until: float | None = None
+    #: When the first video frame is shown, in the source's clock (seconds). The output's video starts at 0, so the
+    #: audio is moved by as much: what played with frame 0 still does (audio before it is dropped).
+    video_start: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -319,9 +322,11 @@ def read_video(
     times = frame_times(pts, time_base, fps) if time_base else None
     if times is not None:
         logger.info("%s: variable frame rate (average %s fps); each frame keeps its own timestamp", p, fps)
+    if audio is not None and pts and pts[0] is not None and time_base:
+        audio = replace(audio, video_start=float(pts[0] * time_base))
     if audio is not None and max_frames is not None and len(frames) < (declared or len(frames) + 1):
         end = times.seconds(len(frames) - 1) + float(1 / fps) if times is not None else float(len(frames) / fps)
-        audio = AudioTrack(audio.path, audio.stream_index, audio.codec, audio.sample_rate, audio.channels, until=end)
+        audio = replace(audio, until=end)
     logger.info(
         "read %s: %d frames at %s fps, %dx%d -> %dx%d (%s)%s",
         p,
@@ -441,25 +446,56 @@ def _copy_audio(a_in, a_out, audio: AudioTrack, out) -> None:
     src = a_in.container
     with src:
         tb = a_in.time_base
-        start = a_in.start_time or 0
-        if a_out.codec_context.name == audio.codec:  # remux untouched
+        shift = round(audio.video_start / tb)  # audio ticks: the source's time of video frame 0
+        if a_out.codec_context.name == audio.codec:  # remux untouched, moved in time by -shift
             for packet in src.demux(a_in):
-                if packet.dts is None:  # the demuxer's end-of-stream marker
+                if packet.dts is None or packet.pts is None:  # the demuxer's end-of-stream marker
                     continue
-                if audio.until is not None and packet.pts is not None and (packet.pts - start) * tb >= audio.until:
+                if audio.until is not None and (packet.pts - shift) * tb >= audio.until:
                     break
+                # Before frame 0: dropped, but for the last packet before it, which decoders need to warm up (AAC's
+                # priming packet has a negative time in the source too); its negative time is kept.
+                if shift > 0 and packet.pts + 2 * (packet.duration or 0) <= shift:
+                    continue
+                packet.pts -= shift
+                packet.dts -= shift
                 packet.stream = a_out
                 out.mux(packet)
             return
         resampler = av.AudioResampler(
             format=a_out.codec_context.format.name, layout=a_out.layout.name, rate=a_out.codec_context.sample_rate
         )
+        first = True
         for frame in src.decode(a_in):
-            if audio.until is not None and frame.time is not None and frame.time - start * tb >= audio.until:
+            t = frame.time - audio.video_start if frame.time is not None else None  # s after video frame 0
+            if audio.until is not None and t is not None and t >= audio.until:
                 break
-            frame.pts = None
+            if first and t is not None:  # the output's audio starts with frame 0: cut or pad the first samples
+                frame = _shift_samples(frame, round(t * frame.sample_rate))
+                if frame is None:  # entirely before frame 0
+                    continue
+            first = False
+            frame.pts = None  # re-timed from here on by the encoder, sample after sample
             for rf in resampler.resample(frame):
                 out.mux(a_out.encode(rf))
         for rf in resampler.resample(None):
             out.mux(a_out.encode(rf))
         out.mux(a_out.encode(None))
+
+
+def _shift_samples(frame: av.AudioFrame, samples: int) -> av.AudioFrame | None:
+    """The frame with ``samples`` of silence in front (> 0) or its first -``samples`` dropped (< 0; None if none are
+    left): the first re-encoded frame then starts exactly at video frame 0."""
+    if samples == 0:
+        return frame
+    arr = frame.to_ndarray()  # planar: [channels, n]; packed: [1, n * channels]
+    per = 1 if frame.format.is_planar else len(frame.layout.channels)
+    if samples < 0:
+        arr = arr[:, -samples * per :]
+        if arr.shape[1] == 0:
+            return None
+    else:
+        arr = np.concatenate([np.zeros((arr.shape[0], samples * per), arr.dtype), arr], axis=1)
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=frame.format.name, layout=frame.layout.name)
+    out.sample_rate = frame.sample_rate
+    return out
