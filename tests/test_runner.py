@@ -248,11 +248,12 @@ def test_propagate_command(src, tmp_path, capsys):
 def test_keyframe_files_by_index(tmp_path):
     from fresco_v2v.runner import keyframe_files
 
-    names = ["0012.png", "3.JPG", "notes.txt", "cover.png", "0007.jpeg"]
+    names = ["0012.png", "3.JPG", "notes.txt", "cover.png", "0007.jpeg", "20.webp"]
     assert keyframe_files(tmp_path / n for n in names) == [
         (3, tmp_path / "3.JPG"),
         (7, tmp_path / "0007.jpeg"),
         (12, tmp_path / "0012.png"),
+        (20, tmp_path / "20.webp"),
     ]
 
 

@@ -250,7 +250,8 @@ def test_propagate_own_keyframes(src, tmp_path):
     report = json.loads((folder / "run.json").read_text())
     assert report["input"] == "in.mp4" and report["frames"] == 8
     assert report["keyframes"] == [int(Path(k).stem) for k in keys]
-    assert session.propagate(str(src), keys, 64.0, progress=False).message.startswith("**8 frames**")
+    again = session.propagate(str(src), [*keys, str(tmp_path / "cover.webp")], 64.0, progress=False).message
+    assert again.startswith("**8 frames**") and again.endswith("Ignored (not named by frame index): cover.webp.")
     with pytest.raises(InputError, match="no keyframes: .*named by frame index.*got notes.txt"):
         session.propagate(str(src), [str(tmp_path / "notes.txt")], 64, progress=False)
     with pytest.raises(InputError, match=r"/0000\.png: is 64x64, the video frames are 128x128"):  # names the upload

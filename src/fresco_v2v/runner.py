@@ -417,13 +417,13 @@ def translate_video(
 
 
 def keyframe_files(paths) -> list[tuple[int, Path]]:
-    """Keyframe images named by frame index (0000.png, 12.jpg, ...) -> [(index, path)] in frame order.
+    """Keyframe images named by frame index (0000.png, 12.jpg, 7.webp) -> [(index, path)] in frame order.
 
     Other files are ignored; two files for one frame (0012.png and 12.png) are an error that names both.
     """
     named: dict[int, Path] = {}
     for p in map(Path, paths):
-        m = re.fullmatch(r"(\d+)\.(png|jpg|jpeg)", p.name.lower())
+        m = re.fullmatch(r"(\d+)\.(png|jpg|jpeg|webp)", p.name.lower())
         if m is None:
             continue
         idx = int(m.group(1))
@@ -470,7 +470,7 @@ def propagate_video(
         if resolution % MODEL_MULTIPLE:
             raise InputError(
                 f"{first}: is {kw}x{kh}; keyframes must be the video's frames at a short side that is a multiple of "
-                f"{MODEL_MULTIPLE} (as fresco translate writes them), or give the resolution they were made at"
+                f"{MODEL_MULTIPLE} (as fresco translate writes them)"
             )
     clip = read_video(input, short_side=resolution, max_frames=max_frames)
     h, w = clip.frames.shape[1:3]

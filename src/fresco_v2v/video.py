@@ -226,7 +226,9 @@ def _audio_track(p: Path, container) -> AudioTrack | None:
         return None
     a = container.streams.audio[0]
     cc = a.codec_context
-    return AudioTrack(p, a.index, cc.name, int(cc.sample_rate or 0), int(cc.channels or 0))
+    # the codec, not its decoder: MP3's decoder is "mp3float", which would not match MP4_AUDIO_CODECS
+    codec = getattr(cc.codec, "canonical_name", None) or cc.name
+    return AudioTrack(p, a.index, codec, int(cc.sample_rate or 0), int(cc.channels or 0))
 
 
 def display_quarter_turns(frame: av.VideoFrame) -> int | None:
@@ -394,7 +396,7 @@ def write_video(
                     vstream.codec_context.time_base = times.time_base if times is not None else 1 / rate
                     vstream.options = {"crf": str(crf), "preset": preset}
                     if audio is not None:
-                        a_in, a_out = _add_audio(out, audio)
+                        a_in, a_out, remux = _add_audio(out, audio)
                     size = (h, w)
                 if frame.shape[:2] != size:
                     raise ConfigError(
@@ -417,7 +419,7 @@ def write_video(
                 raise ConfigError("times", f"one timestamp per frame ({n} frames)", f"{len(times.pts)} timestamps")
             out.mux(vstream.encode(None))
             if a_in is not None:
-                _copy_audio(a_in, a_out, audio, out)
+                _copy_audio(a_in, a_out, audio, out, remux)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -434,68 +436,60 @@ def _add_audio(out, audio: AudioTrack):
         raise InputError(f"{audio.path}: cannot reopen for its audio ({e})") from None
     a_in = src.streams[audio.stream_index]
     if audio.codec in MP4_AUDIO_CODECS:
-        return a_in, out.add_stream_from_template(a_in)
+        return a_in, out.add_stream_from_template(a_in), True
     logger.info("audio codec %s cannot be stored in mp4 as is; re-encoding it to AAC", audio.codec)
     a_out = out.add_stream("aac", rate=audio.sample_rate or 48000)
     # Layouts with an unspecified channel order ("2 channels") are refused by the AAC encoder: name a standard one.
     a_out.layout = _STANDARD_LAYOUTS.get(a_in.codec_context.channels, "stereo")
-    return a_in, a_out
+    return a_in, a_out, False
 
 
-def _copy_audio(a_in, a_out, audio: AudioTrack, out) -> None:
+def _copy_audio(a_in, a_out, audio: AudioTrack, out, remux: bool) -> None:
+    """The source audio into ``out``, moved in time so that what played with video frame 0 still does."""
     src = a_in.container
     with src:
         tb = a_in.time_base
         shift = round(audio.video_start / tb)  # audio ticks: the source's time of video frame 0
-        if a_out.codec_context.name == audio.codec:  # remux untouched, moved in time by -shift
+        if remux:  # packets untouched, moved in time by -shift
             for packet in src.demux(a_in):
                 if packet.dts is None or packet.pts is None:  # the demuxer's end-of-stream marker
                     continue
                 if audio.until is not None and (packet.pts - shift) * tb >= audio.until:
                     break
-                # Before frame 0: dropped, but for the last packet before it, which decoders need to warm up (AAC's
-                # priming packet has a negative time in the source too); its negative time is kept.
-                if shift > 0 and packet.pts + 2 * (packet.duration or 0) <= shift:
+                # Before frame 0: dropped, but for the last two packets before it, which decoders need to warm up
+                # (overlapped transforms; MP3's bit reservoir); they keep their negative time, as AAC's priming
+                # packet does in the source. Measured: one packet left MP3's first 20 ms silent.
+                dur = packet.duration or 0
+                if shift > 0 and (packet.pts + 3 * dur <= shift if dur else packet.pts < shift):
                     continue
                 packet.pts -= shift
                 packet.dts -= shift
                 packet.stream = a_out
                 out.mux(packet)
             return
-        resampler = av.AudioResampler(
-            format=a_out.codec_context.format.name, layout=a_out.layout.name, rate=a_out.codec_context.sample_rate
-        )
-        first = True
+        # Re-encoded: every resampled frame is stamped with its sample position after frame 0 (the first may be
+        # negative: decoders drop that part, as for AAC priming), so the encoder's own delay is accounted for too.
+        rate = a_out.codec_context.sample_rate
+        resampler = av.AudioResampler(format=a_out.codec_context.format.name, layout=a_out.layout.name, rate=rate)
+        position: int | None = None  # next output sample, counted from video frame 0
+
+        def encode(frames) -> None:
+            nonlocal position
+            for rf in frames:
+                rf.pts, rf.time_base = position, Fraction(1, rate)
+                position += rf.samples
+                out.mux(a_out.encode(rf))
+
         for frame in src.decode(a_in):
             t = frame.time - audio.video_start if frame.time is not None else None  # s after video frame 0
             if audio.until is not None and t is not None and t >= audio.until:
                 break
-            if first and t is not None:  # the output's audio starts with frame 0: cut or pad the first samples
-                frame = _shift_samples(frame, round(t * frame.sample_rate))
-                if frame is None:  # entirely before frame 0
-                    continue
-            first = False
-            frame.pts = None  # re-timed from here on by the encoder, sample after sample
-            for rf in resampler.resample(frame):
-                out.mux(a_out.encode(rf))
-        for rf in resampler.resample(None):
-            out.mux(a_out.encode(rf))
+            if t is not None and t + frame.samples / frame.sample_rate <= 0:
+                continue  # played entirely before frame 0
+            if position is None:
+                position = round((t or 0.0) * rate)  # < 0: starts before frame 0; > 0: the audio starts later
+            frame.pts = None  # the resampler's output is stamped above
+            encode(resampler.resample(frame))
+        if position is not None:
+            encode(resampler.resample(None))
         out.mux(a_out.encode(None))
-
-
-def _shift_samples(frame: av.AudioFrame, samples: int) -> av.AudioFrame | None:
-    """The frame with ``samples`` of silence in front (> 0) or its first -``samples`` dropped (< 0; None if none are
-    left): the first re-encoded frame then starts exactly at video frame 0."""
-    if samples == 0:
-        return frame
-    arr = frame.to_ndarray()  # planar: [channels, n]; packed: [1, n * channels]
-    per = 1 if frame.format.is_planar else len(frame.layout.channels)
-    if samples < 0:
-        arr = arr[:, -samples * per :]
-        if arr.shape[1] == 0:
-            return None
-    else:
-        arr = np.concatenate([np.zeros((arr.shape[0], samples * per), arr.dtype), arr], axis=1)
-    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=frame.format.name, layout=frame.layout.name)
-    out.sample_rate = frame.sample_rate
-    return out

@@ -261,31 +261,30 @@ class WebSession:
                 "no keyframes: upload your stylized frames named by frame index (0000.png, 0012.png, ...)"
                 + (f"; got {', '.join(Path(k).name for k in keyframes[:5])}" if keyframes else "")
             )
+        ignored = sorted({Path(k).name for k in keyframes} - {p.name for _, p in named})
         with self._lock:
             folder = run_folder(self.output_root, "propagate")
             try:
                 # From the uploads themselves, so that an error names the file the user gave; copies are kept after.
                 t0 = time.perf_counter()
-                folder.mkdir(parents=True)
+                _save(folder.mkdir, folder, parents=True)
                 r = propagate_video(video, named, folder / "video.mp4", resolution=res, progress=progress)
                 upload = Path(video)
-                shutil.copyfile(upload, folder / f"input{upload.suffix.lower()}")
-                (folder / "keyframes").mkdir()
+                _save(shutil.copyfile, folder, upload, folder / f"input{upload.suffix.lower()}")
+                _save((folder / "keyframes").mkdir, folder)
                 for idx, p in named:
-                    shutil.copyfile(p, folder / "keyframes" / f"{idx:04d}{p.suffix.lower()}")
+                    _save(shutil.copyfile, folder, p, folder / "keyframes" / f"{idx:04d}{p.suffix.lower()}")
                 report = {
                     "input": upload.name,
                     "keyframes": r.keyframes,
+                    "ignored": ignored,
                     "frames": r.frames,
                     "timing": r.rate,
                     "audio": r.audio,
                     "seconds": time.perf_counter() - t0,
                     "versions": package_versions(),
                 }
-                write_json(folder / "run.json", report)
-            except OSError as e:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise InputError(f"{folder}: cannot save the run there ({e.strerror or e})") from None
+                _save(write_json, folder, folder / "run.json", report)
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping
                 raise
@@ -294,7 +293,17 @@ class WebSession:
             f"({', '.join(map(str, r.keyframes))}).\n\nSaved in `{folder}` (video.mp4, keyframes/, run.json, and a "
             "copy of the input)."
         )
+        if ignored:
+            message += f"\n\nIgnored (not named by frame index): {', '.join(ignored)}."
         return RunOutput(str(r.video), [], {}, message)
+
+
+def _save(write, folder: Path, *args, **kwargs):
+    """``write(*args, **kwargs)``, with a failure to write into the run's folder said as such."""
+    try:
+        return write(*args, **kwargs)
+    except OSError as e:
+        raise InputError(f"{folder}: cannot save the run there ({e.strerror or e})") from None
 
 
 # ------------------------------------------------------------------------------------------------ the page (gradio)
@@ -438,6 +447,10 @@ def _propagate_tab(gr, session: WebSession) -> None:
             gr.Warning(str(e), duration=15)
             yield f"**Error:** {e}", None
             return
+        except Exception as e:
+            logger.exception("the propagation failed")
+            yield f"**Failed:** {type(e).__name__}: {e} (the server's log has the details)", None
+            raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
         yield out.message, out.video
 
     run.click(on_propagate, [video, keys, resolution], [message, result], api_name="propagate",
