@@ -36,6 +36,8 @@ DEFAULT_SHORT_SIDE = 512
 MIN_SOURCE_SIDE = 64
 #: Audio codecs that the mp4 muxer stores as they are; anything else is re-encoded to AAC.
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "mp2", "opus", "alac", "flac", "ac3", "eac3"})
+#: Audio kept before video frame 0 when it is cut there, for the decoder to warm up (Opus asks for 80 ms, RFC 7845).
+PREROLL_SECONDS = 0.08
 _STANDARD_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}
 
 
@@ -456,11 +458,13 @@ def _copy_audio(a_in, a_out, audio: AudioTrack, out, remux: bool) -> None:
                     continue
                 if audio.until is not None and (packet.pts - shift) * tb >= audio.until:
                     break
-                # Before frame 0: dropped, but for the last two packets before it, which decoders need to warm up
-                # (overlapped transforms; MP3's bit reservoir); they keep their negative time, as AAC's priming
-                # packet does in the source. Measured: one packet left MP3's first 20 ms silent.
+                # Before frame 0: dropped, but for the last packets before it, which decoders need to warm up
+                # (overlapped transforms, MP3's bit reservoir, Opus's 80 ms pre-roll of RFC 7845): two packets or
+                # 80 ms, whichever is longer. They keep their negative time, as AAC's priming packet does in the
+                # source. Measured: one packet left MP3's first 20 ms silent, two Opus's first 80 ms quieter.
                 dur = packet.duration or 0
-                if shift > 0 and (packet.pts + 3 * dur <= shift if dur else packet.pts < shift):
+                preroll = max(2 * dur, round(PREROLL_SECONDS / tb))
+                if shift > 0 and (packet.pts + dur + preroll <= shift if dur else packet.pts < shift):
                     continue
                 packet.pts -= shift
                 packet.dts -= shift
