@@ -1,4 +1,4 @@
-"""`fresco ui`: a browser form over :func:`fresco_v2v.runner.translate_video`.
+"""`fresco ui`: a browser page over :func:`fresco_v2v.runner.translate_video` and ``propagate_video``.
 
 A thin layer, like the CLI: the form's values become the same :class:`~fresco_v2v.config.RunConfig` that
 `fresco translate` builds (same names, same validation, same errors), and every run writes the same output folder
@@ -219,12 +219,9 @@ class WebSession:
             upload = Path(cfg.input)
             try:
                 if upload.is_file():  # the upload lives in gradio's temporary cache: keep a copy with the run
-                    try:
-                        folder.mkdir(parents=True)
-                        kept = folder / f"input{upload.suffix.lower()}"
-                        shutil.copyfile(upload, kept)
-                    except OSError as e:
-                        raise InputError(f"{folder}: cannot save the run there ({e.strerror or e})") from None
+                    kept = folder / f"input{upload.suffix.lower()}"
+                    _save(folder.mkdir, folder, parents=True)
+                    _save(shutil.copyfile, folder, upload, kept)
                     cfg = replace(cfg, input=str(kept))
                 # The model is loaded by translate_video once the video has been read: bad input fails first.
                 result = translate_video(cfg, progress=progress, load_pipeline=self.pipeline)
