@@ -271,40 +271,6 @@ def test_variable_rate_mkv_in_milliseconds(tmp_path, clip_frames):
     assert [clip.times.seconds(i) for i in range(12)] == pytest.approx(seconds)
 
 
-def _offset_video(path, frames, audio_codec, video_start=0.48, seconds=2.0, sr=44100):
-    """Video whose first frame is shown at ``video_start`` s; audio silent until then, a tone after."""
-    rate = Fraction(25)
-    with av.open(str(path), mode="w") as out:
-        vs = out.add_stream("libx264", rate=rate)
-        vs.width, vs.height = frames.shape[2], frames.shape[1]
-        vs.pix_fmt = "yuv420p"
-        vs.codec_context.time_base = 1 / rate
-        a = out.add_stream(audio_codec, rate=sr)
-        a.layout = "stereo"
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            vf.pts, vf.time_base = i + round(video_start * rate), 1 / rate
-            out.mux(vs.encode(vf))
-        out.mux(vs.encode(None))
-        t = np.arange(int(seconds * sr)) / sr
-        tone = np.where(t >= video_start, 0.3 * np.sin(2 * np.pi * 440 * t), 0.0)
-        fmt = a.codec_context.format
-        for s0 in range(0, len(t), 1024):
-            chunk = np.stack([tone[s0 : s0 + 1024]] * 2)
-            if "s16" in fmt.name:
-                chunk = (chunk * 32767).astype(np.int16)
-            elif "s32" in fmt.name:
-                chunk = (chunk * 2147483647).astype(np.int32)
-            else:
-                chunk = chunk.astype(np.float32)
-            arr = chunk if fmt.is_planar else chunk.T.reshape(1, -1)
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=fmt.name, layout="stereo")
-            af.sample_rate, af.pts = sr, s0
-            out.mux(a.encode(af))
-        out.mux(a.encode(None))
-    return path
-
-
 def _audio_signal(path) -> np.ndarray:
     """The decoded first channel of the first audio stream."""
     with av.open(str(path)) as c:
@@ -319,7 +285,9 @@ def _audio_signal(path) -> np.ndarray:
 def test_audio_stays_in_sync_when_the_video_starts_later(tmp_path, clip_frames, name, codec):
     """The first frame is shown 0.48 s into the file: the audio that played with it must play with it in the output
     (the tone starts with frame 0), whether the audio is remuxed (AAC) or re-encoded (PCM -> AAC)."""
-    src = _offset_video(tmp_path / name, clip_frames, codec)
+    src = write_test_video(
+        tmp_path / name, clip_frames, 25, audio_codec=codec, audio_seconds=2.0, video_start=0.48, amplitude=0.3
+    )
     clip = read_video(src, short_side=64)
     assert clip.audio.video_start == pytest.approx(0.48)
     out = write_video(tmp_path / "out.mp4", clip.frames, clip.fps, audio=clip.audio)

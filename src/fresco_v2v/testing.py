@@ -79,12 +79,15 @@ def write_test_video(
     sample_rate: int = 44100,
     display_rotation: int = 0,
     timestamps: Sequence[float] | None = None,
+    video_start: float = 0.0,
+    amplitude: float = 0.2,
 ) -> Path:
     """Encode ``frames`` to ``path`` (mp4, mkv, ... by suffix) with an optional sine tone, for I/O tests.
 
     ``display_rotation``: degrees counter-clockwise written to the container's display matrix (as phones do).
     ``timestamps``: each frame's time in seconds, for a variable-rate video (time base 1/90000, as in MPEG-TS);
-    ``fps`` is then only the stream's nominal rate.
+    ``fps`` is then only the stream's nominal rate. ``video_start``: when the first frame is shown (s); the audio
+    starts at 0 and is silent until then, so the tone begins with frame 0.
     """
     path = Path(path)
     rate = Fraction(fps)
@@ -101,28 +104,28 @@ def write_test_video(
         astream = out.add_stream(audio_codec, rate=sample_rate) if audio_codec else None
         if astream is not None:
             astream.layout = "stereo"
+        start = round(video_start / tb)
         for i, f in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            vf.pts = round(timestamps[i] / tb) if timestamps is not None else i
+            vf.pts = start + (round(timestamps[i] / tb) if timestamps is not None else i)
             vf.time_base = tb
             out.mux(vs.encode(vf))
         out.mux(vs.encode(None))
         if astream is not None:
             end = timestamps[-1] + float(1 / rate) if timestamps is not None else float(len(frames) / rate)
-            seconds = audio_seconds if audio_seconds is not None else end
+            seconds = audio_seconds if audio_seconds is not None else video_start + end
             n = int(seconds * sample_rate)
             t = np.arange(n) / sample_rate
-            tone = (0.2 * np.sin(2 * math.pi * 440 * t)).astype(np.float32)
-            fmt = astream.codec_context.format.name
+            tone = np.where(t >= video_start, amplitude * np.sin(2 * math.pi * 440 * t), 0.0)
+            fmt = astream.codec_context.format
+            scale, dtype = {"s16": (32767, np.int16), "s32": (2147483647, np.int32)}.get(
+                fmt.name.rstrip("p"), (1.0, np.float32)
+            )
             chunk = 1024
             for s in range(0, n, chunk):
-                block = np.stack([tone[s : s + chunk]] * 2)
-                if fmt == "s16":
-                    af = av.AudioFrame.from_ndarray(
-                        (block.T.reshape(1, -1) * 32767).astype(np.int16), format="s16", layout="stereo"
-                    )
-                else:
-                    af = av.AudioFrame.from_ndarray(block.astype(np.float32), format="fltp", layout="stereo")
+                block = (np.stack([tone[s : s + chunk]] * 2) * scale).astype(dtype)  # [2, n], planar
+                block = block if fmt.is_planar else block.T.reshape(1, -1)
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format=fmt.name, layout="stereo")
                 af.sample_rate, af.pts = sample_rate, s
                 out.mux(astream.encode(af))
             out.mux(astream.encode(None))
