@@ -127,12 +127,12 @@ class FrescoConfig:
         return self
 
 
-def names_expected(unknown, known) -> str:
+def names_expected(unknown, known, kind: str = "names") -> str:
     """The 'expected' part of an unknown-name error: the likely intended names, else every known one."""
     guesses = sorted({g for u in unknown for g in difflib.get_close_matches(str(u), known, n=1, cutoff=0.6)})
     if guesses:
-        return f"known names (did you mean {', '.join(map(repr, guesses))}?)"
-    return f"names among {sorted(known)}"
+        return f"known {kind} (did you mean {', '.join(map(repr, guesses))}?)"
+    return f"{kind} among {sorted(known)}"
 
 
 def to_dict(obj) -> dict:
@@ -346,7 +346,7 @@ class RunConfig:
         sections = {"attention": AttentionConfig, "optimization": OptimizationConfig}
         bad = sorted(set(fr) - set(sections))
         if bad:
-            raise ConfigError("fresco", names_expected(bad, sections).replace("names", "sections"), bad)
+            raise ConfigError("fresco", names_expected(bad, sections, "sections"), bad)
         parts = {}
         for name, kind in sections.items():
             given = dict(fr.get(name) or {})
