@@ -323,6 +323,28 @@ MODEL_HELP = (
 )
 
 
+def _run_steps(gr, run, first_step: str, progress, shown, empty: tuple):
+    """A click's steps, as gradio shows them: (status line, *outputs) once at the start, once at the end.
+
+    The start clears the last result, so none stays next to a new run or its error. A user's mistake (FrescoError)
+    ends in the status line and a toast without failing the event: gradio would draw its error badge over that very
+    line; API callers get the same text. Anything else is logged and fails the event, with the reason shown too.
+    """
+    yield ("Running…", *empty)
+    progress(0, desc=first_step)
+    try:
+        out = run()
+    except FrescoError as e:
+        gr.Warning(str(e), duration=15)
+        yield (f"**Error:** {e}", *empty)
+        return
+    except Exception as e:
+        logger.exception("the run failed")
+        yield (f"**Failed:** {type(e).__name__}: {e} (the server's log has the details)", *empty)
+        raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
+    yield shown(out)
+
+
 def _translate_tab(gr, session: WebSession) -> None:
     """Video + prompt (+ options) -> translated video, keyframes and report (``translate_video``)."""
     with gr.Row():
@@ -392,21 +414,14 @@ def _translate_tab(gr, session: WebSession) -> None:
         # A component in a never-opened section arrives as None: it then means the form's default. Elsewhere
         # None is a cleared field, which form_config refuses by name.
         given = {name: values[c] for name, c in fields.items() if values[c] is not None or name not in FOLDED}
-        yield "Running…", None, None, None  # no earlier result stays next to a new run or its error
-        progress(0, desc="reading the video, loading the model")  # until the first stage's own bar shows
-        try:
-            out = session.translate(FormValues(**given))
-        except FrescoError as e:
-            # A user's mistake: the status line says what to change (a toast too), and the page stays usable.
-            # Not raised: gradio would draw its error badge over that very line. API callers get the same text.
-            gr.Warning(str(e), duration=15)
-            yield f"**Error:** {e}", None, None, None
-            return
-        except Exception as e:
-            logger.exception("the run failed")
-            yield f"**Failed:** {type(e).__name__}: {e} (the server's log has the details)", None, None, None
-            raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
-        yield out.message, out.video, out.keyframes, out.report
+        yield from _run_steps(
+            gr,
+            lambda: session.translate(FormValues(**given)),
+            "reading the video, loading the model",  # until the first stage's own bar shows
+            progress,
+            lambda out: (out.message, out.video, out.keyframes, out.report),
+            empty=(None, None, None),
+        )
 
     # A set of inputs: gradio passes one {component: value} dict, so names and components are paired once, above.
     # Runs queue (limit 1 below): a second click waits for the first.
@@ -436,19 +451,14 @@ def _propagate_tab(gr, session: WebSession) -> None:
             result = gr.Video(label="Result")
 
     def on_propagate(video_path, key_paths, short_side, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-        yield "Running…", None
-        progress(0, desc="reading the video and the keyframes, estimating optical flow")
-        try:
-            out = session.propagate(video_path, key_paths or [], short_side)
-        except FrescoError as e:
-            gr.Warning(str(e), duration=15)
-            yield f"**Error:** {e}", None
-            return
-        except Exception as e:
-            logger.exception("the propagation failed")
-            yield f"**Failed:** {type(e).__name__}: {e} (the server's log has the details)", None
-            raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
-        yield out.message, out.video
+        yield from _run_steps(
+            gr,
+            lambda: session.propagate(video_path, key_paths or [], short_side),
+            "reading the video and the keyframes, estimating optical flow",
+            progress,
+            lambda out: (out.message, out.video),
+            empty=(None,),
+        )
 
     run.click(on_propagate, [video, keys, resolution], [message, result], api_name="propagate",
               show_progress_on=[message])  # fmt: skip
