@@ -328,9 +328,9 @@ def read_video(
         logger.info("%s: variable frame rate (average %s fps); each frame keeps its own timestamp", p, fps)
     if audio is not None and pts and pts[0] is not None and time_base:
         audio = replace(audio, video_start=float(pts[0] * time_base))
+    clip = Clip(np.stack(frames), fps, p, plan, audio, declared or len(frames), times)
     if audio is not None and max_frames is not None and len(frames) < (declared or len(frames) + 1):
-        end = times.seconds(len(frames) - 1) + float(1 / fps) if times is not None else float(len(frames) / fps)
-        audio = replace(audio, until=end)
+        clip.audio = audio = replace(audio, until=clip.duration)  # the audio ends with the last frame kept
     logger.info(
         "read %s: %d frames at %s fps, %dx%d -> %dx%d (%s)%s",
         p,
@@ -342,7 +342,7 @@ def read_video(
         plan.mode,
         f", audio {audio.codec}" if audio else ", no audio",
     )
-    return Clip(np.stack(frames), fps, p, plan, audio, declared or len(frames), times)
+    return clip
 
 
 def _atomic_target(path: Path) -> Path:
