@@ -18,10 +18,11 @@ from fresco_v2v.flow import (
 from fresco_v2v.testing import moving_square_clip, shifted_texture_clip
 
 
+@pytest.mark.parametrize("backend", ["dis", "dis-fine"])
 @pytest.mark.parametrize("shift", [(3, -2), (-5, 0), (0, 4), (7, 6)])
-def test_default_backend_epe_on_known_shift(shift):
+def test_dis_backends_epe_on_known_shift(shift, backend):
     clip = shifted_texture_clip(2, 192, 256, shift)
-    flow = estimate_flow(clip[1], clip[0])  # frame1(x) = frame0(x - shift)
+    flow = estimate_flow(clip[1], clip[0], get_flow_estimator(backend))  # frame1(x) = frame0(x - shift)
     assert flow.dtype == np.float32 and flow.shape == (192, 256, 2)
     b = 8 + max(abs(shift[0]), abs(shift[1]))  # leave out the band entering at the border
     epe = np.linalg.norm(flow[b:-b, b:-b] - (-np.array(shift, np.float32)), axis=-1)
@@ -31,6 +32,7 @@ def test_default_backend_epe_on_known_shift(shift):
 def test_dis_is_a_flow_estimator_and_registry():
     assert isinstance(DISFlow(), FlowEstimator)
     assert get_flow_estimator().name == "dis-medium"
+    assert get_flow_estimator("dis-fine").name == "dis-fine"
     with pytest.raises(ConfigError, match="flow"):
         get_flow_estimator("gmflow-not-installed")
     with pytest.raises(ConfigError, match="preset"):

@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fresco_v2v.errors import ConfigError
 from fresco_v2v.patchmatch import (
@@ -25,6 +26,7 @@ from fresco_v2v.propagate import (
     PropagationConfig,
     apply_residual,
     box_mean,
+    clamp_to_candidate_range,
     compose_flows,
     detail_energy,
     estimate_propagation_flows,
@@ -38,6 +40,7 @@ from fresco_v2v.propagate import (
     propagate,
     residual_coefficients,
     restore_detail,
+    sample_channels,
     screened_poisson,
 )
 from fresco_v2v.testing import moving_square_clip, shifted_texture_clip, textured_image
@@ -130,7 +133,9 @@ def test_every_option_runs_and_is_deterministic():
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     assert np.mean([mean_abs(a[t], truth[t]) for t in (1, 2, 3)]) < 8.0
-    off = PropagationConfig(residual_transfer=False, patch_synthesis=False, contrast_preserving=False)
+    off = PropagationConfig(
+        residual_transfer=False, patch_synthesis=False, contrast_preserving=False, detail_range_radius=None
+    )
     c = propagate(frames, [0, 4], [truth[0], truth[4]], off)
     assert np.mean([mean_abs(c[t], truth[t]) for t in (1, 2, 3)]) < 10.0
     clamped = PropagationConfig(
@@ -182,6 +187,8 @@ def test_output_does_not_depend_on_workers_and_threads_are_restored():
         ({"patch_iterations_finest": 0}, "patch_iterations_finest"),
         ({"anti_ringing": 1}, "anti_ringing"),
         ({"detail_agreement": 0}, "detail_agreement"),
+        ({"detail_range_radius": -1}, "detail_range_radius"),
+        ({"detail_range_radius": 1.0}, "detail_range_radius"),
         ({"lookup_radius": -1}, "lookup_radius"),
         ({"lookup_offset_penalty": -0.1}, "lookup_offset_penalty"),
         ({"lookup_prior": -1}, "lookup_prior"),
@@ -419,6 +426,15 @@ def test_compose_flows_of_constant_shifts_adds_them():
     assert torch.allclose(c[..., 0], torch.tensor(1.5)) and torch.allclose(c[..., 1], torch.tensor(-2.0))
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+def test_sample_channels_equals_one_grid_sample_call(mode):
+    gen = torch.Generator().manual_seed(5)
+    image = torch.rand(13, 9, 11, generator=gen)
+    grid = torch.rand(1, 7, 8, 2, generator=gen) * 2.4 - 1.2  # some positions outside the image (border clamp)
+    want = F.grid_sample(image[None], grid, mode=mode, padding_mode="border", align_corners=True)[0]
+    assert torch.equal(sample_channels(image, grid, mode), want)
+
+
 def test_neighbour_range_matches_naive_and_removes_bicubic_overshoot():
     gen = torch.Generator().manual_seed(3)
     h, w = 7, 9
@@ -473,6 +489,26 @@ def test_detail_restoration_matches_naive_and_undoes_resampling_blur():
     assert detail_energy(shifted, 3).mean() < 0.7 * want.mean()
     fixed = restore_detail(shifted, want, 3, 4.0)
     assert 0.93 * want.mean() < detail_energy(fixed, 3).mean() < 1.07 * want.mean()
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 8])
+def test_clamp_to_candidate_range_matches_naive_windows(radius):
+    rng = np.random.default_rng(11)
+    cands = rng.random((3, 2, 5, 7))
+    image = rng.random((2, 5, 7)) * 1.6 - 0.3  # partly outside every candidate's range
+    got = clamp_to_candidate_range(torch.from_numpy(image), torch.from_numpy(cands), radius).numpy()
+    want = np.empty_like(image)
+    for c in range(2):
+        for y in range(5):
+            for x in range(7):
+                win = cands[:, c, max(y - radius, 0) : y + radius + 1, max(x - radius, 0) : x + radius + 1]
+                want[c, y, x] = min(max(image[c, y, x], win.min()), win.max())
+    np.testing.assert_array_equal(got, want)
+    # an overshooting sharpened step comes back to the two levels the candidates hold
+    step = torch.tensor([0.2, 0.2, 0.2, 0.8, 0.8, 0.8]).expand(1, 1, 6)
+    sharpened = torch.tensor([0.2, 0.2, 0.05, 0.95, 0.8, 0.8]).expand(1, 1, 6)
+    clamped = clamp_to_candidate_range(sharpened, step[None], radius)
+    torch.testing.assert_close(clamped, step)
 
 
 def naive_colour_lookup(target: np.ndarray, guide: np.ndarray, r: int, penalty: float, exclude_centre: bool):

@@ -403,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=S, help="keyframes per batch (default 8)")
     t.add_argument("--s-min", type=int, default=S, help="smallest keyframe interval (default 5)")
     t.add_argument("--s-max", type=int, default=S, help="largest keyframe interval (default 20)")
-    t.add_argument("--flow", default=S, help="optical flow backend (default dis)")
+    t.add_argument(
+        "--flow", default=S, help="flow between keyframes: dis (default, DIS medium), dis-fine, dis-fast, dis-ultrafast"
+    )
     t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1, mps")
     t.add_argument("--dtype", default=S, help="auto (default: float16 on a GPU, float32 on CPU), float16, float32")
     t.add_argument("--no-propagation", action="store_true", help="keyframes only; other frames repeat the nearest")

@@ -56,6 +56,10 @@ class PropagationConfig:
     """Options of :func:`propagate`. Values are in [0, 1] colour units unless said otherwise."""
 
     #: Optical flow backend (``fresco_v2v.flow.FLOW_BACKENDS``); "dis" = OpenCV DIS medium, the foundation's default.
+    #: "dis-fine" (full resolution) is an option for slow, detailed motion, measured (31 frames, keys every 10):
+    #: +0.5 / +0.6 dB on music / car-turn cv2.stylization, but the fast boxer clip loses 0.2-0.5 dB, flicker rises
+    #: above the ground truth's on posterize + hue shift (dog 1.55 vs 1.41, boxer 2.91 vs 2.59) and it costs
+    #: ~0.1 s more per frame.
     flow: str = "dis"
     #: Also warp along consecutive-frame flows composed t -> key (measured with keys every 10 frames, 21 frames of
     #: dog.mp4, stylization: 28.45 dB with it, 28.06 dB without; costs two more DIS estimates per frame).
@@ -65,8 +69,10 @@ class PropagationConfig:
     warp_mode: str = "bicubic"
     #: Anti-ringing: clamp the bicubic warp to the range of the four pixels bilinear interpolation would mix, so hard
     #: edges do not overshoot (only bicubic overshoots: with the other modes there is nothing to clamp). Off:
-    #: measured (music / car-turn, 31 frames) it gains 0.04-0.16 dB on posterize but takes sharpness from 0.945 to
-    #: 0.924 (music) and 0.934 to 0.908 (car-turn) on cv2.stylization.
+    #: measured with the current defaults (music / car-turn, 31 frames) it gains 0.11 dB on music posterize and
+    #: 0.05-0.06 dB on cv2.stylization but takes that sharpness from 0.962 to 0.949 (music) and 0.951 to 0.937
+    #: (car-turn); with the earlier detail defaults: +0.04-0.16 dB on posterize, sharpness 0.945 -> 0.924 and
+    #: 0.934 -> 0.908.
     anti_ringing: bool = False
     #: Guide error = mean |frame t - warped key source| over a (2r+1)^2 box; r = 2 (5x5, Ebsynth's patch size).
     error_radius: int = 2
@@ -86,11 +92,13 @@ class PropagationConfig:
     #: Local colour lookup (module docstring, step 3b; our addition): one more candidate per key, the stylized pixel
     #: near the flow's match whose source colour is closest to frame t's own colour, trusted as far as the key's own
     #: colours predict its style there (``lookup_self_error``). Off by default, a measured choice
-    #: (benchmarks/propagation_colour_lookup.log vs propagation.log, all four clips, 31 frames, keys every 10): on,
+    #: (benchmarks/propagation_colour_lookup.log vs propagation_before_range_clamp.log, both with the earlier
+    #: detail_agreement 0.04 and no range clamp; all four clips, 31 frames, keys every 10): on,
     #: it gains 0.9-1.1 dB on posterize + hue shift and 0.0-1.4 dB on edge-preserving + LUT, changes cv2.stylization
     #: by 0.00 to +0.02 dB, but lowers the sharpness ratio (dog posterize 0.966 -> 0.901: band edges are averaged
-    #: with the flow candidates' ones) and costs 0.1-0.4 s more per frame on a 2-core CPU. Turn it on for styles that
-    #: are mostly a colour grade or a posterization of the source.
+    #: with the flow candidates' ones) and costs 0.1-0.4 s more per frame on a 2-core CPU. With the current detail
+    #: defaults the same holds (music posterize 27.01 dB vs the blend's 26.38, dog posterize sharpness 0.925). Turn
+    #: it on for styles that are mostly a colour grade or a posterization of the source.
     colour_lookup: bool = False
     #: Search window radius in pixels around the flow's match (5x5 at 2).
     lookup_radius: int = 2
@@ -132,11 +140,19 @@ class PropagationConfig:
     max_detail_gain: float = 2.0
     #: Detail is restored with weight exp(-spread / detail_agreement^2), spread = local weighted variance of the
     #: candidates around the blend: where they disagree on where edges are, sharpening would sharpen the wrong edge.
-    #: 0.04 (= error_scale, as before this field existed). Larger trades PSNR for sharpness, measured (music /
-    #: car-turn, 31 frames, keys every 10): 0.1 lifts cv2.stylization's sharpness from 0.945 / 0.934 to 0.967 / 0.956
-    #: of the truth for -0.06 dB, and costs posterize 0.11 / 0.12 dB.
-    detail_agreement: float = 0.04
-    #: Gradient-domain fusion, an option. Off: measured (music / car-turn, 31 frames, cv2.stylization) it costs
+    #: 0.1 with ``detail_range_radius`` 1, a measured choice (benchmarks/propagation.log, all four clips, 31 frames,
+    #: keys every 10; the earlier 0.04 without the range clamp in benchmarks/propagation_before_range_clamp.log):
+    #: cv2.stylization's sharpness rises from 0.934-0.986 to 0.951-0.985 of the truth for -0.02 to +0.02 dB,
+    #: edge-preserving + LUT gains 0.01-0.06 dB, posterize + hue shift loses 0.01-0.09 dB, flicker rises by at most
+    #: 0.06 and stays below the ground truth's.
+    detail_agreement: float = 0.1
+    #: After detail restoration each pixel is clamped into the range the (non-lookup) candidates span within this
+    #: radius (``clamp_to_candidate_range``); None turns it off. 1, measured (music / car-turn, cv2.stylization, with
+    #: ``detail_agreement`` 0.1): 26.91 / 27.92 dB with it, 26.87 / 27.89 dB without (sharpness 0.962 / 0.951 vs
+    #: 0.967 / 0.957); radius 0 gains another 0.04 dB but car-turn's sharpness falls to 0.943.
+    detail_range_radius: int | None = 1
+    #: Gradient-domain fusion, an option. Off: measured (music / car-turn, 31 frames, cv2.stylization, with the
+    #: earlier detail_agreement 0.04 and no range clamp) it costs
     #: 0.30 / 0.33 dB at poisson_weight 0.1 and 0.18 / 0.20 dB at 0.5, and even lowers the sharpness ratio (0.946 ->
     #: 0.939, 0.934 -> 0.916): the dominant candidate's gradients are those of a resampled warp, while the blend has
     #: had its detail restored.
@@ -204,6 +220,12 @@ class PropagationConfig:
                 raise ConfigError(name, "True or False", getattr(self, name))
         if not isinstance(self.flow, str):
             raise ConfigError("flow", "a flow backend name", self.flow)
+        if self.detail_range_radius is not None and (
+            not isinstance(self.detail_range_radius, int)
+            or isinstance(self.detail_range_radius, bool)
+            or self.detail_range_radius < 0
+        ):
+            raise ConfigError("detail_range_radius", "None (no clamp) or an integer >= 0", self.detail_range_radius)
         if self.workers is not None and (
             not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1
         ):
@@ -320,6 +342,20 @@ def lookup_self_error(source: torch.Tensor, stylized: torch.Tensor, cfg: Propaga
     return local + cfg.lookup_prior * local.mean()
 
 
+def sample_channels(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """``F.grid_sample`` of [C, H, W] at grid [1, Ho, Wo, 2] (border, align_corners) -> [C, Ho, Wo], channel by channel.
+
+    The same numbers as one call on [1, C, H, W] (tested), but each channel is sampled as its own batch item: torch's
+    CPU kernel slows down more than linearly with the channel count (measured at 512x512 on one thread, bilinear:
+    13 channels 93 ms in one call, 30 ms as 13 single-channel items; 8 channels nearest: 14 vs 10 ms).
+    """
+    c, h, w = image.shape
+    out = F.grid_sample(
+        image.reshape(c, 1, h, w), grid.expand(c, -1, -1, -1), mode=mode, padding_mode="border", align_corners=True
+    )
+    return out[:, 0]
+
+
 def neighbour_range(image: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Min and max of the 2x2 pixels around each sampling position: [C, H, W], grid [1, Ho, Wo, 2] -> 2 x [C, Ho, Wo].
 
@@ -333,7 +369,7 @@ def neighbour_range(image: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tens
     lo = -F.max_pool2d(-padded, 2, stride=1)
     half = torch.tensor([1.0 / max(w - 1, 1), 1.0 / max(h - 1, 1)], device=grid.device, dtype=grid.dtype)
     g = grid - half  # half a pixel in [-1, 1] units
-    both = F.grid_sample(torch.cat([lo, hi], 1), g, mode="nearest", padding_mode="border", align_corners=True)[0]
+    both = sample_channels(torch.cat([lo, hi], 1)[0], g, mode="nearest")
     return both[:c], both[c:]
 
 
@@ -410,6 +446,36 @@ def restore_detail(image: torch.Tensor, target_energy: torch.Tensor, radius: int
     cc = box_mean(c.square().mean(0), radius)
     d = (torch.sqrt((bc.square() + cc * (target_energy - e)).clamp_min(0)) - bc) / cc.clamp_min(1e-12)
     return image + d.clamp(0.0, max_gain - 1.0) * b
+
+
+def clamp_to_candidate_range(image: torch.Tensor, candidates: torch.Tensor, radius: int) -> torch.Tensor:
+    """Clamp ``image`` [C, H, W] per channel into [min, max] of ``candidates`` [K, C, H, W] over each (2r+1)^2 window.
+
+    Detail restoration steepens edges; where the candidates disagree about where an edge lies (band edges of a
+    posterization, inked lines between two keys), steepening can overshoot past every value any candidate has
+    nearby, an error no candidate supports. Values any candidate holds within ``radius`` pixels stay allowed, so an
+    edge may still be sharpened up to its neighbours' levels. Border windows are clipped to the image.
+    """
+    hi = window_max(candidates.amax(0), radius)
+    lo = -window_max(-candidates.amin(0), radius)
+    return torch.minimum(torch.maximum(image, lo), hi)
+
+
+def window_max(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Max over the (2r+1)^2 window clipped to the image: [..., H, W] -> [..., H, W].
+
+    Separable, as running maxima of shifted slices: at 512x512x3 with r = 1 a few ms on one thread, where
+    ``F.max_pool2d`` took ~20 ms.
+    """
+    out = x
+    for dim in (-1, -2):
+        src, out = out, out.clone()
+        n = src.shape[dim]
+        for s in range(1, min(radius, n - 1) + 1):
+            # out[i] = max(out[i], src[i + s]) and out[i + s] = max(out[i + s], src[i])
+            torch.maximum(out.narrow(dim, 0, n - s), src.narrow(dim, s, n - s), out=out.narrow(dim, 0, n - s))
+            torch.maximum(out.narrow(dim, s, n - s), src.narrow(dim, 0, n - s), out=out.narrow(dim, s, n - s))
+    return out
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -563,7 +629,7 @@ def flow_candidate(target: torch.Tensor, key: _Key, flow: torch.Tensor, cfg: Pro
     if cfg.anti_ringing and cfg.warp_mode == "bicubic":
         style = torch.clamp(style, *neighbour_range(key.stylized, grid))
     along = [key.source, key.detail] + ([key.coeffs.reshape(9, h, w)] if key.coeffs is not None else [])
-    carried = F.grid_sample(torch.cat(along)[None], grid, padding_mode="border", align_corners=True)[0]
+    carried = sample_channels(torch.cat(along), grid)
     valid = (grid[0].abs() <= 1.0).all(-1)  # x + flow(x) inside the frame
     err = guide_error(target, carried[:3], cfg.error_radius, valid)
     if key.coeffs is not None:
@@ -580,8 +646,8 @@ def lookup_candidate(target: torch.Tensor, key: _Key, flow: torch.Tensor, cfg: P
     """
     h, w = target.shape[-2:]
     grid = sampling_grid(flow.to(target.device, target.dtype)[None])
-    both = torch.cat([key.source, key.stylized, key.self_error, key.detail])[None]
-    warped = F.grid_sample(both, grid, mode="nearest", padding_mode="border", align_corners=True)[0]
+    both = torch.cat([key.source, key.stylized, key.self_error, key.detail])
+    warped = sample_channels(both, grid, mode="nearest")
     flat, dist = local_colour_lookup(target, warped[:3], cfg.lookup_radius, cfg.lookup_offset_penalty)
     picked = warped[3:].reshape(5, -1)[:, flat]  # [5, H, W]: stylized, self error, detail
     valid = (grid[0].abs() <= 1.0).all(-1)
@@ -676,6 +742,8 @@ def synthesize_frame(
         certain = torch.exp(-spread / cfg.detail_agreement**2)
         target_energy = lost.clamp_min(1).pow(certain) * detail_energy(out, cfg.detail_radius)
         out = restore_detail(out, target_energy, cfg.detail_radius, cfg.max_detail_gain)
+        if cfg.detail_range_radius is not None:
+            out = clamp_to_candidate_range(out, images[:k], cfg.detail_range_radius)
     if cfg.poisson:
         out = poisson_fuse(out, images, weights, cfg.poisson_weight)
     return out.clamp(0, 1)
