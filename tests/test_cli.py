@@ -28,3 +28,30 @@ def test_bad_config_exit_code_2(tmp_path, capsys):
     src = write_test_video(tmp_path / "in.mp4", moving_square_clip(5, 128, 128, 32, (8, 8), (2, 1)), 24)
     assert main(["keyframes", str(src), "--s-min", "4", "--s-max", "2", "--resolution", "128"]) == 2
     assert "s_max: expected an integer >= s_min (4), got 2" in capsys.readouterr().err
+
+
+def test_propagation_options_from_flags_and_config_file(tmp_path, capsys):
+    from fresco_v2v.cli import build_parser, run_config_from_args
+
+    conf = tmp_path / "run.yaml"
+    conf.write_text("propagation_options:\n  colour_lookup: true\n  workers: 1\n")
+    args = build_parser().parse_args(
+        [
+            "translate",
+            "in.mp4",
+            "--prompt",
+            "x",
+            "--config",
+            str(conf),
+            "--propagation-option",
+            "workers=2",
+            "--propagation-option",
+            "flow=dis-fine",
+        ]
+    )
+    got = run_config_from_args(args).propagation_config()
+    assert (got.colour_lookup, got.workers, got.flow) == (True, 2, "dis-fine")  # the flag wins over the file
+    assert main(["translate", "in.mp4", "--prompt", "x", "--propagation-option", "colour_lookup"]) == 2
+    assert "--propagation-option: expected NAME=VALUE" in capsys.readouterr().err
+    assert main(["propagate", "in.mp4", "--keys", str(tmp_path), "--option", "patch_size=4"]) == 2
+    assert "options.patch_size: expected an odd integer >= 1, got 4" in capsys.readouterr().err

@@ -32,6 +32,10 @@ def test_defaults_are_valid():
         ({"prompt": 3}, "prompt"),
         ({"keyframe_prompts": {5: 7}}, "keyframe_prompts"),
         ({"foreground_masks": 3}, "foreground_masks"),
+        ({"propagation_options": ["colour_lookup"]}, "propagation_options"),
+        ({"propagation_options": {"colour_lokup": True}}, "propagation_options"),
+        ({"propagation_options": {"colour_lookup": "yes"}}, "propagation_options.colour_lookup"),
+        ({"propagation_options": {"flow": "raft"}}, "propagation_options.flow"),  # now, not after the translation
     ],
 )
 def test_wrong_values_name_their_field(kwargs, field):
@@ -46,3 +50,14 @@ def test_yaml_data_is_converted_then_checked():
     with pytest.raises(ConfigError, match="propagation: expected true or false"):
         RunConfig.from_dict({"input": "a.mp4", "prompt": "x", "propagation": "no"}).validate()
     assert cfg(controlnet=("canny:my/controlnet",)).validate()
+
+
+def test_propagation_options_reach_a_propagation_config_and_survive_run_json():
+    from fresco_v2v.propagate import PropagationConfig
+
+    assert cfg().validate().propagation_config() == PropagationConfig()
+    c = cfg(propagation_options={"colour_lookup": True, "flow": "dis-fine"}).validate()
+    assert c.propagation_config() == PropagationConfig(colour_lookup=True, flow="dis-fine")
+    assert RunConfig.from_dict(c.to_dict()).propagation_options == {"colour_lookup": True, "flow": "dis-fine"}
+    with pytest.raises(ConfigError, match="did you mean 'colour_lookup'"):
+        cfg(propagation_options={"colour_lokup": True}).validate()

@@ -130,6 +130,23 @@ def test_no_propagation_and_colorize(src, tmp_path):
     assert out.shape == inp.shape and np.abs(lum(out[5]) - lum(inp[5])).mean() < 6  # lightness of the input
 
 
+def test_propagation_options_reach_the_propagation(src, tmp_path, monkeypatch):
+    from fresco_v2v import propagate as stage
+
+    seen = []
+    real = stage.propagate
+
+    def spy(frames, keys, stylized, config=None, **kw):
+        seen.append(config)
+        return real(frames, keys, stylized, config, **kw)
+
+    monkeypatch.setattr(stage, "propagate", spy)
+    assert translate(src, tmp_path / "run", "--propagation-option", "colour_lookup=true") == 0
+    assert [c.colour_lookup for c in seen] == [True]
+    report = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert report["config"]["propagation_options"] == {"colour_lookup": True}
+
+
 def test_unreadable_audio_continues_without_it(src, tmp_path, capsys, monkeypatch):
     from fresco_v2v import video
 

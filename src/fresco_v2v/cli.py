@@ -129,6 +129,22 @@ _RUN_FLAGS = (
 )
 
 
+def parse_options(items: Sequence[str] | None, flag: str) -> dict:
+    """NAME=VALUE strings -> {NAME: value}, each value read as YAML (true, 0.1, dis-fine, null)."""
+    import yaml
+
+    out: dict = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(flag, "NAME=VALUE (e.g. colour_lookup=true)", item)
+        try:
+            out[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(flag, "a value YAML can read (true, 0.1, a text)", item) from None
+    return out
+
+
 def run_config_from_args(args: argparse.Namespace):
     """RunConfig = defaults <- the --config file <- the flags given on the command line."""
     import yaml
@@ -153,6 +169,11 @@ def run_config_from_args(args: argparse.Namespace):
             data[name] = given[name]
     if given.get("no_propagation"):
         data["propagation"] = False
+    if given.get("propagation_option"):
+        opts = data.get("propagation_options") or {}
+        if not isinstance(opts, dict):
+            raise ConfigError("propagation_options", "a mapping of PropagationConfig names to values", opts)
+        data["propagation_options"] = opts | parse_options(given["propagation_option"], "--propagation-option")
     fresco = data["fresco"] = data.get("fresco") or {}
     for flag, (section, fld, value) in _FRESCO_SWITCHES.items():
         if given.get(flag):
@@ -188,8 +209,11 @@ def _cmd_translate(args: argparse.Namespace) -> int:
 def _cmd_propagate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .config import propagation_config
     from .runner import keyframe_files, propagate_video
 
+    options = parse_options(args.option, "--option")
+    propagation_config(options, "options")  # a wrong option fails before the folder is read
     keydir = Path(args.keys)
     if not keydir.is_dir():
         raise InputError(f"{keydir}: no such folder of keyframes")
@@ -197,7 +221,13 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     if not named:
         raise InputError(f"{keydir}: no keyframe images named by frame index (e.g. 0000.png, 0012.png)")
     r = propagate_video(
-        args.input, named, args.output, resolution=args.resolution, max_frames=args.max_frames, device=args.device
+        args.input,
+        named,
+        args.output,
+        resolution=args.resolution,
+        max_frames=args.max_frames,
+        device=args.device,
+        options=options,
     )
     print(f"{r.video}: {r.frames} frames at {r.rate} from {len(r.keyframes)} keyframes, audio {r.audio}")
     return 0
@@ -409,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1, mps")
     t.add_argument("--dtype", default=S, help="auto (default: float16 on a GPU, float32 on CPU), float16, float32")
     t.add_argument("--no-propagation", action="store_true", help="keyframes only; other frames repeat the nearest")
+    t.add_argument(
+        "--propagation-option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a PropagationConfig option, repeatable (e.g. colour_lookup=true for flat-colour styles)",
+    )
     t.add_argument("--colorize", action="store_true", default=S, help="keep the input's lightness (§4.3)")
     t.add_argument("--freeu", action="store_true", default=S, help="enable FreeU")
     t.add_argument("--background-smoothing", type=float, default=S, help="background smoothing weight (0: off)")
@@ -439,6 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--max-frames", type=int, default=None)
     pr.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
+    pr.add_argument(
+        "--option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a PropagationConfig option, repeatable (e.g. colour_lookup=true for flat-colour styles)",
+    )
     pr.set_defaults(func=_cmd_propagate)
 
     d = sub.add_parser("demo", help="run the whole pipeline offline on a generated clip (toy-world model)")

@@ -190,6 +190,9 @@ class RunConfig:
     device: str = "auto"
     dtype: str = "auto"
     propagation: bool = True
+    #: Options of the propagation stage by ``fresco_v2v.propagate.PropagationConfig`` field name (YAML section
+    #: ``propagation_options:``), e.g. ``{"colour_lookup": True}`` for flat-colour styles; {} = its defaults.
+    propagation_options: dict = field(default_factory=dict)
     colorize: bool = False  # paper §4.3: keep the input's L, take AB from the result
     freeu: bool = False
     allow_pickle: bool = False
@@ -283,7 +286,12 @@ class RunConfig:
         for k in self.keyframe_prompts:
             need(_prompt_key(k) is not None, "keyframe_prompts", "frame indices (12) or times ('2.5s') as keys", k)
         self.fresco.validate()
+        self.propagation_config()
         return self
+
+    def propagation_config(self):
+        """``propagation_options`` as a validated ``PropagationConfig``; an error names the option."""
+        return propagation_config(self.propagation_options)
 
     def _check_types(self, need) -> None:
         """Types first, so that a YAML string like "0.5" or "false" is named as such instead of failing later."""
@@ -374,6 +382,29 @@ class RunConfig:
                 for k, v in (data["keyframe_prompts"] or {}).items()
             }
         return cls(fresco=fresco, **data)
+
+
+def propagation_config(options: dict, name: str = "propagation_options"):
+    """``fresco_v2v.propagate.PropagationConfig`` from options by field name; an error names ``name``.option.
+
+    The flow backend is checked too, so that a misspelt one fails now and not after hours of translation.
+    """
+    from .flow import FLOW_BACKENDS
+    from .propagate import PropagationConfig  # torch: imported when a run is checked, not for --help
+
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise ConfigError(name, "a mapping of PropagationConfig names to values", options)
+    known = PropagationConfig.field_names()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(name, names_expected(unknown, known), unknown)
+    try:
+        cfg = PropagationConfig(**options)
+    except ConfigError as e:
+        raise ConfigError(f"{name}.{e.field}", e.expected, e.given) from None
+    if cfg.flow not in FLOW_BACKENDS:
+        raise ConfigError(f"{name}.flow", f"one of {sorted(FLOW_BACKENDS)}", cfg.flow)
+    return cfg
 
 
 def _prompt_key(key) -> int | str | None:

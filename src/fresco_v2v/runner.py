@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame
+from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame, propagation_config
 from .control import canny_condition
 from .correspondence import build_correspondence
 from .errors import ConfigError, FrescoError, InputError, OutOfMemory
@@ -147,7 +147,7 @@ def package_versions() -> dict[str, str]:
 
 
 #: Fields that do not change the translated keyframes: changing them may resume a run.
-_RESUME_FREE = ("output", "propagation", "colorize", "device", "dtype")
+_RESUME_FREE = ("output", "propagation", "propagation_options", "colorize", "device", "dtype")
 
 
 def resume_signature(cfg: RunConfig) -> dict:
@@ -377,7 +377,9 @@ def translate_video(
     if cfg.propagation and len(keys) < clip.num_frames:
         from .propagate import propagate
 
-        video_frames = propagate(frames, keys, stylized_keys, device=device, progress=progress)
+        video_frames = propagate(
+            frames, keys, stylized_keys, cfg.propagation_config(), device=device, progress=progress
+        )
     else:
         # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
         nearest = np.abs(np.arange(clip.num_frames)[:, None] - np.array(keys)[None]).argmin(1)
@@ -451,16 +453,18 @@ def propagate_video(
     max_frames: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    options: dict | None = None,
 ) -> PropagationResult:
     """Every frame of ``input`` rendered from the user's stylized ``keyframes`` (paper §3.5, ``propagate``).
 
     The keyframes must be the video's frames at short side ``resolution`` (as `fresco translate` writes them; None:
     the first keyframe's short side), named by frame index; the output keeps the frame count, the rate (or each
-    frame's timestamp) and the audio.
+    frame's timestamp) and the audio. ``options``: ``PropagationConfig`` fields by name (checked before any work).
     """
     from .models import resolve_device
     from .propagate import propagate
 
+    config = propagation_config(dict(options or {}), "options")
     if not keyframes:
         raise InputError("no keyframe images named by frame index (e.g. 0000.png, 0012.png)")
     if resolution is None:
@@ -485,7 +489,7 @@ def propagate_video(
             )
         keys.append(idx)
         images.append(img)
-    frames = propagate(clip.frames, keys, images, device=resolve_device(device), progress=progress)
+    frames = propagate(clip.frames, keys, images, config, device=resolve_device(device), progress=progress)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     audio = encode_video(out, frames, clip)
