@@ -57,9 +57,9 @@ class PropagationConfig:
 
     #: Optical flow backend (``fresco_v2v.flow.FLOW_BACKENDS``); "dis" = OpenCV DIS medium, the foundation's default.
     #: "dis-fine" (full resolution) is an option for slow, detailed motion, measured (31 frames, keys every 10):
-    #: +0.5 / +0.6 dB on music / car-turn cv2.stylization, but the fast boxer clip loses 0.2-0.5 dB, flicker rises
-    #: above the ground truth's on posterize + hue shift (dog 1.55 vs 1.41, boxer 2.91 vs 2.59) and it costs
-    #: ~0.1 s more per frame.
+    #: +0.5 / +0.6 dB on music / car-turn cv2.stylization, but the fast boxer clip loses 0.2 / 0.5 dB on posterize /
+    #: edge-preserving + LUT, flicker rises above the ground truth's on posterize + hue shift (dog 1.55 vs 1.41,
+    #: boxer 2.91 vs 2.59) and it costs ~0.1 s more per frame (with the earlier detail defaults).
     flow: str = "dis"
     #: Also warp along consecutive-frame flows composed t -> key (measured with keys every 10 frames, 21 frames of
     #: dog.mp4, stylization: 28.45 dB with it, 28.06 dB without; costs two more DIS estimates per frame).
