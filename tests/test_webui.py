@@ -73,6 +73,10 @@ def test_form_config_types_and_errors(src, tmp_path):
     assert cfg.lora == ("a.safetensors:0.5", "b.safetensors") and cfg.keyframe_prompts == {3: "x"}
     assert (cfg.s_min, cfg.s_max, cfg.batch_size, cfg.output) == (2, 4, 3, str(tmp_path))
     assert form_config(form(src, max_frames=5.0), tmp_path).max_frames == 5
+    opts = form_config(form(src, more_options="propagation_options: {colour_lookup: true}"), tmp_path)
+    assert opts.propagation_config().colour_lookup is True
+    with pytest.raises(ConfigError, match="propagation_options.colour_lookup"):
+        form_config(form(src, more_options="propagation_options: {colour_lookup: 'yes'}"), tmp_path)
     with pytest.raises(ConfigError, match=r"steps: expected a whole number, got 2\.5"):
         form_config(form(src, steps=2.5), tmp_path)
     with pytest.raises(ConfigError, match="strength: expected a number in"):

@@ -384,7 +384,10 @@ def _translate_tab(gr, session: WebSession) -> None:
                 more = gr.Code(
                     label="More options (YAML, the names of a --config file)",
                     language="yaml",
-                    value="# e.g.\n# colorize: true\n# fresco:\n#   optimization:\n#     iterations: 10\n",
+                    value=(
+                        "# e.g.\n# colorize: true\n# fresco:\n#   optimization:\n#     iterations: 10\n"
+                        "# propagation_options:\n#   colour_lookup: true\n"
+                    ),
                 )
         with gr.Column():
             result = gr.Video(label="Result")
