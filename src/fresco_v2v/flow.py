@@ -41,20 +41,22 @@ class FlowEstimator(Protocol):
     def __call__(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray: ...
 
 
-_DIS_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-    "fine": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,  # + _DIS_FINE below
-}
-
-#: Our "fine" setting: OpenCV's medium preset run down to full resolution (medium stops at half resolution,
-#: finest scale 1, and upsamples), with a sparser patch grid (stride 6 instead of 3) and 2 variational refinement
+#: Presets by name: OpenCV's preset and the parameters we set on top of it.
+#: "fine" is ours: OpenCV's medium preset run down to full resolution (medium stops at half resolution, finest
+#: scale 1, and upsamples), with a sparser patch grid (stride 6 instead of 3) and 2 variational refinement
 #: iterations instead of 5 to pay for it. A documented choice, measured for propagation (31 frames of music /
 #: car-turn at 512x512, keys every 10, cv2.stylization): +0.47 / +0.60 dB over medium, at 58 vs 45 ms per pair
 #: (2 threads); full resolution with medium's stride and iterations gives the same PSNR at 181 ms. Not the default:
 #: its flows are noisier from frame to frame, and propagated posterizations flicker more (``PropagationConfig.flow``).
-_DIS_FINE = {"FinestScale": 0, "PatchStride": 6, "VariationalRefinementIterations": 2}
+_DIS_PRESETS: dict[str, tuple[int, dict[str, int]]] = {
+    "ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, {}),
+    "fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {}),
+    "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, {}),
+    "fine": (
+        cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+        {"FinestScale": 0, "PatchStride": 6, "VariationalRefinementIterations": 2},
+    ),
+}
 
 
 class DISFlow:
@@ -62,7 +64,7 @@ class DISFlow:
 
     Default preset "medium" (patch 8, stride 3, gradient descent 25 iterations, 5 variational refinement iterations,
     finest scale = half resolution): sub-pixel accurate on textured motion (tested: end-point error <= 0.5 px on a
-    known shift) at ~45 ms per 512x512 pair on two CPU threads. "fine" (``_DIS_FINE``) works at full resolution.
+    known shift) at ~45 ms per 512x512 pair on two CPU threads. "fine" (``_DIS_PRESETS``) works at full resolution.
     """
 
     def __init__(self, preset: str = "medium"):
@@ -70,10 +72,10 @@ class DISFlow:
             raise ConfigError("flow preset", f"one of {sorted(_DIS_PRESETS)}", preset)
         self.preset = preset
         self.name = f"dis-{preset}"
-        self._dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
-        if preset == "fine":
-            for key, value in _DIS_FINE.items():
-                getattr(self._dis, f"set{key}")(value)
+        opencv_preset, overrides = _DIS_PRESETS[preset]
+        self._dis = cv2.DISOpticalFlow_create(opencv_preset)
+        for key, value in overrides.items():
+            getattr(self._dis, f"set{key}")(value)
 
     def __call__(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         g0 = cv2.cvtColor(np.ascontiguousarray(src), cv2.COLOR_RGB2GRAY)
