@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fresco_v2v.errors import ConfigError
+from fresco_v2v.errors import Cancelled, ConfigError
 from fresco_v2v.patchmatch import (
     all_patches,
     build_source_pyramid,
@@ -572,3 +572,22 @@ def test_colour_lookup_follows_a_pointwise_style_through_a_brightness_change():
         out = propagate(frames, keys, [truth[k] for k in keys], PropagationConfig(colour_lookup=on))
         err[on] = np.mean([mean_abs(out[t], truth[t]) for t in range(1, 8)])
     assert err[True] < 0.92 * err[False], err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_propagate_stops_when_asked(workers):
+    frames = shifted_texture_clip(12, 24, 32, (1, 0), seed=2)
+    keys = [0, 5, 11]
+    cfg = PropagationConfig(workers=workers)
+    never = propagate(frames, keys, [frames[k] for k in keys], cfg, should_stop=lambda: False)
+    plain = propagate(frames, keys, [frames[k] for k in keys], cfg)
+    assert all(np.array_equal(a, b) for a, b in zip(never, plain))  # asking changes nothing
+    asked = []
+
+    def stop_on_third_question():
+        asked.append(1)
+        return len(asked) >= 3
+
+    with pytest.raises(Cancelled, match=r"propagation stopped after \d+ of 9 frames"):
+        propagate(frames, keys, [frames[k] for k in keys], cfg, should_stop=stop_on_third_question)
+    assert len(asked) < 9  # the frames after the Stop were not rendered (each frame asks once before it starts)

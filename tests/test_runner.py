@@ -379,3 +379,50 @@ def test_variable_rate_input_keeps_its_timestamps(tmp_path):
         assert c.streams.audio
     report = json.loads((tmp_path / "run" / "run.json").read_text())
     assert report["frames"] == 10 and report["frame_timing"].startswith("variable rate")
+
+
+def test_stop_keeps_finished_batches_and_says_how_to_go_on(src, tmp_path, monkeypatch):
+    from fresco_v2v.cli import build_parser, run_config_from_args
+    from fresco_v2v.errors import Cancelled
+    from fresco_v2v.runner import translate_video
+
+    out = tmp_path / "run"
+    args = build_parser().parse_args(["translate", str(src), "--prompt", "a painting", "-o", str(out), *FAST])
+    cfg = run_config_from_args(args)
+    steps_asked = []
+
+    def stop_during_first_batch():  # asked once before the batch, then before each of its 2 denoising steps
+        steps_asked.append(1)
+        return len(steps_asked) == 3
+
+    with pytest.raises(Cancelled, match="stopped before denoising step 2 of 2; 0 of "):
+        translate_video(cfg, progress=False, should_stop=stop_during_first_batch)
+    assert not list(out.glob(".fresco/batch_*.pt"))
+
+    def stop_after_first_batch():
+        return (out / ".fresco" / "batch_0000.pt").is_file()
+
+    with pytest.raises(Cancelled) as stopped:
+        translate_video(cfg, progress=False, should_stop=stop_after_first_batch)
+    saved = out / ".fresco" / "run-config.json"
+    assert "1 of " in str(stopped.value) and f"fresco translate --config {saved}" in str(stopped.value)
+    assert not (out / "video.mp4").exists()
+
+    calls = []
+    original = FrescoPipeline.__call__
+    monkeypatch.setattr(FrescoPipeline, "__call__", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    assert main(["translate", "--config", str(saved), "--quiet"]) == 0  # goes on from the saved config alone
+    batches = json.loads((out / "run.json").read_text())["batches"]
+    assert len(calls) == len(batches) - 1  # the finished batch was not redone
+
+
+def test_ctrl_c_says_where_the_finished_batches_are(src, tmp_path, monkeypatch, capsys):
+    from fresco_v2v import runner
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "translate_video", interrupted)
+    assert translate(src, tmp_path / "run") == 130
+    err = capsys.readouterr().err
+    assert f"finished keyframe batches are kept in {tmp_path / 'run'}" in err and "run the same command again" in err

@@ -11,7 +11,7 @@ import pytest
 from fresco_v2v import runner
 from fresco_v2v.cli import main
 from fresco_v2v.config import DEFAULT_NEGATIVE_PROMPT
-from fresco_v2v.errors import ConfigError, InputError
+from fresco_v2v.errors import Cancelled, ConfigError, InputError
 from fresco_v2v.pipeline import FrescoPipeline
 from fresco_v2v.testing import moving_square_clip, write_test_video
 from fresco_v2v.video import read_video
@@ -263,3 +263,79 @@ def test_propagate_own_keyframes(src, tmp_path):
     assert len(list((tmp_path / "runs").iterdir())) == 3  # the failed run left nothing
     with pytest.raises(InputError, match="upload a video"):
         session.propagate(None, keys, 64, progress=False)
+
+
+def test_stop_ends_the_running_run_and_keeps_its_finished_batches(src, tmp_path, monkeypatch):
+    session = WebSession(tmp_path / "runs")
+    assert session.stop() is False  # nothing running: nothing to stop, and nothing remembered for the next run
+    calls, real = [], FrescoPipeline.__call__
+
+    def click_stop_during_second_batch(self, frames, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            assert session.stop() is True
+        return real(self, frames, *a, **k)
+
+    monkeypatch.setattr(FrescoPipeline, "__call__", click_stop_during_second_batch)
+    with pytest.raises(Cancelled, match="stopped before denoising step 1 of 2; 1 of .* To go on from them"):
+        session.translate(form(src), progress=False)
+    (kept,) = (tmp_path / "runs").iterdir()
+    assert list((kept / ".fresco").glob("batch_*.pt")) and (kept / ".fresco" / "run-config.json").is_file()
+    done = session.translate(form(src), progress=False)  # the next run starts with the request cleared
+    assert Path(done.video).is_file()
+
+
+def test_stop_button_and_the_stopped_status(src, tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    from fresco_v2v.webui import NOTHING_TO_STOP, STOPPING, build_app
+
+    session = WebSession(tmp_path)
+    app = build_app(session)
+    stops = [f.fn for f in app.fns.values() if f.name == "on_stop"]
+    assert len(stops) == 2 and stops[0]() == NOTHING_TO_STOP  # one per tab
+    with session._lock:  # as while a run holds the session
+        assert stops[1]() == STOPPING and session._stop.is_set()
+    (fn,) = [f.fn for f in app.fns.values() if f.name == "on_run"]
+    fields = {c.label: c for c in app.blocks.values() if getattr(c, "label", None)}
+    values = {c: None for c in app.blocks.values()}
+    values[fields["Prompt"]], values[fields["Input video"]] = "a painting", str(src)
+
+    def stopped(form):
+        raise Cancelled("stopped before denoising step 3 of 20; 1 of 4 keyframe batches are finished")
+
+    monkeypatch.setattr(session, "translate", stopped)
+    steps = list(fn(values))
+    assert steps[-1] == ("**Stopped.** stopped before denoising step 3 of 20; 1 of 4 keyframe batches are finished",
+                         None, None, None)  # fmt: skip
+
+
+def test_served_stop_does_not_wait_behind_the_run(src, tmp_path, monkeypatch):
+    """Through HTTP: /stop is answered while /translate still runs (the queue's limit of one does not hold it)."""
+    pytest.importorskip("gradio")
+    client_mod = pytest.importorskip("gradio_client")
+    import threading
+
+    from fresco_v2v.webui import STOPPING, build_app
+
+    session = WebSession(tmp_path)
+    started, real = threading.Event(), FrescoPipeline.__call__
+
+    def wait_for_stop(self, *a, **k):  # a batch that only ends when Stop arrives
+        started.set()
+        assert session._stop.wait(60), "/stop never reached the running run"
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(FrescoPipeline, "__call__", wait_for_stop)
+    app = build_app(session)
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, show_error=True)
+    try:
+        client = client_mod.Client(app.local_url, verbose=False)
+        video = client_mod.handle_file(str(src))
+        args = [video, "a painting", "tiny", 1.0, 2, 7.5, 0, 128, 6, "", "", "", "", "canny", SMALL]
+        job = client.submit(*args, api_name="/translate")
+        assert started.wait(60)
+        assert client.predict(api_name="/stop") == STOPPING
+        message = job.result(timeout=60)[0]
+        assert message.startswith("**Stopped.** stopped before denoising step 1 of 2; 0 of ")
+    finally:
+        app.close()

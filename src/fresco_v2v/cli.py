@@ -195,7 +195,16 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     note = model_note(cfg.model)
     if note:
         print(f"fresco: {note}.")
-    result = translate_video(cfg, overwrite=args.overwrite, progress=not args.quiet)
+    try:
+        result = translate_video(cfg, overwrite=args.overwrite, progress=not args.quiet)
+    except KeyboardInterrupt:
+        # every finished batch was saved as it finished (a batch is never half written): say how to use them
+        print(
+            f"fresco: interrupted; finished keyframe batches are kept in {cfg.output}: run the same command again to "
+            "go on from them",
+            file=sys.stderr,
+        )
+        return 130
     if not args.quiet:
         r = result.report
         print(

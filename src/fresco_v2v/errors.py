@@ -26,3 +26,8 @@ class ModelNotFound(FrescoError):
 
 class OutOfMemory(FrescoError):
     """The device ran out of memory; the message gives the figures and what to lower."""
+
+
+class Cancelled(FrescoError):
+    """The user stopped the run (the web UI's Stop button, a ``should_stop`` callback); the message says what was
+    kept and how to go on from it."""

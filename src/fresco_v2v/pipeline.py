@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,7 @@ from .attention import FrescoAttentionContext, StepConstraints, fresco_attention
 from .config import FrescoConfig
 from .control import canny_condition
 from .correspondence import Correspondence, build_correspondence
-from .errors import ConfigError
+from .errors import Cancelled, ConfigError
 from .optimization import FeatureOptimizer, OptimizationTrace, decoder_hooks
 from .sampling import add_noise, ddpm_step, sdedit_timesteps
 from .sampling import background_smoothing as background_smoothing_step
@@ -221,6 +222,7 @@ class FrescoPipeline(
         foreground_masks: np.ndarray | None = None,
         background_smoothing: float = 0.0,
         show_progress: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> FrescoOutput:
         """Translate N frames (uint8 RGB [H, W, 3], H and W multiples of 64) with one prompt or one per frame.
 
@@ -232,6 +234,8 @@ class FrescoPipeline(
         ``control_images``: one [N, 3, H, W] tensor in [0, 1] per ControlNet (default: canny of the frames).
         ``background_smoothing`` α > 0 with ``foreground_masks`` ([N, H, W], nonzero = foreground): after every step
         the background latents are pulled toward the previous frame's along the flow (paper §4, off by default).
+        ``should_stop``: asked before every denoising step; when it returns True the call raises
+        :class:`~fresco_v2v.errors.Cancelled` (a user's Stop: a step takes seconds, a batch minutes).
         """
         trace = FrescoTrace()
         watch = _Stopwatch(trace.seconds)
@@ -361,6 +365,8 @@ class FrescoPipeline(
             steps = tqdm(timesteps, desc="denoising", disable=not show_progress, leave=False)
             for i, t in enumerate(steps):
                 num = len(timesteps)
+                if should_stop is not None and should_stop():
+                    raise Cancelled(f"stopped before denoising step {i + 1} of {num}")
                 context.step = StepConstraints(
                     spatial_guided=a_cfg.spatial_guided and a_cfg.spatial_window.active(i, num, t, t_train),
                     cross_frame=a_cfg.cross_frame and n > 1 and a_cfg.cross_frame_window.active(i, num, t, t_train),

@@ -35,7 +35,7 @@ number of workers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
 
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .errors import ConfigError
+from .errors import Cancelled, ConfigError
 from .flow import FlowEstimator, get_flow_estimator, sampling_grid, warp
 from .patchmatch import SourcePyramid, build_source_pyramid, guided_synthesis
 
@@ -776,12 +776,15 @@ def propagate(
     flows: dict[int, FrameFlows] | None = None,
     estimator: FlowEstimator | None = None,
     progress: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[np.ndarray]:
     """Every frame of the video stylized from the stylized keyframes (paper §3.5).
 
     frames: the source video, [N, H, W, 3] uint8 RGB (any H, W); key_indices: ascending frame indices of the keys;
     stylized_keys: one [H, W, 3] uint8 RGB image per key. device: where the synthesis runs (default CPU);
     flows: from :func:`estimate_propagation_flows`, to reuse them (computed per segment otherwise).
+    should_stop: asked before each frame and each key segment; when it returns True, the frames not started are
+    dropped and :class:`~fresco_v2v.errors.Cancelled` is raised (a user's Stop).
     Returns N uint8 RGB frames; the keys are returned unchanged.
     """
     cfg = config or PropagationConfig()
@@ -823,7 +826,13 @@ def propagate(
             cache[k] = _Key(src, sty, coeffs, pyramid, detail, self_error)
         return cache[k]
 
+    def check_stop() -> None:
+        if should_stop is not None and should_stop():
+            done = sum(f is not None for f in out) - len(keys)
+            raise Cancelled(f"propagation stopped after {done} of {n - len(keys)} frames")
+
     def render(t: int, sides) -> np.ndarray:
+        check_stop()
         gen = torch.Generator(device=dev).manual_seed(frame_seed(cfg.seed, t))
         with torch.no_grad():
             res = synthesize_frame(_to_tensor(frames[t], dev), sides, cfg, gen)
@@ -845,6 +854,7 @@ def propagate(
 
     try:
         for left, right, between in segments:
+            check_stop()
             logger.info("propagating frames %d-%d from keys %s, %s", between[0], between[-1], left, right)
             seg_flows = flows
             if seg_flows is None or any(t not in seg_flows for t in between):

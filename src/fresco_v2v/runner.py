@@ -6,9 +6,11 @@ encoding with the input's exact rate and audio. Output folder::
     OUTDIR/video.mp4            every frame, same count and rate as the input, original audio
     OUTDIR/keyframes/NNNN.png   translated keyframes, named by frame index
     OUTDIR/run.json             resolved config, keyframes, batches, timings, versions, seed
-    OUTDIR/.fresco/             resume state: the config and, per finished batch, its anchor latents
+    OUTDIR/.fresco/             resume state: the config (run-config.json, usable as --config) and, per finished
+                                batch, its anchor latents
 
-Resuming: rerun with the same OUTDIR and config; finished batches are read back, not redone. Every file is
+Resuming: rerun with the same OUTDIR and config; finished batches are read back, not redone. A Stop
+(``should_stop``) or Ctrl-C keeps every finished batch the same way. Every file is
 written to a temporary name and renamed, so a killed run never leaves a truncated file in place.
 """
 
@@ -21,6 +23,7 @@ import platform
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -34,7 +37,7 @@ from . import __version__
 from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame, propagation_config
 from .control import canny_condition
 from .correspondence import build_correspondence
-from .errors import ConfigError, FrescoError, InputError, OutOfMemory
+from .errors import Cancelled, ConfigError, FrescoError, InputError, OutOfMemory
 from .flow import get_flow_estimator
 from .keyframes import frame_distances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
@@ -259,13 +262,33 @@ def _foreground_masks(cfg: RunConfig, batch: list[int], size: tuple[int, int]) -
     return np.stack(out)
 
 
+RUN_CONFIG = "run-config.json"  # in STATE_DIR: the whole RunConfig, a --config file to go on with a stopped run
+
+
+def _stopped(e: Cancelled, out: Path, finished: int, total: int) -> Cancelled:
+    """A Stop's message: what was kept and how to go on (a rerun resumes after the finished batches)."""
+    return Cancelled(
+        f"{e}; {finished} of {total} keyframe batches are finished and kept in {out} (keyframes/, {STATE_DIR}/). "
+        f"To go on from them: fresco translate --config {out / STATE_DIR / RUN_CONFIG} (or the same command again)"
+    )
+
+
 def translate_video(
-    cfg: RunConfig, *, overwrite: bool = False, progress: bool = True, pipeline=None, load_pipeline=None
+    cfg: RunConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    pipeline=None,
+    load_pipeline=None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Run every stage for ``cfg`` (see the module docstring).
 
     ``pipeline`` reuses an already loaded FrescoPipeline; ``load_pipeline(cfg)`` replaces ``load_run_pipeline`` (e.g.
     a cache). Either way the model is loaded only once the input has been read and a batch needs it.
+    ``should_stop`` (e.g. ``threading.Event().is_set``) is asked between keyframe batches, before every denoising
+    step and before every propagated frame; True ends the run with :class:`Cancelled`, whose message says what was
+    kept (every finished batch, as for an interrupted run) and how to go on.
     """
     cfg = cfg.validate()
     estimator = get_flow_estimator(cfg.flow)  # an unknown backend fails before any work
@@ -278,6 +301,7 @@ def translate_video(
     seconds["read"] = time.perf_counter() - t0
     out = Path(cfg.output)
     state = _prepare_output(out, cfg, overwrite)
+    write_json(state / RUN_CONFIG, {"config": cfg.to_dict()})
 
     # a time in keyframe_prompts ("2.5s") names the frame shown then: a variable-rate clip says when that is
     frame_seconds = [clip.times.seconds(i) for i in range(clip.num_frames)] if clip.times is not None else None
@@ -315,6 +339,8 @@ def translate_video(
             logger.info("batch %d already done; resumed from %s", b, done)
             bar.update(1)
             continue
+        if should_stop is not None and should_stop():
+            raise _stopped(Cancelled("stopped"), out, b, len(batches))
         if pipe is None:
             pipe = (load_pipeline or load_run_pipeline)(cfg)
         batch_frames = frames[batch]
@@ -347,7 +373,10 @@ def translate_video(
                 foreground_masks=masks,
                 background_smoothing=cfg.background_smoothing,
                 show_progress=progress,
+                should_stop=should_stop,
             )
+        except Cancelled as e:
+            raise _stopped(e, out, b, len(batches)) from None
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e):
                 raise  # MPS reports running out of memory as a RuntimeError
@@ -377,9 +406,18 @@ def translate_video(
     if cfg.propagation and len(keys) < clip.num_frames:
         from .propagate import propagate
 
-        video_frames = propagate(
-            frames, keys, stylized_keys, cfg.propagation_config(), device=device, progress=progress
-        )
+        try:
+            video_frames = propagate(
+                frames,
+                keys,
+                stylized_keys,
+                cfg.propagation_config(),
+                device=device,
+                progress=progress,
+                should_stop=should_stop,
+            )
+        except Cancelled as e:
+            raise _stopped(e, out, len(batches), len(batches)) from None
     else:
         # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
         nearest = np.abs(np.arange(clip.num_frames)[:, None] - np.array(keys)[None]).argmin(1)
@@ -454,12 +492,14 @@ def propagate_video(
     device: str | None = None,
     progress: bool = True,
     options: dict | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> PropagationResult:
     """Every frame of ``input`` rendered from the user's stylized ``keyframes`` (paper §3.5, ``propagate``).
 
     The keyframes must be the video's frames at short side ``resolution`` (as `fresco translate` writes them; None:
     the first keyframe's short side), named by frame index; the output keeps the frame count, the rate (or each
     frame's timestamp) and the audio. ``options``: ``PropagationConfig`` fields by name (checked before any work).
+    ``should_stop``: as for :func:`translate_video` (asked before every frame).
     """
     from .models import resolve_device
     from .propagate import propagate
@@ -489,7 +529,9 @@ def propagate_video(
             )
         keys.append(idx)
         images.append(img)
-    frames = propagate(clip.frames, keys, images, config, device=resolve_device(device), progress=progress)
+    frames = propagate(
+        clip.frames, keys, images, config, device=resolve_device(device), progress=progress, should_stop=should_stop
+    )
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     audio = encode_video(out, frames, clip)

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from .config import DEFAULT_ADDED_PROMPT, DEFAULT_MODEL, DEFAULT_NEGATIVE_PROMPT, RunConfig, names_expected, to_dict
-from .errors import ConfigError, FrescoError, InputError
+from .errors import Cancelled, ConfigError, FrescoError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -183,13 +183,22 @@ class WebSession:
 
     Loading SD1.5 and its ControlNet takes from seconds to minutes; a user who changes only the prompt or the
     strength should not wait for it again. Runs are serialized (one consumer GPU): the lock, and the queue's
-    concurrency limit of 1 in :func:`build_app`.
+    concurrency limit of 1 in :func:`build_app`. :meth:`stop` asks the running run to stop (it checks between
+    denoising steps and propagated frames); each run starts with the request cleared.
     """
 
     output_root: Path = Path("fresco-ui-runs")
     _pipeline: object = None
     _signature: tuple | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> bool:
+        """Ask the running run to stop; False when none is running (nothing to stop, and nothing is remembered)."""
+        if not self._lock.locked():
+            return False
+        self._stop.set()
+        return True
 
     def pipeline(self, cfg: RunConfig):
         """The loaded pipeline for ``cfg``: the cached one while its signature holds, else a fresh load."""
@@ -207,6 +216,7 @@ class WebSession:
         from .runner import STATE_DIR, rate_text, translate_video
 
         with self._lock:
+            self._stop.clear()
             folder = run_folder(self.output_root, form.prompt)
             cfg = form_config(form, folder)
             if cfg.allow_pickle:
@@ -224,7 +234,9 @@ class WebSession:
                     _save(shutil.copyfile, folder, upload, kept)
                     cfg = replace(cfg, input=str(kept))
                 # The model is loaded by translate_video once the video has been read: bad input fails first.
-                result = translate_video(cfg, progress=progress, load_pipeline=self.pipeline)
+                result = translate_video(
+                    cfg, progress=progress, load_pipeline=self.pipeline, should_stop=self._stop.is_set
+                )
             except BaseException:
                 if folder.is_dir() and not any((folder / STATE_DIR).glob("batch_*.pt")):
                     shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping: only the input's copy
@@ -260,12 +272,15 @@ class WebSession:
             )
         ignored = sorted({Path(k).name for k in keyframes} - {p.name for _, p in named})
         with self._lock:
+            self._stop.clear()
             folder = run_folder(self.output_root, "propagate")
             try:
                 # From the uploads themselves, so that an error names the file the user gave; copies are kept after.
                 t0 = time.perf_counter()
                 _save(folder.mkdir, folder, parents=True)
-                r = propagate_video(video, named, folder / "video.mp4", resolution=res, progress=progress)
+                r = propagate_video(
+                    video, named, folder / "video.mp4", resolution=res, progress=progress, should_stop=self._stop.is_set
+                )
                 upload = Path(video)
                 _save(shutil.copyfile, folder, upload, folder / f"input{upload.suffix.lower()}")
                 _save((folder / "keyframes").mkdir, folder)
@@ -328,12 +343,16 @@ def _run_steps(gr, run, first_step: str, progress, shown, empty: tuple):
 
     The start clears the last result, so none stays next to a new run or its error. A user's mistake (FrescoError)
     ends in the status line and a toast without failing the event: gradio would draw its error badge over that very
-    line; API callers get the same text. Anything else is logged and fails the event, with the reason shown too.
+    line; API callers get the same text. A Stop (Cancelled) ends there too, saying what was kept. Anything else is
+    logged and fails the event, with the reason shown too.
     """
     yield ("Running…", *empty)
     progress(0, desc=first_step)
     try:
         out = run()
+    except Cancelled as e:
+        yield (f"**Stopped.** {e}", *empty)
+        return
     except FrescoError as e:
         gr.Warning(str(e), duration=15)
         yield (f"**Error:** {e}", *empty)
@@ -343,6 +362,22 @@ def _run_steps(gr, run, first_step: str, progress, shown, empty: tuple):
         yield (f"**Failed:** {type(e).__name__}: {e} (the server's log has the details)", *empty)
         raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
     yield shown(out)
+
+
+STOPPING = "Stopping at the next denoising step or frame…"
+NOTHING_TO_STOP = "Nothing is running."
+
+
+def _stop_button(button, message, session: WebSession, api_name: str) -> None:
+    """Stop asks the running run to end (``WebSession.stop``); the run's own status line then says what was kept.
+
+    Outside the queue's limit of one (``concurrency_limit=None``): a Stop must not wait behind the run it stops.
+    """
+
+    def on_stop():
+        return STOPPING if session.stop() else NOTHING_TO_STOP
+
+    button.click(on_stop, None, [message], api_name=api_name, concurrency_limit=None)
 
 
 def _translate_tab(gr, session: WebSession) -> None:
@@ -363,7 +398,9 @@ def _translate_tab(gr, session: WebSession) -> None:
                 max_frames = gr.Number(value=0, label="Max frames (0: all)")
             # Above the optional sections, with the status line (and progress) under it: what a click started is
             # in view where the click was.
-            run = gr.Button("Translate", variant="primary")
+            with gr.Row():
+                run = gr.Button("Translate", variant="primary", scale=3)
+                stop = gr.Button("Stop", variant="stop", scale=1)
             message = gr.Markdown("Upload a video, write a prompt and press *Translate*.")
             with gr.Accordion("Prompts per keyframe, negative and added prompt", open=False):
                 keyframe_prompts = gr.Textbox(
@@ -432,6 +469,7 @@ def _translate_tab(gr, session: WebSession) -> None:
         on_run, set(fields.values()), [message, result, gallery, report], api_name="translate",
         show_progress_on=[message],
     )  # fmt: skip
+    _stop_button(stop, message, session, "stop")
 
 
 def _propagate_tab(gr, session: WebSession) -> None:
@@ -448,7 +486,9 @@ def _propagate_tab(gr, session: WebSession) -> None:
             resolution = gr.Dropdown(
                 [KEYS_SIZE, *RESOLUTIONS], value=KEYS_SIZE, label="Short side (px) the keyframes were made at"
             )
-            run = gr.Button("Propagate", variant="primary")
+            with gr.Row():
+                run = gr.Button("Propagate", variant="primary", scale=3)
+                stop = gr.Button("Stop", variant="stop", scale=1)
             message = gr.Markdown("Upload a video and its stylized keyframes, then press *Propagate*.")
         with gr.Column():
             result = gr.Video(label="Result")
@@ -465,6 +505,7 @@ def _propagate_tab(gr, session: WebSession) -> None:
 
     run.click(on_propagate, [video, keys, resolution], [message, result], api_name="propagate",
               show_progress_on=[message])  # fmt: skip
+    _stop_button(stop, message, session, "stop_propagation")
 
 
 def build_app(session: WebSession | None = None):
