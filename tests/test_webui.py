@@ -3,6 +3,7 @@ writes the usual output folder; the pipeline is reused while it can be; the page
 
 import json
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -233,7 +234,7 @@ def test_served_page_runs_a_translation(src, tmp_path):
         assert len(list(tmp_path.iterdir())) == 1
         # the second tab: those keyframes (named by frame index) propagated again
         keys = [client_mod.handle_file(g["image"]) for g in gallery]
-        message, result = client.predict(video, keys, 128, api_name="/propagate")
+        message, result = client.predict(video, keys, 128, "workers: 1", api_name="/propagate")
         assert message.startswith("**8 frames** at 25 fps") and Path(result).is_file()  # the whole clip
         args[1] = " "
         message, result, gallery, report = client.predict(*args, api_name="/translate")
@@ -258,9 +259,24 @@ def test_propagate_own_keyframes(src, tmp_path):
     assert again.startswith("**8 frames**") and again.endswith("Ignored (not named by frame index): cover.webp.")
     with pytest.raises(InputError, match="no keyframes: .*named by frame index.*got notes.txt"):
         session.propagate(str(src), [str(tmp_path / "notes.txt")], 64, progress=False)
+    # the Options box: PropagationConfig fields, kept in run.json; a wrong one fails before a folder is made
+    runs = sorted((tmp_path / "runs").iterdir())
+    opts = session.propagate(str(src), keys, 64, "colour_lookup: true  # flat colours\nworkers: 1", progress=False)
+    assert json.loads((Path(opts.video).parent / "run.json").read_text())["options"] == {
+        "colour_lookup": True,
+        "workers": 1,
+    }
+    for bad, match in [
+        ("colour_lookup: 'yes'", "options.colour_lookup: expected True or False, got 'yes'"),
+        ("colour_lokup: true", "did you mean 'colour_lookup'"),
+        ("[colour_lookup]", "options: expected a YAML mapping"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(match)):
+            session.propagate(str(src), keys, 64, bad, progress=False)
+    assert len(sorted((tmp_path / "runs").iterdir())) == len(runs) + 1
     with pytest.raises(InputError, match=r"/0000\.png: is 64x64, the video frames are 128x128"):  # names the upload
         session.propagate(str(src), keys, 128, progress=False)
-    assert len(list((tmp_path / "runs").iterdir())) == 3  # the failed run left nothing
+    assert len(list((tmp_path / "runs").iterdir())) == 4  # the failed run left nothing
     with pytest.raises(InputError, match="upload a video"):
         session.propagate(None, keys, 64, progress=False)
 

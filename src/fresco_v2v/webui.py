@@ -22,7 +22,15 @@ from pathlib import Path
 
 import yaml
 
-from .config import DEFAULT_ADDED_PROMPT, DEFAULT_MODEL, DEFAULT_NEGATIVE_PROMPT, RunConfig, names_expected, to_dict
+from .config import (
+    DEFAULT_ADDED_PROMPT,
+    DEFAULT_MODEL,
+    DEFAULT_NEGATIVE_PROMPT,
+    RunConfig,
+    names_expected,
+    propagation_config,
+    to_dict,
+)
 from .errors import Cancelled, ConfigError, FrescoError, InputError
 
 logger = logging.getLogger(__name__)
@@ -99,18 +107,29 @@ def parse_keyframe_prompts(text: str) -> dict:
     return out
 
 
-def parse_more_options(text: str) -> dict:
-    """The "More options" YAML: a mapping of RunConfig fields that are not on the form."""
+def _yaml_mapping(text: str, box: str) -> dict:
+    """A YAML box's text as a mapping of option names to values ({} when empty or only comments)."""
     if not text.strip():
         return {}
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError("more options", "a YAML mapping of option names to values", f"invalid YAML ({e})") from None
+        raise ConfigError(box, "a YAML mapping of option names to values", f"invalid YAML ({e})") from None
     if data is None:  # only comments
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("more options", "a YAML mapping of option names to values", data)
+        raise ConfigError(box, "a YAML mapping of option names to values", data)
+    return data
+
+
+def parse_propagation_options(text: str) -> dict:
+    """The Propagate tab's Options YAML: ``PropagationConfig`` fields by name (checked by ``propagate_video``)."""
+    return _yaml_mapping(text or "", "options")
+
+
+def parse_more_options(text: str) -> dict:
+    """The "More options" YAML: a mapping of RunConfig fields that are not on the form."""
+    data = _yaml_mapping(text, "more options")
     known = set(to_dict(_DEFAULTS))
     for name in data:
         if name not in known:
@@ -257,8 +276,11 @@ class WebSession:
             lines.append(f"Note: {note}.")
         return RunOutput(str(result.video) if result.video else None, keyframes, r, "\n\n".join(lines))
 
-    def propagate(self, video: str | None, keyframes: list[str], resolution, progress: bool = True) -> RunOutput:
-        """The user's stylized keyframes propagated to every frame of ``video`` (``propagate_video``)."""
+    def propagate(
+        self, video: str | None, keyframes: list[str], resolution, options: str = "", progress: bool = True
+    ) -> RunOutput:
+        """The user's stylized keyframes propagated to every frame of ``video`` (``propagate_video``); ``options``:
+        the Options box's YAML, ``PropagationConfig`` fields by name."""
         from .runner import keyframe_files, package_versions, propagate_video, write_json
 
         if not video:
@@ -271,6 +293,8 @@ class WebSession:
                 + (f"; got {', '.join(Path(k).name for k in keyframes[:5])}" if keyframes else "")
             )
         ignored = sorted({Path(k).name for k in keyframes} - {p.name for _, p in named})
+        opts = parse_propagation_options(options)
+        propagation_config(dict(opts), "options")  # a wrong option fails before a folder is made
         with self._lock:
             self._stop.clear()
             folder = run_folder(self.output_root, "propagate")
@@ -279,7 +303,13 @@ class WebSession:
                 t0 = time.perf_counter()
                 _save(folder.mkdir, folder, parents=True)
                 r = propagate_video(
-                    video, named, folder / "video.mp4", resolution=res, progress=progress, should_stop=self._stop.is_set
+                    video,
+                    named,
+                    folder / "video.mp4",
+                    resolution=res,
+                    progress=progress,
+                    options=opts,
+                    should_stop=self._stop.is_set,
                 )
                 upload = Path(video)
                 _save(shutil.copyfile, folder, upload, folder / f"input{upload.suffix.lower()}")
@@ -290,6 +320,7 @@ class WebSession:
                     "input": upload.name,
                     "keyframes": r.keyframes,
                     "ignored": ignored,
+                    "options": opts,
                     "frames": r.frames,
                     "timing": r.rate,
                     "audio": r.audio,
@@ -486,6 +517,14 @@ def _propagate_tab(gr, session: WebSession) -> None:
             resolution = gr.Dropdown(
                 [KEYS_SIZE, *RESOLUTIONS], value=KEYS_SIZE, label="Short side (px) the keyframes were made at"
             )
+            options = gr.Code(
+                label="Options (YAML, the names of PropagationConfig; see the README's Propagation section)",
+                language="yaml",
+                value=(
+                    "# e.g.\n# colour_lookup: true    # for flat-colour styles\n"
+                    "# flow: dis-fine        # slow, detailed motion\n"
+                ),
+            )
             with gr.Row():
                 run = gr.Button("Propagate", variant="primary", scale=3)
                 stop = gr.Button("Stop", variant="stop", scale=1)
@@ -493,17 +532,17 @@ def _propagate_tab(gr, session: WebSession) -> None:
         with gr.Column():
             result = gr.Video(label="Result")
 
-    def on_propagate(video_path, key_paths, short_side, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+    def on_propagate(video_path, key_paths, short_side, options_text, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         yield from _run_steps(
             gr,
-            lambda: session.propagate(video_path, key_paths or [], short_side),
+            lambda: session.propagate(video_path, key_paths or [], short_side, options_text or ""),
             "reading the video and the keyframes, estimating optical flow",
             progress,
             lambda out: (out.message, out.video),
             empty=(None,),
         )
 
-    run.click(on_propagate, [video, keys, resolution], [message, result], api_name="propagate",
+    run.click(on_propagate, [video, keys, resolution, options], [message, result], api_name="propagate",
               show_progress_on=[message])  # fmt: skip
     _stop_button(stop, message, session, "stop_propagation")
 
