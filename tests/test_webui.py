@@ -267,7 +267,7 @@ def test_propagate_own_keyframes(src, tmp_path):
         "workers": 1,
     }
     for bad, match in [
-        ("colour_lookup: 'yes'", "options.colour_lookup: expected True or False, got 'yes'"),
+        ("colour_lookup: 'yes'", "options.colour_lookup: expected True, False or 'auto', got 'yes'"),
         ("colour_lokup: true", "did you mean 'colour_lookup'"),
         ("[colour_lookup]", "options: expected a YAML mapping"),
     ]:

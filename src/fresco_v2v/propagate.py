@@ -14,11 +14,13 @@ keys L and R:
    the difference to frame t's own pixels (lighting, sub-pixel misalignment, small deformations) is mapped into
    the style by the key's local linear colour model (the guided filter's 3x3 regression of stylized on source,
    He et al. 2013), a first-order correction of the copied style. Our addition; it can be switched off.
-3b. **Local colour lookup** (``lookup_candidate``, an option): where the style is a function of colour that a linear
-   model cannot follow (posterization thresholds, steep colour grades), frame t's own colour says what changed: one
-   more candidate per key takes, near the flow's match, the stylized pixel whose source colour is closest to frame
-   t's (guided synthesis with 1x1 patches in a small window), trusted as far as the key's own colours predict its
-   style (a leave-one-out test on the key, ``lookup_self_error``). Our addition.
+3b. **Local colour lookup** (``lookup_candidate``, ``apply_colour_lookup``): where the style is a function of colour
+   that a linear model cannot follow (posterization thresholds, flat-colour styles), frame t's own colour says what
+   changed: near the flow's match in each key, the stylized pixel whose source colour is closest to frame t's
+   (guided synthesis with 1x1 patches in a small window). It replaces the blend as far as it is trusted: its colour
+   distance plus how well the key's own colours predict its style there (a leave-one-out test on the key,
+   ``lookup_self_error``). By default only for keys where that test beats the local linear model clearly
+   (``colour_model_error``; ``colour_lookup="auto"``). Our addition.
 4. **Blending** (``histogram_preserving_blend``): weights = temporal distance x exp(-(guide error / scale)^2) per
    pixel; the linear mix is then re-contrasted so its local variance equals the weighted variance of the inputs
    (histogram-preserving blending, Heitz & Neyret 2018, in a local form that leaves aligned inputs unchanged); the
@@ -89,26 +91,32 @@ class PropagationConfig:
     #: (all four clips, 31 frames, keys every 10): vs 2.0 it gains 0.01-0.05 dB on cv2.stylization (whose inked
     #: edges give the steepest local fits) and changes edge_lut and posterize by at most +0.02 dB.
     residual_max_gain: float = 1.0
-    #: Local colour lookup (module docstring, step 3b; our addition): one more candidate per key, the stylized pixel
-    #: near the flow's match whose source colour is closest to frame t's own colour, trusted as far as the key's own
-    #: colours predict its style there (``lookup_self_error``). Off by default, a measured choice
-    #: (benchmarks/propagation_colour_lookup.log vs propagation_before_range_clamp.log, both with the earlier
-    #: detail_agreement 0.04 and no range clamp; all four clips, 31 frames, keys every 10): on,
-    #: it gains 0.9-1.1 dB on posterize + hue shift and 0.0-1.4 dB on edge-preserving + LUT, changes cv2.stylization
-    #: by 0.00 to +0.02 dB, but lowers the sharpness ratio (dog posterize 0.966 -> 0.901: band edges are averaged
-    #: with the flow candidates' ones) and costs 0.1-0.4 s more per frame on a 2-core CPU. With the current detail
-    #: defaults the same holds (music posterize 27.01 dB vs the blend's 26.38, dog posterize sharpness 0.925). Turn
-    #: it on for styles that are mostly a colour grade or a posterization of the source.
-    colour_lookup: bool = False
-    #: Search window radius in pixels around the flow's match (5x5 at 2).
+    #: Local colour lookup (module docstring, step 3b; our addition): True, False or "auto". "auto" (the default)
+    #: turns it on for a key whose own colours predict its style (``lookup_self_error``) at least
+    #: ``lookup_auto_ratio`` times better, on the key's mean, than the local linear colour model does
+    #: (``colour_model_error``): posterized and flat-colour styles, which only a lookup follows across thresholds.
+    #: Measured (benchmarks/propagation.log vs propagation_before_lookup_auto.log, all four clips, 31 frames, keys
+    #: every 10): on for posterize + hue shift, +0.44 to +0.87 dB (music 26.58 dB, the two-key blend 26.38, without
+    #: it 26.10), sharpness 0.98-1.09 of the truth, ~0.1-0.15 s more per frame on a 2-core CPU; off for
+    #: cv2.stylization and edge-preserving + LUT (identical output), where an earlier form of the lookup, forced on,
+    #: cost up to 0.8 dB (boxer edge + LUT) and flicker (dog edge + LUT above the truth's). A style from a diffusion
+    #: model is not a function of the source colour: it stays off there, for the cost of the test (a fraction of a
+    #: second per key).
+    colour_lookup: bool | str = "auto"
+    #: The "auto" threshold: 4, a measured choice (the benchmark's 16 keys per filter: posterize + hue shift
+    #: 4.8-14.9, cv2.stylization 1.6-2.9, edge-preserving + LUT 1.8-2.4).
+    lookup_auto_ratio: float = 4.0
+    #: Search radius in pixels around the flow's match (a disc: 13 pixels at 2; ``local_colour_lookup``).
     lookup_radius: int = 2
     #: Colour distance added per pixel of offset from the flow's match, so that among equally good colour matches
     #: (flat regions) the flow's own match wins and textures are not jittered.
     lookup_offset_penalty: float = 0.005
-    #: Weight of the key-wide mean self error added to the local one (``lookup_self_error``). 2, measured (music /
-    #: car-turn, 31 frames): with 0, cv2.stylization loses 0.05 dB (the lookup picks pixels of the right colour
-    #: but without the stroke); with 2 it changes by 0.00 / +0.02 dB and posterize still gains 0.9 / 1.2 dB.
-    lookup_prior: float = 2.0
+    #: Weight of the key-wide mean self error added to the local one (``lookup_self_error``): a small local error
+    #: is luck more often than not in a key whose style mostly does not follow colour. 4, measured with an earlier
+    #: form of the lookup (a histogram-preserving mix, 5x5 window) forced on everywhere (music / dog / car-turn,
+    #: 31 frames): vs 2, dog cv2.stylization keeps sharpness 0.961 (0.953 with 2) and car-turn 0.950 (0.948), music
+    #: posterize 27.07 vs 27.14 dB.
+    lookup_prior: float = 4.0
     #: Guided patch synthesis where every flow candidate's guide error exceeds ``synthesis_threshold``.
     patch_synthesis: bool = True
     #: 0.08 (20/255), a documented choice: four times ``error_scale``, where the flow candidates' weights are ~0.
@@ -190,7 +198,7 @@ class PropagationConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
                 raise ConfigError(name, "a number > 0", v)
-        for name in ("key_sharpen", "lookup_offset_penalty", "lookup_prior"):
+        for name in ("key_sharpen", "lookup_offset_penalty", "lookup_prior", "lookup_auto_ratio"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ConfigError(name, "a number >= 0", v)
@@ -210,7 +218,6 @@ class PropagationConfig:
             "chained_flow",
             "anti_ringing",
             "residual_transfer",
-            "colour_lookup",
             "patch_synthesis",
             "contrast_preserving",
             "detail_restore",
@@ -218,6 +225,8 @@ class PropagationConfig:
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, "True or False", getattr(self, name))
+        if self.colour_lookup not in (True, False, "auto") or not isinstance(self.colour_lookup, (bool, str)):
+            raise ConfigError("colour_lookup", "True, False or 'auto'", self.colour_lookup)
         if not isinstance(self.flow, str):
             raise ConfigError("flow", "a flow backend name", self.flow)
         if self.detail_range_radius is not None and (
@@ -286,60 +295,131 @@ def apply_residual(stylized: torch.Tensor, coeffs: torch.Tensor, guide_diff: tor
     return out
 
 
-def local_colour_lookup(
-    target: torch.Tensor, guide: torch.Tensor, radius: int, offset_penalty: float, exclude_centre: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per pixel x, the pixel of ``guide`` within the (2r+1)^2 window around x whose colour is closest to target(x).
+def colour_levels(image: torch.Tensor) -> torch.Tensor:
+    """[C, H, W] in [0, 1] -> 8-bit levels round(255 x) as int16 (the frames are uint8, so this is exact for them)."""
+    return (image * 255).round_().to(torch.int16)
 
-    target, guide: [3, H, W]. Cost of offset o: mean_c |target(x) - guide(x + o)| + offset_penalty * |o| (Euclidean
-    length in pixels), the window clamped to the image (border pixels repeat); ties go to the smaller offset.
-    ``exclude_centre`` leaves o = 0 out (a leave-one-out test of the guide against itself).
-    Returns (flat indices [H, W] long into H * W, the chosen colour distance [H, W]).
-    One pass per offset over the whole image (vectorized over pixels; the loop is over the 25-49 offsets).
+
+def local_colour_lookup(
+    target: torch.Tensor,
+    guide: torch.Tensor,
+    carried: torch.Tensor,
+    radius: int,
+    offset_penalty: float,
+    exclude_centre: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel x, ``carried`` at the pixel of ``guide`` within distance r of x whose colour is closest to target(x).
+
+    target, guide: [3, H, W] 8-bit levels (``colour_levels``); carried: [C, H, W] any values. Cost of offset o, in
+    integer units of 1/8 level: 8 sum_c |target(x) - guide(x + o)| + round(8 * 3 * 255 * offset_penalty * |o|) (|o|
+    the Euclidean length in pixels: the penalty is per channel-mean colour unit in [0, 1], as the distance), the
+    window clamped to the image (border pixels repeat); ties go to the smaller offset. ``exclude_centre`` leaves
+    o = 0 out (a leave-one-out test of the guide against itself).
+    Returns (carried at the chosen pixel [C, H, W], the chosen mean_c |target - guide| / 255 [H, W]).
+    The window is a disc, the offsets o with |o| <= r (13 at r = 2; the 5x5 square's 25 cost ~0.1 s more per frame
+    on boxer at 512x512 and gained 0.13-0.25 dB on posterize + hue shift, 31 frames, keys every 10).
+    One pass per offset over the whole image (vectorized over pixels; the loop is over the offsets). The costs
+    are integers, so cost and offset index are packed into one int32, cost * 2^b + index, and one elementwise
+    minimum per offset keeps both, ties going to the lower index (offsets are scanned by length). The chosen pixel is
+    read from replicate-padded copies, so no index needs clamping. Measured at 512x512 on one thread, 25 offsets:
+    ~35 ms so, ~105 ms as float compares with a separate index update and clamped indices.
     """
     _, h, w = target.shape
     r = radius
-    padded = F.pad(guide[None], (r, r, r, r), mode="replicate")[0]
+    hp, wp = h + 2 * r, w + 2 * r
+    padded = F.pad(torch.cat([guide.float(), carried.float()])[None], (r, r, r, r), mode="replicate")[0]
+    padded_guide = padded[:3].to(torch.int16)
     offsets = sorted(
-        ((dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if not (exclude_centre and dy == dx == 0)),
+        (
+            (dy, dx)
+            for dy in range(-r, r + 1)
+            for dx in range(-r, r + 1)
+            if dy * dy + dx * dx <= r * r and not (exclude_centre and dy == dx == 0)
+        ),
         key=lambda o: o[0] ** 2 + o[1] ** 2,
     )
-    best = torch.full((h, w), float("inf"), device=target.device, dtype=target.dtype)
-    choice = torch.zeros((h, w), device=target.device, dtype=torch.long)
-    diff = torch.empty_like(target)
-    for k, (dy, dx) in enumerate(offsets):
-        # One reused buffer and a channel sum by slices: 25 offsets at 512x512 on one thread take ~40 ms this way,
-        # ~70 ms as (target - shifted).abs().mean(0).
-        torch.sub(target, padded[:, r + dy : r + dy + h, r + dx : r + dx + w], out=diff)
+    slots = 1 << max(len(offsets) - 1, 1).bit_length()  # index bits: 2^b > the largest index
+    penalties = [round(8 * 3 * 255 * offset_penalty * (dy * dy + dx * dx) ** 0.5) for dy, dx in offsets]
+    largest = (8 * 3 * 255 + max(penalties) + 1) * slots
+    key_dtype = torch.int32 if largest < torch.iinfo(torch.int32).max else torch.int64  # int64: huge penalties only
+    dev = target.device
+    best = torch.full((h, w), torch.iinfo(key_dtype).max, device=dev, dtype=key_dtype)
+    diff = torch.empty((3, h, w), device=dev, dtype=torch.int16)
+    cost = torch.empty((h, w), device=dev, dtype=torch.int16)
+    packed = torch.empty((h, w), device=dev, dtype=key_dtype)
+    for k, ((dy, dx), penalty) in enumerate(zip(offsets, penalties)):
+        torch.sub(target, padded_guide[:, r + dy : r + dy + h, r + dx : r + dx + w], out=diff)
         diff.abs_()
-        cost = diff[0] + diff[1]
+        torch.add(diff[0], diff[1], out=cost)
         cost += diff[2]
-        if offset_penalty:
-            cost += 3 * offset_penalty * (dy * dy + dx * dx) ** 0.5
-        better = cost < best
-        torch.minimum(cost, best, out=best)
-        choice.masked_fill_(better, k)
-    table = torch.tensor(offsets, device=target.device, dtype=torch.long)  # [O, 2] (dy, dx)
-    ys = (torch.arange(h, device=target.device)[:, None] + table[choice, 0]).clamp_(0, h - 1)
-    xs = (torch.arange(w, device=target.device)[None, :] + table[choice, 1]).clamp_(0, w - 1)
-    flat = ys * w + xs
-    dist = (target - guide.reshape(3, -1)[:, flat]).abs().mean(0)
-    return flat, dist
+        packed.copy_(cost)
+        packed.mul_(8 * slots).add_(penalty * slots + k)
+        torch.minimum(best, packed, out=best)
+    choice = (best % slots).long()
+    step = torch.tensor([dy * wp + dx for dy, dx in offsets], device=dev)
+    pen = torch.tensor(penalties, device=dev, dtype=key_dtype)
+    centre = ((torch.arange(h, device=dev)[:, None] + r) * wp + torch.arange(w, device=dev)[None, :] + r).flatten()
+    picked = padded[3:].reshape(-1, hp * wp).index_select(1, centre + step.index_select(0, choice.flatten()))
+    picked = picked.reshape(-1, h, w)
+    dist = ((best // slots - pen[choice]).float() / (8 * 3 * 255)).reshape(h, w)
+    return picked, dist
 
 
 def lookup_self_error(source: torch.Tensor, stylized: torch.Tensor, cfg: PropagationConfig) -> torch.Tensor:
-    """How well a key's own colours predict its style nearby: [3, H, W] x 2 -> [H, W] (leave-one-out).
+    """How well a key's own colours predict its style nearby: [3, H, W] x 2 -> [H, W] (leave-one-out, local part).
 
     Each key pixel is stylized by ``local_colour_lookup`` from its neighbours (itself excluded); the error is the
     box mean (``error_radius``) of the channel-mean |stylized - that prediction|. Near 0 where the style is a local
-    function of colour (colour grades, posterization), large where it depends on more (strokes, texture). The key's
-    mean of it, times ``lookup_prior``, is added everywhere (shrinkage toward the key-wide figure): a small local
-    error is luck more often than not in a key whose style mostly does not follow colour.
+    function of colour (colour grades, posterization), large where it depends on more (strokes, texture).
     """
-    flat, _ = local_colour_lookup(source, source, cfg.lookup_radius, cfg.lookup_offset_penalty, exclude_centre=True)
-    pred = stylized.reshape(stylized.shape[0], -1)[:, flat]
-    local = box_mean((pred - stylized).abs().mean(0), cfg.error_radius)
-    return local + cfg.lookup_prior * local.mean()
+    levels = colour_levels(source)
+    pred, _ = local_colour_lookup(
+        levels, levels, stylized, cfg.lookup_radius, cfg.lookup_offset_penalty, exclude_centre=True
+    )
+    return box_mean((pred - stylized).abs().mean(0), cfg.error_radius)
+
+
+def colour_model_error(source: torch.Tensor, stylized: torch.Tensor, coeffs: torch.Tensor, cfg: PropagationConfig):
+    """How well the key's local linear colour model predicts its style: [3, H, W] x 2, [3, 3, H, W] -> [H, W].
+
+    The guided filter's output (He et al. 2013): coefficients A (``residual_coefficients``) and offsets
+    b = mean(S) - A^T mean(I) averaged over the windows that cover a pixel, prediction mean(A)^T I + mean(b); the
+    error is the box mean (``error_radius``) of the channel-mean |stylized - prediction|. Small for smooth colour
+    grades, large across posterization thresholds and inked strokes. Compared with ``lookup_self_error`` it tells
+    which of the two predictors a key's style follows (``colour_lookup="auto"``).
+    """
+    r = cfg.residual_radius
+    offset = box_mean(stylized, r) - (coeffs * box_mean(source, r)[:, None]).sum(0)  # [3, H, W]
+    pred = (box_mean(coeffs, r) * source[:, None]).sum(0) + box_mean(offset, r)
+    return box_mean((pred - stylized).abs().mean(0), cfg.error_radius)
+
+
+def apply_colour_lookup(
+    blend: torch.Tensor, styles: torch.Tensor, errors: torch.Tensor, temporal: torch.Tensor, cfg: PropagationConfig
+) -> torch.Tensor:
+    """Replace the blend by the colour lookup where it is trusted (module docstring, step 3b).
+
+    blend: [3, H, W]; styles: [S, 3, H, W] one lookup per key side; errors: [S, H, W] (``lookup_candidate``);
+    temporal: [S] temporal weights. Per pixel the side with the larger weight temporal * exp(-(e / error_scale)^2)
+    wins outright: averaging two lookups that picked different levels blurs the band edges they are there for
+    (measured, dog posterize: sharpness 0.86 averaged, 0.99 winner-take-all). The winner's trust
+    t = exp(-(e / error_scale)^2) is ramped, u = clamp((t - 0.25) / 0.5, 0, 1), and out = blend + u (lookup - blend):
+    the lookup replaces the blend where t >= 0.75 and is ignored where t <= 0.25. A measured choice (31 frames, keys
+    every 10, with a 5x5 search window), against mixing by t itself: dog posterize sharpness 0.982 vs 0.951 of the
+    truth, music posterize 26.83 vs 27.14 dB (a histogram-preserving mix by t: 0.962 and 27.07 dB, ~65 ms more per
+    frame on one thread).
+    """
+    weight = temporal[:, None, None] * torch.exp(-(errors / cfg.error_scale).square())  # [S, H, W]
+    if styles.shape[0] == 1:
+        win = torch.zeros_like(errors, dtype=torch.long)  # [1, H, W]
+    elif styles.shape[0] == 2:  # argmax of two; torch's CPU argmax over dim 0 took ~50 ms at 512x512
+        win = (weight[1:] > weight[:1]).long()
+    else:
+        win = weight.argmax(0, keepdim=True)
+    picked = styles.gather(0, win[:, None].expand(1, 3, -1, -1))[0]  # [3, H, W]
+    trust = torch.exp(-(errors.gather(0, win)[0] / cfg.error_scale).square())  # [H, W]
+    ramp = ((trust - 0.25) / 0.5).clamp_(0.0, 1.0)
+    return torch.lerp(blend, picked, ramp)
 
 
 def sample_channels(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
@@ -610,7 +690,7 @@ class _Key:
     coeffs: torch.Tensor | None  # [3, 3, H, W] or None without guide correction
     pyramid: SourcePyramid | None  # the source frame's patch pyramid, or None without patch synthesis
     detail: torch.Tensor  # [1, H, W] local energy of the stylized key's finest band (``detail_energy``)
-    self_error: torch.Tensor | None = None  # [1, H, W] ``lookup_self_error``, or None without colour lookup
+    self_error: torch.Tensor | None = None  # [1, H, W] ``lookup_self_error``, or None: no colour lookup from this key
 
 
 def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -637,22 +717,23 @@ def flow_candidate(target: torch.Tensor, key: _Key, flow: torch.Tensor, cfg: Pro
     return style, err, carried[3]
 
 
-def lookup_candidate(target: torch.Tensor, key: _Key, flow: torch.Tensor, cfg: PropagationConfig):
-    """The colour-lookup candidate from one key: (stylized [3, H, W], error [H, W], detail energy [H, W]).
+def lookup_candidate(target_levels: torch.Tensor, key: _Key, flow: torch.Tensor, cfg: PropagationConfig):
+    """The colour lookup from one key for frame t (``colour_levels`` of it): (stylized [3, H, W], error [H, W]).
 
     The key is warped along ``flow`` with nearest sampling (exact key pixels, no interpolation blur); then each pixel
     takes the stylized value of the warped pixel nearby whose source colour is closest to frame t's
-    (``local_colour_lookup``). Error = box mean of that colour distance + the key's ``lookup_self_error`` there.
+    (``local_colour_lookup``). Error = box mean of that colour distance + the picked pixel's ``lookup_self_error``
+    + ``lookup_prior`` x the key's mean of it.
     """
-    h, w = target.shape[-2:]
-    grid = sampling_grid(flow.to(target.device, target.dtype)[None])
-    both = torch.cat([key.source, key.stylized, key.self_error, key.detail])
+    grid = sampling_grid(flow.to(key.source.device, key.source.dtype)[None])
+    both = torch.cat([key.source, key.stylized, key.self_error])
     warped = sample_channels(both, grid, mode="nearest")
-    flat, dist = local_colour_lookup(target, warped[:3], cfg.lookup_radius, cfg.lookup_offset_penalty)
-    picked = warped[3:].reshape(5, -1)[:, flat]  # [5, H, W]: stylized, self error, detail
+    picked, dist = local_colour_lookup(  # picked: [4, H, W] stylized, self error
+        target_levels, colour_levels(warped[:3]), warped[3:], cfg.lookup_radius, cfg.lookup_offset_penalty
+    )
     valid = (grid[0].abs() <= 1.0).all(-1)
-    err = box_mean(torch.where(valid, dist, torch.ones_like(dist)), cfg.error_radius) + picked[3]
-    return picked[:3], err, picked[4]
+    err = box_mean(torch.where(valid, dist, torch.ones_like(dist)), cfg.error_radius)
+    return picked[:3], err + picked[3] + cfg.lookup_prior * key.self_error.mean()
 
 
 def patch_candidate(
@@ -712,13 +793,6 @@ def synthesize_frame(
                 errors.append(e)
                 details.append(d)
                 tw.append(weight)
-    if cfg.colour_lookup:  # after the synthesis mask: that is where no flow holds, whatever the lookup finds
-        for (key, _, weight), flow in zip(sides, best_flow):
-            s, e, d = lookup_candidate(target, key, flow, cfg)
-            styles.append(s)
-            errors.append(e)
-            details.append(d)
-            tw.append(weight)
     images = torch.stack(styles)  # [K, 3, H, W]
     err = torch.stack(errors)  # [K, H, W]
     tw_t = torch.tensor(tw, device=target.device, dtype=target.dtype)[:, None, None]
@@ -731,21 +805,27 @@ def synthesize_frame(
     if cfg.detail_restore:
         # Give back what resampling took from each candidate (target = warped key energy vs. candidate energy),
         # not what disagreeing candidates cancel in the mix: amplifying that would sharpen ghost edges.
-        # The lookup candidates (the last ones) are left out: copied without resampling, they lost no detail, and their
-        # pixel-wise choices would count as disagreement. Measured (boxer, 31 frames): sharpness 0.946 / 0.928 with
-        # them, 0.951 / 0.942 without, on stylization / posterize, PSNR within 0.04 dB.
-        k = images.shape[0] - (len(sides) if cfg.colour_lookup else 0)
-        wn = weights[:k] / weights[:k].sum(0, keepdim=True)
-        lost = (wn * torch.stack(details[:k])).sum(0) / (wn * detail_energy_batch(images[:k], cfg.detail_radius)).sum(0)
+        wn = weights / weights.sum(0, keepdim=True)
+        lost = (wn * torch.stack(details)).sum(0) / (wn * detail_energy_batch(images, cfg.detail_radius)).sum(0)
         # Only where the candidates agree on where edges are: sharpening an uncertain edge costs more than it gives.
-        spread = box_mean((wn[:, None] * (images[:k] - out).square()).sum(0).mean(0), cfg.detail_radius)
+        spread = box_mean((wn[:, None] * (images - out).square()).sum(0).mean(0), cfg.detail_radius)
         certain = torch.exp(-spread / cfg.detail_agreement**2)
         target_energy = lost.clamp_min(1).pow(certain) * detail_energy(out, cfg.detail_radius)
         out = restore_detail(out, target_energy, cfg.detail_radius, cfg.max_detail_gain)
         if cfg.detail_range_radius is not None:
-            out = clamp_to_candidate_range(out, images[:k], cfg.detail_range_radius)
+            out = clamp_to_candidate_range(out, images, cfg.detail_range_radius)
     if cfg.poisson:
         out = poisson_fuse(out, images, weights, cfg.poisson_weight)
+    # The lookup comes last: where it is trusted it replaces the whole flow / patch estimate (step 3b), and its pixels
+    # are copied, not resampled, so detail restoration has nothing to give back to them.
+    lookup_sides = [(key, f, w) for (key, _, w), f in zip(sides, best_flow) if key.self_error is not None]
+    if lookup_sides:
+        levels = colour_levels(target)
+        found = [lookup_candidate(levels, key, flow, cfg) for key, flow, _ in lookup_sides]
+        temporal = torch.tensor([w for _, _, w in lookup_sides], device=target.device, dtype=target.dtype)
+        out = apply_colour_lookup(
+            out, torch.stack([f[0] for f in found]), torch.stack([f[1] for f in found]), temporal, cfg
+        )
     return out.clamp(0, 1)
 
 
@@ -822,14 +902,31 @@ def propagate(
             detail = detail_energy(sty, cfg.detail_radius)[None]
             if cfg.key_sharpen > 0:
                 sty = sty + cfg.key_sharpen * fine_detail(fine_detail(sty))
-            self_error = lookup_self_error(src, sty, cfg)[None] if cfg.colour_lookup else None
-            cache[k] = _Key(src, sty, coeffs, pyramid, detail, self_error)
+            cache[k] = _Key(src, sty, coeffs, pyramid, detail, key_lookup_error(k, src, sty, coeffs))
         return cache[k]
 
     def check_stop() -> None:
         if should_stop is not None and should_stop():
             done = sum(f is not None for f in out) - len(keys)
             raise Cancelled(f"propagation stopped after {done} of {n - len(keys)} frames")
+
+    def key_lookup_error(k: int, src: torch.Tensor, sty: torch.Tensor, coeffs) -> torch.Tensor | None:
+        """The key's ``lookup_self_error`` [1, H, W] if the colour lookup is used from it, else None."""
+        if cfg.colour_lookup is False:
+            return None
+        self_error = lookup_self_error(src, sty, cfg)
+        if cfg.colour_lookup == "auto":
+            if coeffs is None:
+                coeffs = residual_coefficients(src, sty, cfg.residual_radius, cfg.residual_eps, cfg.residual_max_gain)
+            ratio = (colour_model_error(src, sty, coeffs, cfg).mean() / self_error.mean().clamp_min(1e-6)).item()
+            use = ratio >= cfg.lookup_auto_ratio
+            logger.info(
+                "key %d: colour lookup %s (its colours predict its style %.1fx better than a linear colour model; "
+                "threshold %.1f)", k, "on" if use else "off", ratio, cfg.lookup_auto_ratio
+            )  # fmt: skip
+            if not use:
+                return None
+        return self_error[None]
 
     def render(t: int, sides) -> np.ndarray:
         check_stop()

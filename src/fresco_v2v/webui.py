@@ -454,7 +454,7 @@ def _translate_tab(gr, session: WebSession) -> None:
                     language="yaml",
                     value=(
                         "# e.g.\n# colorize: true\n# fresco:\n#   optimization:\n#     iterations: 10\n"
-                        "# propagation_options:\n#   colour_lookup: true\n"
+                        "# propagation_options:\n#   flow: dis-fine\n"
                     ),
                 )
         with gr.Column():
@@ -521,7 +521,7 @@ def _propagate_tab(gr, session: WebSession) -> None:
                 label="Options (YAML, the names of PropagationConfig; see the README's Propagation section)",
                 language="yaml",
                 value=(
-                    "# e.g.\n# colour_lookup: true    # for flat-colour styles\n"
+                    "# e.g.\n# colour_lookup: true    # for every key (default auto: flat-colour keys)\n"
                     "# flow: dis-fine        # slow, detailed motion\n"
                 ),
             )
