@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 
 import cv2
 import numpy as np
@@ -195,6 +196,10 @@ def test_output_does_not_depend_on_workers_and_threads_are_restored():
         ({"detail_range_radius": -1}, "detail_range_radius"),
         ({"detail_range_radius": 1.0}, "detail_range_radius"),
         ({"lookup_radius": -1}, "lookup_radius"),
+        ({"lookup_radius": 0}, "lookup_radius"),
+        ({"lookup_offset_penalty": float("inf")}, "lookup_offset_penalty"),
+        ({"colour_lookup": 1}, "colour_lookup"),
+        ({"colour_lookup": "on"}, "colour_lookup"),
         ({"lookup_offset_penalty": -0.1}, "lookup_offset_penalty"),
         ({"lookup_prior": -1}, "lookup_prior"),
         ({"colour_lookup": "yes"}, "colour_lookup"),
@@ -540,7 +545,7 @@ def naive_colour_lookup(target: np.ndarray, guide: np.ndarray, r: int, penalty: 
 
 @pytest.mark.parametrize(
     "r,penalty,exclude",
-    [(1, 0.0, False), (2, 0.01, False), (2, 0.0, True), (2, 0.005, False), (1, 50.0, False), (3, 0.002, False)],
+    [(1, 0.0, False), (2, 0.01, False), (2, 0.0, True), (2, 0.005, False), (1, 5e4, False), (3, 0.002, False)],
 )
 def test_local_colour_lookup_matches_naive_search(r, penalty, exclude):
     g = torch.Generator().manual_seed(r)
@@ -678,7 +683,9 @@ def test_apply_colour_lookup_takes_the_better_side_by_its_trust():
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_propagate_stops_when_asked(workers):
+def test_propagate_stops_when_asked(workers, monkeypatch):
+    propagate_module = sys.modules["fresco_v2v.propagate"]
+
     frames = shifted_texture_clip(12, 24, 32, (1, 0), seed=2)
     keys = [0, 5, 11]
     cfg = PropagationConfig(workers=workers)
@@ -691,6 +698,14 @@ def test_propagate_stops_when_asked(workers):
         asked.append(1)
         return len(asked) >= 3
 
-    with pytest.raises(Cancelled, match=r"propagation stopped after \d+ of 9 frames"):
+    rendered = []
+    real = propagate_module.synthesize_frame
+
+    def counting(*a, **k):
+        rendered.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(propagate_module, "synthesize_frame", counting)
+    with pytest.raises(Cancelled, match=r"propagation stopped \(of 9 frames to render\)"):
         propagate(frames, keys, [frames[k] for k in keys], cfg, should_stop=stop_on_third_question)
-    assert len(asked) < 9  # the frames after the Stop were not rendered (each frame asks once before it starts)
+    assert len(rendered) < 9  # the frames after the Stop were not rendered

@@ -395,7 +395,7 @@ def test_stop_keeps_finished_batches_and_says_how_to_go_on(src, tmp_path, monkey
         steps_asked.append(1)
         return len(steps_asked) == 3
 
-    with pytest.raises(Cancelled, match="stopped before denoising step 2 of 2; 0 of "):
+    with pytest.raises(Cancelled, match="stopped before denoising step 2 of 2; no keyframe batch of .* had finished"):
         translate_video(cfg, progress=False, should_stop=stop_during_first_batch)
     assert not list(out.glob(".fresco/batch_*.pt"))
 
@@ -424,5 +424,10 @@ def test_ctrl_c_says_where_the_finished_batches_are(src, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(runner, "translate_video", interrupted)
     assert translate(src, tmp_path / "run") == 130
-    err = capsys.readouterr().err
-    assert f"finished keyframe batches are kept in {tmp_path / 'run'}" in err and "run the same command again" in err
+    assert capsys.readouterr().err == "fresco: interrupted (no keyframe batch had finished)\n"
+    (tmp_path / "run" / ".fresco").mkdir(parents=True)
+    (tmp_path / "run" / ".fresco" / "batch_0000.pt").write_bytes(b"")
+    assert translate(src, tmp_path / "run", "--overwrite") == 130
+    saved = tmp_path / "run" / ".fresco" / "run-config.json"
+    err = capsys.readouterr().err  # the way on from them works whatever flags were given, --overwrite included
+    assert f"1 keyframe batches are finished and kept in {tmp_path / 'run'}" in err and f"--config {saved}" in err

@@ -307,10 +307,12 @@ def test_stop_button_and_the_stopped_status(src, tmp_path, monkeypatch):
 
     session = WebSession(tmp_path)
     app = build_app(session)
-    stops = [f.fn for f in app.fns.values() if f.name == "on_stop"]
-    assert len(stops) == 2 and stops[0]() == NOTHING_TO_STOP  # one per tab
-    with session._lock:  # as while a run holds the session
-        assert stops[1]() == STOPPING and session._stop.is_set()
+    stops = [f.fn for f in app.fns.values() if f.name == "on_stop"]  # the Translate tab's, the Propagate tab's
+    assert len(stops) == 2 and stops[0]() == NOTHING_TO_STOP
+    with session._stoppable("propagate") as request:  # as while a propagation runs
+        assert stops[0]() == NOTHING_TO_STOP and not request.is_set()  # the other tab's Stop leaves it alone
+        assert stops[1]() == STOPPING and request.is_set()
+    assert stops[1]() == NOTHING_TO_STOP  # and a later run does not inherit it
     (fn,) = [f.fn for f in app.fns.values() if f.name == "on_run"]
     fields = {c.label: c for c in app.blocks.values() if getattr(c, "label", None)}
     values = {c: None for c in app.blocks.values()}
@@ -338,7 +340,7 @@ def test_served_stop_does_not_wait_behind_the_run(src, tmp_path, monkeypatch):
 
     def wait_for_stop(self, *a, **k):  # a batch that only ends when Stop arrives
         started.set()
-        assert session._stop.wait(60), "/stop never reached the running run"
+        assert session._running[1].wait(60), "/stop never reached the running run"
         return real(self, *a, **k)
 
     monkeypatch.setattr(FrescoPipeline, "__call__", wait_for_stop)
@@ -352,6 +354,7 @@ def test_served_stop_does_not_wait_behind_the_run(src, tmp_path, monkeypatch):
         assert started.wait(60)
         assert client.predict(api_name="/stop") == STOPPING
         message = job.result(timeout=60)[0]
-        assert message.startswith("**Stopped.** stopped before denoising step 1 of 2; 0 of ")
+        assert message.startswith("**Stopped.** stopped before denoising step 1 of 2; no keyframe batch of ")
+        assert message.endswith("had finished, so there is nothing to go on from") and not list(tmp_path.iterdir())
     finally:
         app.close()

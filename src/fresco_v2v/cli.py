@@ -199,11 +199,15 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         result = translate_video(cfg, overwrite=args.overwrite, progress=not args.quiet)
     except KeyboardInterrupt:
         # every finished batch was saved as it finished (a batch is never half written): say how to use them
-        print(
-            f"fresco: interrupted; finished keyframe batches are kept in {cfg.output}: run the same command again to "
-            "go on from them",
-            file=sys.stderr,
-        )
+        from pathlib import Path
+
+        from .runner import STATE_DIR, resume_hint
+
+        finished = len(list((Path(cfg.output) / STATE_DIR).glob("batch_*.pt")))
+        if finished:
+            print(f"fresco: interrupted; {resume_hint(Path(cfg.output), finished)}", file=sys.stderr)
+        else:
+            print("fresco: interrupted (no keyframe batch had finished)", file=sys.stderr)
         return 130
     if not args.quiet:
         r = result.report

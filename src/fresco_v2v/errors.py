@@ -29,5 +29,5 @@ class OutOfMemory(FrescoError):
 
 
 class Cancelled(FrescoError):
-    """The user stopped the run (the web UI's Stop button, a ``should_stop`` callback); the message says what was
-    kept and how to go on from it."""
+    """The user stopped the run (the web UI's Stop button, a ``should_stop`` callback). From ``translate_video`` the
+    message says what was kept and how to go on from it."""

@@ -183,7 +183,9 @@ class PropagationConfig:
     def __post_init__(self) -> None:
         if self.warp_mode not in ("bilinear", "bicubic", "nearest"):
             raise ConfigError("warp_mode", "'bilinear', 'bicubic' or 'nearest'", self.warp_mode)
-        for name in ("error_radius", "residual_radius", "contrast_radius", "detail_radius", "lookup_radius"):
+        if not isinstance(self.lookup_radius, int) or isinstance(self.lookup_radius, bool) or self.lookup_radius < 1:
+            raise ConfigError("lookup_radius", "an integer >= 1", self.lookup_radius)
+        for name in ("error_radius", "residual_radius", "contrast_radius", "detail_radius"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(name, "an integer >= 0", v)
@@ -200,8 +202,8 @@ class PropagationConfig:
                 raise ConfigError(name, "a number > 0", v)
         for name in ("key_sharpen", "lookup_offset_penalty", "lookup_prior", "lookup_auto_ratio"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise ConfigError(name, "a number >= 0", v)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < float("inf"):
+                raise ConfigError(name, "a finite number >= 0", v)
         for name in ("max_contrast_gain", "max_detail_gain"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 1:
@@ -900,15 +902,15 @@ def propagate(
             if len(cache) >= 2:  # segments go left to right: only the current two keys are needed again
                 cache.pop(min(cache))
             detail = detail_energy(sty, cfg.detail_radius)[None]
+            self_error = key_lookup_error(k, src, sty, coeffs)  # of the key as given, like its colour model
             if cfg.key_sharpen > 0:
                 sty = sty + cfg.key_sharpen * fine_detail(fine_detail(sty))
-            cache[k] = _Key(src, sty, coeffs, pyramid, detail, key_lookup_error(k, src, sty, coeffs))
+            cache[k] = _Key(src, sty, coeffs, pyramid, detail, self_error)
         return cache[k]
 
     def check_stop() -> None:
         if should_stop is not None and should_stop():
-            done = sum(f is not None for f in out) - len(keys)
-            raise Cancelled(f"propagation stopped after {done} of {n - len(keys)} frames")
+            raise Cancelled(f"propagation stopped (of {n - len(keys)} frames to render)")
 
     def key_lookup_error(k: int, src: torch.Tensor, sty: torch.Tensor, coeffs) -> torch.Tensor | None:
         """The key's ``lookup_self_error`` [1, H, W] if the colour lookup is used from it, else None."""

@@ -267,9 +267,18 @@ RUN_CONFIG = "run-config.json"  # in STATE_DIR: the whole RunConfig, a --config 
 
 def _stopped(e: Cancelled, out: Path, finished: int, total: int) -> Cancelled:
     """A Stop's message: what was kept and how to go on (a rerun resumes after the finished batches)."""
-    return Cancelled(
-        f"{e}; {finished} of {total} keyframe batches are finished and kept in {out} (keyframes/, {STATE_DIR}/). "
-        f"To go on from them: fresco translate --config {out / STATE_DIR / RUN_CONFIG} (or the same command again)"
+    if not finished:
+        return Cancelled(f"{e}; no keyframe batch of {total} had finished, so there is nothing to go on from")
+    return Cancelled(f"{e}; {resume_hint(out, finished, total)}")
+
+
+def resume_hint(out: Path, finished: int, total: int | None = None) -> str:
+    """Where the finished batches are and the command that goes on from them (it works whatever flags the run was
+    started with, --overwrite included: the whole config is in the file)."""
+    count = f"{finished} of {total}" if total is not None else f"{finished}"
+    return (
+        f"{count} keyframe batches are finished and kept in {out} (keyframes/, {STATE_DIR}/). To go on from them: "
+        f"fresco translate --config {out / STATE_DIR / RUN_CONFIG}"
     )
 
 

@@ -17,6 +17,8 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -203,21 +205,35 @@ class WebSession:
     Loading SD1.5 and its ControlNet takes from seconds to minutes; a user who changes only the prompt or the
     strength should not wait for it again. Runs are serialized (one consumer GPU): the lock, and the queue's
     concurrency limit of 1 in :func:`build_app`. :meth:`stop` asks the running run to stop (it checks between
-    denoising steps and propagated frames); each run starts with the request cleared.
+    denoising steps and propagated frames); each run has its own stop request, so a Stop never reaches a later run.
     """
 
     output_root: Path = Path("fresco-ui-runs")
     _pipeline: object = None
     _signature: tuple | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
+    _stop_lock: threading.Lock = field(default_factory=threading.Lock)
+    _running: tuple[str, threading.Event] | None = None  # (kind, its stop request) of the run holding _lock
 
-    def stop(self) -> bool:
-        """Ask the running run to stop; False when none is running (nothing to stop, and nothing is remembered)."""
-        if not self._lock.locked():
-            return False
-        self._stop.set()
-        return True
+    def stop(self, kind: str | None = None) -> bool:
+        """Ask the running run ("translate" or "propagate"; None: either) to stop; False when there is none."""
+        with self._stop_lock:
+            if self._running is None or kind not in (None, self._running[0]):
+                return False
+            self._running[1].set()
+            return True
+
+    @contextmanager
+    def _stoppable(self, kind: str) -> Iterator[threading.Event]:
+        """A run's stop request, visible to :meth:`stop` while the run lasts."""
+        request = threading.Event()
+        with self._stop_lock:
+            self._running = (kind, request)
+        try:
+            yield request
+        finally:
+            with self._stop_lock:
+                self._running = None
 
     def pipeline(self, cfg: RunConfig):
         """The loaded pipeline for ``cfg``: the cached one while its signature holds, else a fresh load."""
@@ -234,8 +250,7 @@ class WebSession:
         from .models import model_note
         from .runner import STATE_DIR, rate_text, translate_video
 
-        with self._lock:
-            self._stop.clear()
+        with self._lock, self._stoppable("translate") as stop:
             folder = run_folder(self.output_root, form.prompt)
             cfg = form_config(form, folder)
             if cfg.allow_pickle:
@@ -253,9 +268,7 @@ class WebSession:
                     _save(shutil.copyfile, folder, upload, kept)
                     cfg = replace(cfg, input=str(kept))
                 # The model is loaded by translate_video once the video has been read: bad input fails first.
-                result = translate_video(
-                    cfg, progress=progress, load_pipeline=self.pipeline, should_stop=self._stop.is_set
-                )
+                result = translate_video(cfg, progress=progress, load_pipeline=self.pipeline, should_stop=stop.is_set)
             except BaseException:
                 if folder.is_dir() and not any((folder / STATE_DIR).glob("batch_*.pt")):
                     shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping: only the input's copy
@@ -295,8 +308,7 @@ class WebSession:
         ignored = sorted({Path(k).name for k in keyframes} - {p.name for _, p in named})
         opts = parse_propagation_options(options)
         propagation_config(dict(opts), "options")  # a wrong option fails before a folder is made
-        with self._lock:
-            self._stop.clear()
+        with self._lock, self._stoppable("propagate") as stop:
             folder = run_folder(self.output_root, "propagate")
             try:
                 # From the uploads themselves, so that an error names the file the user gave; copies are kept after.
@@ -309,7 +321,7 @@ class WebSession:
                     resolution=res,
                     progress=progress,
                     options=opts,
-                    should_stop=self._stop.is_set,
+                    should_stop=stop.is_set,
                 )
                 upload = Path(video)
                 _save(shutil.copyfile, folder, upload, folder / f"input{upload.suffix.lower()}")
@@ -396,17 +408,17 @@ def _run_steps(gr, run, first_step: str, progress, shown, empty: tuple):
 
 
 STOPPING = "Stopping at the next denoising step or frame…"
-NOTHING_TO_STOP = "Nothing is running."
+NOTHING_TO_STOP = "Nothing is running here."
 
 
-def _stop_button(button, message, session: WebSession, api_name: str) -> None:
-    """Stop asks the running run to end (``WebSession.stop``); the run's own status line then says what was kept.
+def _stop_button(button, message, session: WebSession, kind: str, api_name: str) -> None:
+    """Stop asks the tab's running run to end (``WebSession.stop``); its status line then says what was kept.
 
     Outside the queue's limit of one (``concurrency_limit=None``): a Stop must not wait behind the run it stops.
     """
 
     def on_stop():
-        return STOPPING if session.stop() else NOTHING_TO_STOP
+        return STOPPING if session.stop(kind) else NOTHING_TO_STOP
 
     button.click(on_stop, None, [message], api_name=api_name, concurrency_limit=None)
 
@@ -500,7 +512,7 @@ def _translate_tab(gr, session: WebSession) -> None:
         on_run, set(fields.values()), [message, result, gallery, report], api_name="translate",
         show_progress_on=[message],
     )  # fmt: skip
-    _stop_button(stop, message, session, "stop")
+    _stop_button(stop, message, session, "translate", "stop")
 
 
 def _propagate_tab(gr, session: WebSession) -> None:
@@ -544,7 +556,7 @@ def _propagate_tab(gr, session: WebSession) -> None:
 
     run.click(on_propagate, [video, keys, resolution, options], [message, result], api_name="propagate",
               show_progress_on=[message])  # fmt: skip
-    _stop_button(stop, message, session, "stop_propagation")
+    _stop_button(stop, message, session, "propagate", "stop_propagation")
 
 
 def build_app(session: WebSession | None = None):
