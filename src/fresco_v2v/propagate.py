@@ -103,8 +103,8 @@ class PropagationConfig:
     #: model is not a function of the source colour: it stays off there, for the cost of the test (a fraction of a
     #: second per key).
     colour_lookup: bool | str = "auto"
-    #: The "auto" threshold: 4, a measured choice (the benchmark's 16 keys per filter: posterize + hue shift
-    #: 4.8-14.9, cv2.stylization 1.6-2.9, edge-preserving + LUT 1.8-2.4).
+    #: The "auto" threshold: 4, a measured choice (benchmarks/colour_lookup_gate.py, the propagation benchmark's 16
+    #: keys per filter: posterize + hue shift 4.8-14.9, cv2.stylization 1.6-2.9, edge-preserving + LUT 1.8-2.4).
     lookup_auto_ratio: float = 4.0
     #: Search radius in pixels around the flow's match (a disc: 13 pixels at 2; ``local_colour_lookup``).
     lookup_radius: int = 2
