@@ -363,29 +363,32 @@ class FrescoPipeline(
             decoder_hooks(self.unet, o_cfg.blocks if hooks_on else (), optimizer),
         ):
             steps = tqdm(timesteps, desc="denoising", disable=not show_progress, leave=False)
-            for i, t in enumerate(steps):
-                num = len(timesteps)
-                if should_stop is not None and should_stop():
-                    raise Cancelled(f"stopped before denoising step {i + 1} of {num}")
-                context.step = StepConstraints(
-                    spatial_guided=a_cfg.spatial_guided and a_cfg.spatial_window.active(i, num, t, t_train),
-                    cross_frame=a_cfg.cross_frame and n > 1 and a_cfg.cross_frame_window.active(i, num, t, t_train),
-                    temporal_guided=a_cfg.temporal_guided
-                    and n > 1
-                    and a_cfg.temporal_window.active(i, num, t, t_train),
-                )
-                optimizer.active = hooks_on and o_cfg.window.active(i, num, t, t_train)
-                optimizer.step_index = i
-                eps = self.predict_noise(latents, t, emb, conds, scales, guidance_scale)
-                t_prev = timesteps[i + 1] if i + 1 < num else -1
-                z = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
-                latents, _ = ddpm_step(latents, eps, t, t_prev, alphas, z.to(device), pred_type)
-                if smooth is not None:
-                    latents = background_smoothing_step(latents, *smooth, background_smoothing)
-                if anchors is not None:
-                    latents[0], latents[1] = anchors.first[i + 1][0].to(latents), anchors.last[i + 1][0].to(latents)
-                record.first.append(latents[:1].cpu().clone())
-                record.last.append(latents[-1:].cpu().clone())
+            try:  # closed on every exit (a Stop, an error): the next message starts on its own line
+                for i, t in enumerate(steps):
+                    num = len(timesteps)
+                    if should_stop is not None and should_stop():
+                        raise Cancelled(f"stopped before denoising step {i + 1} of {num}")
+                    context.step = StepConstraints(
+                        spatial_guided=a_cfg.spatial_guided and a_cfg.spatial_window.active(i, num, t, t_train),
+                        cross_frame=a_cfg.cross_frame and n > 1 and a_cfg.cross_frame_window.active(i, num, t, t_train),
+                        temporal_guided=a_cfg.temporal_guided
+                        and n > 1
+                        and a_cfg.temporal_window.active(i, num, t, t_train),
+                    )
+                    optimizer.active = hooks_on and o_cfg.window.active(i, num, t, t_train)
+                    optimizer.step_index = i
+                    eps = self.predict_noise(latents, t, emb, conds, scales, guidance_scale)
+                    t_prev = timesteps[i + 1] if i + 1 < num else -1
+                    z = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
+                    latents, _ = ddpm_step(latents, eps, t, t_prev, alphas, z.to(device), pred_type)
+                    if smooth is not None:
+                        latents = background_smoothing_step(latents, *smooth, background_smoothing)
+                    if anchors is not None:
+                        latents[0], latents[1] = anchors.first[i + 1][0].to(latents), anchors.last[i + 1][0].to(latents)
+                    record.first.append(latents[:1].cpu().clone())
+                    record.last.append(latents[-1:].cpu().clone())
+            finally:
+                steps.close()
         trace.optimization = optimizer.trace
 
         # 8. Decode

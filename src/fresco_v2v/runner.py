@@ -338,75 +338,77 @@ def translate_video(
     pipe = pipeline
     anchors: AnchorLatents | None = None
     bar = tqdm(total=len(batches), desc="keyframe batches", unit="batch", disable=not progress)
-    for b, batch in enumerate(batches):
-        done = state / f"batch_{b:04d}.pt"
-        pngs = [out / "keyframes" / f"{k:04d}.png" for k in batch]
-        if done.is_file() and all(p.is_file() for p in pngs):
-            anchors = load_anchors(done)
-            for k, p in zip(batch, pngs):
-                translated[k] = read_png(p)
-            logger.info("batch %d already done; resumed from %s", b, done)
+    try:  # closed on every exit, so a Stop or Ctrl-C message starts on its own line
+        for b, batch in enumerate(batches):
+            done = state / f"batch_{b:04d}.pt"
+            pngs = [out / "keyframes" / f"{k:04d}.png" for k in batch]
+            if done.is_file() and all(p.is_file() for p in pngs):
+                anchors = load_anchors(done)
+                for k, p in zip(batch, pngs):
+                    translated[k] = read_png(p)
+                logger.info("batch %d already done; resumed from %s", b, done)
+                bar.update(1)
+                continue
+            if should_stop is not None and should_stop():
+                raise _stopped(Cancelled("stopped"), out, b, len(batches))
+            if pipe is None:
+                pipe = (load_pipeline or load_run_pipeline)(cfg)
+            batch_frames = frames[batch]
+            prompts = [
+                prompt_for_frame(cfg.prompt, cfg.added_prompt, cfg.keyframe_prompts, k, float(clip.fps), frame_seconds)
+                for k in batch
+            ]
+            scales = list(cfg.controlnet_scale) * (len(cfg.controlnet) if len(cfg.controlnet_scale) == 1 else 1)
+            controls = [canny_condition(batch_frames, cfg.canny_low, cfg.canny_high)] * len(cfg.controlnet)
+            masks = _foreground_masks(cfg, batch, batch_frames.shape[1:3]) if cfg.background_smoothing > 0 else None
+            try:
+                corr = (
+                    build_correspondence(batch_frames, estimator=estimator, factors=pipe.decoder_factors)
+                    if len(batch) > 1
+                    else None
+                )
+                result = pipe(
+                    batch_frames,
+                    prompts,
+                    negative_prompt=cfg.negative_prompt,
+                    num_inference_steps=cfg.steps,
+                    strength=cfg.strength,
+                    guidance_scale=cfg.guidance_scale,
+                    controlnet_conditioning_scale=scales,
+                    generator=torch.Generator().manual_seed(cfg.seed),
+                    fresco=cfg.fresco,
+                    correspondence=corr,
+                    control_images=controls,
+                    anchors=anchors if b > 0 else None,
+                    foreground_masks=masks,
+                    background_smoothing=cfg.background_smoothing,
+                    show_progress=progress,
+                    should_stop=should_stop,
+                )
+            except Cancelled as e:
+                raise _stopped(e, out, b, len(batches)) from None
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e):
+                    raise  # MPS reports running out of memory as a RuntimeError
+                h, w = batch_frames.shape[1:3]
+                raise OutOfMemory(
+                    f"out of memory translating batch {b} ({len(batch)} frames of {w}x{h}) on {pipe.device}: "
+                    f"{str(e).splitlines()[0]}. Lower --batch-size (now {cfg.batch_size}; the paper uses 6-8) or "
+                    f"--resolution (now {cfg.resolution}), or use --dtype float16 on a GPU. Rerun with the same -o to "
+                    "resume after the finished batches."
+                ) from None
+            new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
+            for k, img in zip(batch, result.frames):
+                if k in new:
+                    translated[k] = img
+                    write_png(out / "keyframes" / f"{k:04d}.png", img)
+                else:
+                    translated.setdefault(k, img)
+            save_anchors(done, result.anchors)  # last: marks the batch finished
+            anchors = result.anchors
             bar.update(1)
-            continue
-        if should_stop is not None and should_stop():
-            raise _stopped(Cancelled("stopped"), out, b, len(batches))
-        if pipe is None:
-            pipe = (load_pipeline or load_run_pipeline)(cfg)
-        batch_frames = frames[batch]
-        prompts = [
-            prompt_for_frame(cfg.prompt, cfg.added_prompt, cfg.keyframe_prompts, k, float(clip.fps), frame_seconds)
-            for k in batch
-        ]
-        scales = list(cfg.controlnet_scale) * (len(cfg.controlnet) if len(cfg.controlnet_scale) == 1 else 1)
-        controls = [canny_condition(batch_frames, cfg.canny_low, cfg.canny_high)] * len(cfg.controlnet)
-        masks = _foreground_masks(cfg, batch, batch_frames.shape[1:3]) if cfg.background_smoothing > 0 else None
-        try:
-            corr = (
-                build_correspondence(batch_frames, estimator=estimator, factors=pipe.decoder_factors)
-                if len(batch) > 1
-                else None
-            )
-            result = pipe(
-                batch_frames,
-                prompts,
-                negative_prompt=cfg.negative_prompt,
-                num_inference_steps=cfg.steps,
-                strength=cfg.strength,
-                guidance_scale=cfg.guidance_scale,
-                controlnet_conditioning_scale=scales,
-                generator=torch.Generator().manual_seed(cfg.seed),
-                fresco=cfg.fresco,
-                correspondence=corr,
-                control_images=controls,
-                anchors=anchors if b > 0 else None,
-                foreground_masks=masks,
-                background_smoothing=cfg.background_smoothing,
-                show_progress=progress,
-                should_stop=should_stop,
-            )
-        except Cancelled as e:
-            raise _stopped(e, out, b, len(batches)) from None
-        except (torch.OutOfMemoryError, RuntimeError) as e:
-            if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e):
-                raise  # MPS reports running out of memory as a RuntimeError
-            h, w = batch_frames.shape[1:3]
-            raise OutOfMemory(
-                f"out of memory translating batch {b} ({len(batch)} frames of {w}x{h}) on {pipe.device}: "
-                f"{str(e).splitlines()[0]}. Lower --batch-size (now {cfg.batch_size}; the paper uses 6-8) or "
-                f"--resolution (now {cfg.resolution}), or use --dtype float16 on a GPU. Rerun with the same -o to "
-                "resume after the finished batches."
-            ) from None
-        new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
-        for k, img in zip(batch, result.frames):
-            if k in new:
-                translated[k] = img
-                write_png(out / "keyframes" / f"{k:04d}.png", img)
-            else:
-                translated.setdefault(k, img)
-        save_anchors(done, result.anchors)  # last: marks the batch finished
-        anchors = result.anchors
-        bar.update(1)
-    bar.close()
+    finally:
+        bar.close()
     seconds["translate"] = time.perf_counter() - t0
 
     # 4. Propagation of every other frame from the keyframes (§3.5)
