@@ -272,6 +272,12 @@ def _stopped(e: Cancelled, out: Path, finished: int, total: int) -> Cancelled:
     return Cancelled(f"{e}; {resume_hint(out, finished, total)}")
 
 
+def _finished_hint(state: Path, out: Path, total: int) -> str:
+    """`` `` + ``resume_hint`` when some batch has finished, else nothing."""
+    finished = len(list(state.glob("batch_*.pt")))
+    return f" {resume_hint(out, finished, total)} (on this device, with these settings)." if finished else ""
+
+
 def resume_hint(out: Path, finished: int, total: int | None = None) -> str:
     """Where the finished batches are and the command that goes on from them (it works whatever flags the run was
     started with, --overwrite included: the whole config is in the file)."""
@@ -394,8 +400,9 @@ def translate_video(
                 raise OutOfMemory(
                     f"out of memory translating batch {b} ({len(batch)} frames of {w}x{h}) on {pipe.device}: "
                     f"{str(e).splitlines()[0]}. Lower --batch-size (now {cfg.batch_size}; the paper uses 6-8) or "
-                    f"--resolution (now {cfg.resolution}), or use --dtype float16 on a GPU. Rerun with the same -o to "
-                    "resume after the finished batches."
+                    f"--resolution (now {cfg.resolution}), or use --dtype float16 on a GPU; a changed setting "
+                    "starts over (another -o, or --overwrite: the finished batches were made with the old one)."
+                    f"{_finished_hint(state, out, len(batches))}"
                 ) from None
             new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
             for k, img in zip(batch, result.frames):
