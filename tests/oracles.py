@@ -114,13 +114,36 @@ def naive_pool(arr: np.ndarray, f: int, how: str) -> np.ndarray:
     return np.array(out, dtype=np.float64).reshape((b, h // f, w // f) + arr.shape[3:])
 
 
-def naive_scale(frames: np.ndarray, fwd, bwd, occ_fwd, occ_bwd, f: int) -> dict:
+def naive_centre_sample(arr: np.ndarray, f: int) -> np.ndarray:
+    """[B, H, W] -> [B, H/f, W/f]: bilinear sample at the token centre in pixel coordinates, (i + 0.5) f - 0.5."""
+    b, h, w = arr.shape
+    out = np.zeros((b, h // f, w // f))
+    for i in range(b):
+        for ty in range(h // f):
+            for tx in range(w // f):
+                out[i, ty, tx] = _bilinear(arr[i].astype(np.float64), (tx + 0.5) * f - 0.5, (ty + 0.5) * f - 0.5)
+    return out
+
+
+def naive_token_occlusion(occ: np.ndarray, f: int, rule: str) -> np.ndarray:
+    """A token's occlusion from its pixels': "any" pixel, more than half the "area", or the "centre" sample > 0.5."""
+    if rule == "any":
+        return naive_pool(occ, f, "max") > 0
+    if rule == "area":
+        return naive_pool(occ, f, "sum") / (f * f) > 0.5
+    return naive_centre_sample(occ, f) > 0.5
+
+
+def naive_scale(
+    frames: np.ndarray, fwd, bwd, occ_fwd, occ_bwd, f: int, attention_rule: str = "area", loss_rule: str = "any"
+) -> dict:
     """Everything a ScaleCorrespondence holds, computed token by token."""
     n = frames.shape[0]
     flow_fwd = naive_pool(fwd, f, "sum") / (f * f) / f
     flow_bwd = naive_pool(bwd, f, "sum") / (f * f) / f
-    o_fwd = naive_pool(occ_fwd, f, "max") > 0
-    o_bwd = naive_pool(occ_bwd, f, "max") > 0
+    o_fwd = naive_token_occlusion(occ_fwd, f, loss_rule)
+    loss_bwd = naive_token_occlusion(occ_bwd, f, loss_rule)
+    o_bwd = naive_token_occlusion(occ_bwd, f, attention_rule)  # what eq. 8 and 9 read
     colour = naive_pool(frames, f, "sum")  # exact integer sums
     h, w = frames.shape[1] // f, frames.shape[2] // f
     l = h * w
@@ -171,7 +194,8 @@ def naive_scale(frames: np.ndarray, fwd, bwd, occ_fwd, occ_bwd, f: int) -> dict:
         "flow_fwd": flow_fwd,
         "flow_bwd": flow_bwd,
         "occ_fwd": o_fwd,
-        "occ_bwd": o_bwd,
+        "occ_bwd": loss_bwd,
+        "attn_occ_bwd": o_bwd,
         "unique_index": np.array(unique),
         "traj_perm": np.array(perm),
         "traj_inverse": np.array(inverse),

@@ -24,7 +24,10 @@ def random_flows(n, h, w, seed, occ_rate=0.05):
         coarse = rng.normal(size=(n - 1, h // 8 + 1, w // 8 + 1, 2)) * 10
         return np.repeat(np.repeat(coarse, 8, 1), 8, 2)[:, :h, :w] + rng.normal(size=(n - 1, h, w, 2))
 
-    occ = lambda: rng.random((n - 1, h, w)) < occ_rate  # noqa: E731
+    def occ():  # scattered pixels and whole 6x6 blocks (not aligned to tokens), so every token rule matters
+        blocks = np.repeat(np.repeat(rng.random((n - 1, h // 6 + 1, w // 6 + 1)) < 0.15, 6, 1), 6, 2)[:, :h, :w]
+        return blocks | (rng.random((n - 1, h, w)) < occ_rate)
+
     return BidirectionalFlow(
         *(torch.from_numpy(a.astype(np.float32)) for a in (field(), field())),
         torch.from_numpy(occ()),
@@ -38,19 +41,26 @@ def random_frames(n, h, w, seed):
 
 
 def assert_matches_oracle(corr: Correspondence, frames, flows):
+    attention_rule, loss_rule = corr.token_occlusion
     for f, sc in corr.scales.items():
-        ref = naive_scale(frames, flows.fwd.numpy(), flows.bwd.numpy(), flows.occ_fwd.numpy(), flows.occ_bwd.numpy(), f)
+        occ = (flows.occ_fwd.numpy(), flows.occ_bwd.numpy())
+        ref = naive_scale(frames, flows.fwd.numpy(), flows.bwd.numpy(), *occ, f, attention_rule, loss_rule)
         np.testing.assert_allclose(sc.flow_fwd.numpy(), ref["flow_fwd"], atol=1e-5)
         np.testing.assert_allclose(sc.flow_bwd.numpy(), ref["flow_bwd"], atol=1e-5)
-        for key in ("occ_fwd", "occ_bwd", "unique_index", "traj_perm", "traj_inverse", "traj_segment"):
+        keys = ("occ_fwd", "occ_bwd", "attn_occ_bwd", "unique_index", "traj_perm", "traj_inverse", "traj_segment")
+        for key in keys:
             np.testing.assert_array_equal(getattr(sc, key).numpy(), ref[key], err_msg=f"{key} at factor {f}")
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_matches_naive_oracle_on_random_flows(seed):
+@pytest.mark.parametrize("rules", [("area", "any"), ("any", "any"), ("centre", "area")])
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_naive_oracle_on_random_flows(seed, rules):
     n, h, w = 5, 32, 48
     frames, flows = random_frames(n, h, w, seed), random_flows(n, h, w, seed)
-    corr = build_correspondence(frames, flows, factors=(4, 8, 16))
+    corr = build_correspondence(
+        frames, flows, factors=(4, 8, 16), attention_occlusion=rules[0], loss_occlusion=rules[1]
+    )
+    assert corr.token_occlusion == rules
     assert_matches_oracle(corr, frames, flows)
     # the random flows must actually produce collisions and broken links, or the test proves little
     seg = corr[4].traj_segment

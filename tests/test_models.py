@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fresco_v2v import ConfigError, ModelNotFound
+from fresco_v2v.flow import DISFlow
 from fresco_v2v.models import LoraSpec, load_controlnet, load_pipeline, resolve_device, resolve_dtype
 from fresco_v2v.pipeline import FrescoPipeline
 from fresco_v2v.testing import make_tiny_pipeline, moving_square_clip
@@ -24,7 +25,13 @@ def frames():
 
 
 def translate(pipe):
-    return pipe(frames(), "a painting", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
+    return pipe(
+        frames(),
+        "a painting",
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        flow_estimator=DISFlow(),
+    ).frames
 
 
 def test_from_pretrained_folder_round_trip(saved, monkeypatch):

@@ -8,6 +8,8 @@ import torch
 
 from fresco_v2v import ConfigError
 from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig, StepWindow
+from fresco_v2v.correspondence import build_correspondence
+from fresco_v2v.flow import DISFlow
 from fresco_v2v.optimization import decoder_hooks, optimize_features
 from fresco_v2v.testing import make_tiny_pipeline, moving_square_clip
 
@@ -24,6 +26,7 @@ def clip():
 
 def run(pipe, frames, seed=0, **kw):
     kw.setdefault("num_inference_steps", 4)
+    kw.setdefault("flow_estimator", DISFlow())  # consecutive frames: flows straight between them
     return pipe(frames, "a painting of a dog", generator=torch.Generator().manual_seed(seed), **kw)
 
 
@@ -98,6 +101,7 @@ def test_per_frame_prompts_and_no_guidance(pipe, clip):
         guidance_scale=1.0,
         num_inference_steps=2,
         generator=torch.Generator().manual_seed(0),
+        flow_estimator=DISFlow(),
     )
     assert len(out.frames) == 3
 
@@ -134,6 +138,24 @@ def test_validation_names_the_field(pipe, clip, kwargs, field):
         pipe(clip[:3], prompt, **kwargs)
 
 
+def test_no_silent_correspondence(pipe, clip):
+    """Without a correspondence or an estimator the call refuses (no DIS guess behind the caller's back); a
+    correspondence built with other token rules than the config's is refused too."""
+    with pytest.raises(ConfigError, match="correspondence: expected a Correspondence"):
+        pipe(clip[:3], "a dog", num_inference_steps=2)
+    off = FrescoConfig(
+        AttentionConfig(cross_frame=False, temporal_guided=False), OptimizationConfig(temporal=False)
+    )  # nothing needs the correspondence
+    assert len(pipe(clip[:3], "a dog", num_inference_steps=2, fresco=off).frames) == 3
+    corr = build_correspondence(clip[:3], factors=pipe.decoder_factors, attention_occlusion="any")
+    with pytest.raises(ConfigError, match="token occlusion"):
+        pipe(clip[:3], "a dog", num_inference_steps=2, correspondence=corr)
+    fine = build_correspondence(clip[:3], factors=pipe.decoder_factors)
+    a = run(pipe, clip[:3], num_inference_steps=2, correspondence=fine)
+    b = run(pipe, clip[:3], num_inference_steps=2)  # the same flows, estimated inside from flow_estimator
+    assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
+
+
 def test_frames_must_fit_the_model(pipe):
     with pytest.raises(ConfigError, match="multiples of 64"):
         pipe(np.zeros((2, 100, 128, 3), np.uint8), "a dog")
@@ -160,8 +182,6 @@ def test_decoder_hooks_replace_and_are_removed(pipe):
 
 def test_optimize_features_enables_grad_inside_no_grad():
     frames = moving_square_clip(3, 64, 64, 16, (8, 8), (8, 0))
-    from fresco_v2v.correspondence import build_correspondence
-
     sc = build_correspondence(frames, factors=(8,))[8]
     f = torch.randn(6, 5, 8, 8)  # two CFG groups of three frames
     ref = torch.randn(3, 5, 8, 8)
@@ -175,8 +195,6 @@ def test_optimize_features_enables_grad_inside_no_grad():
 
 
 def test_optimization_works_under_inference_mode():
-    from fresco_v2v.correspondence import build_correspondence
-
     frames = moving_square_clip(3, 64, 64, 16, (8, 8), (8, 0))
     sc = build_correspondence(frames, factors=(8,))[8]
     with torch.inference_mode():

@@ -10,6 +10,7 @@ from fresco_v2v import toyworld as tw
 from fresco_v2v.config import FrescoConfig
 from fresco_v2v.correspondence import build_correspondence
 from fresco_v2v.errors import ConfigError, ModelNotFound
+from fresco_v2v.flow import DISFlow
 from fresco_v2v.models import builtin_model, load_pipeline, model_note
 from fresco_v2v.testing import make_tiny_pipeline, shifted_texture_clip, textured_image
 
@@ -76,6 +77,7 @@ def test_full_fresco_runs_on_a_factor_4_vae(random_toy_checkpoint):
         guidance_scale=2.0,
         fresco=cfg,
         generator=torch.Generator().manual_seed(0),
+        flow_estimator=DISFlow(),
     )
     assert len(out.frames) == 3 and out.frames[0].shape == (128, 128, 3)
     assert out.latents.shape == (3, 4, 32, 32)

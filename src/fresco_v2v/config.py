@@ -14,6 +14,10 @@ import numpy as np
 
 from .errors import ConfigError
 
+#: Token occlusion rules (``fresco_v2v.correspondence``): a token is occluded when any pixel, more than half of its
+#: area, or its centre sample is.
+TOKEN_OCCLUSION_RULES = ("any", "area", "centre")
+
 
 @dataclass(frozen=True)
 class StepWindow:
@@ -63,6 +67,10 @@ class AttentionConfig:
     temporal_window: StepWindow = StepWindow(0.0, 0.65, "noise")
     #: Cross-frame attention on every step (paper §3.4).
     cross_frame_window: StepWindow = StepWindow(0.0, 1.0)
+    #: When a token counts as occluded for eq. 8's unique region and eq. 9's links: "area" (more than half of its
+    #: pixels, as the authors' code thresholds the downsampled mask at 0.5, default), "centre" (the authors' exact
+    #: bilinear downsampling), or "any" pixel (max-pool; empties the correspondence on real motion, README).
+    token_occlusion: str = "area"
     #: Queries are chunked so that one attention score block holds at most this many elements (a memory budget:
     #: 2**26 float32 scores = 256 MiB); a documented choice.
     max_attention_elements: int = 2**26
@@ -93,12 +101,20 @@ class OptimizationConfig:
     adain: bool = True
     #: Optimization on the first 75% of the steps (the authors' practice).
     window: StepWindow = StepWindow(0.0, 0.75)
+    #: When a token counts as occluded for L_temp's mask M (eq. 5): "any" of its pixels (the authors max-pool the
+    #: occlusion for their temporal loss, default), "area" or "centre" (see ``AttentionConfig.token_occlusion``).
+    token_occlusion: str = "any"
 
 
 @dataclass(frozen=True)
 class FrescoConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+
+    @property
+    def token_occlusion(self) -> tuple[str, str]:
+        """(attention rule, loss rule): what ``build_correspondence`` takes as attention_/loss_occlusion."""
+        return self.attention.token_occlusion, self.optimization.token_occlusion
 
     def validate(self) -> FrescoConfig:
         a, o = self.attention, self.optimization
@@ -113,6 +129,12 @@ class FrescoConfig:
             raise ConfigError("attention.max_attention_elements", "an integer >= 1024", a.max_attention_elements)
         for name in ("spatial_window", "temporal_window", "cross_frame_window"):
             getattr(a, name).validate(f"attention.{name}")
+        for name, rule in (
+            ("attention.token_occlusion", a.token_occlusion),
+            ("optimization.token_occlusion", o.token_occlusion),
+        ):
+            if rule not in TOKEN_OCCLUSION_RULES:
+                raise ConfigError(name, f"one of {list(TOKEN_OCCLUSION_RULES)}", rule)
         if not (isinstance(o.iterations, int) and o.iterations >= 1):
             raise ConfigError("optimization.iterations", "an integer >= 1", o.iterations)
         if not o.learning_rate > 0:
@@ -186,6 +208,8 @@ class RunConfig:
     batch_size: int = 8  # paper §4: N in [6, 8]
     s_min: int = 5  # authors' keyframe function defaults
     s_max: int = 20
+    #: Flow backend (``fresco_v2v.flow.get_flow_estimator``): "dis" (OpenCV DIS, no weights) or "gmflow[:PATH]"
+    #: (paper §4; the public checkpoint), always through the frames between keyframes (``flow.keyframe_flows``).
     flow: str = "dis"
     device: str = "auto"
     dtype: str = "auto"
@@ -285,6 +309,9 @@ class RunConfig:
         )
         for k in self.keyframe_prompts:
             need(_prompt_key(k) is not None, "keyframe_prompts", "frame indices (12) or times ('2.5s') as keys", k)
+        from .flow import check_flow_name  # cv2 and torch: imported when a run is checked, not for --help
+
+        check_flow_name(self.flow)
         self.fresco.validate()
         self.propagation_config()
         return self
@@ -389,7 +416,7 @@ def propagation_config(options: dict, name: str = "propagation_options"):
 
     The flow backend is checked too, so that a misspelt one fails now and not after hours of translation.
     """
-    from .flow import FLOW_BACKENDS
+    from .flow import check_flow_name
     from .propagate import PropagationConfig  # torch: imported when a run is checked, not for --help
 
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
@@ -402,8 +429,7 @@ def propagation_config(options: dict, name: str = "propagation_options"):
         cfg = PropagationConfig(**options)
     except ConfigError as e:
         raise ConfigError(f"{name}.{e.field}", e.expected, e.given) from None
-    if cfg.flow not in FLOW_BACKENDS:
-        raise ConfigError(f"{name}.flow", f"one of {sorted(FLOW_BACKENDS)}", cfg.flow)
+    check_flow_name(cfg.flow, f"{name}.flow")
     return cfg
 
 

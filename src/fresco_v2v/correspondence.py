@@ -4,10 +4,19 @@ Built once per batch from the frames and their pixel flows, then read by the att
 optimizer. Each scale holds, on that scale's token grid:
 
 * flows and occlusion between consecutive frames (for L_temp, eq. 5): flows are area-averaged and divided by the
-  scale factor; occlusion is max-pooled, so a token touching an occluded pixel counts as occluded;
+  scale factor; occlusion by the loss rule (default "any": a token touching an occluded pixel is occluded, as the
+  authors max-pool for their temporal loss);
 * the unique-region index p_u of efficient cross-frame attention (eq. 8): every token of the first frame plus, for
-  each later frame, the tokens not visible in its previous frame;
-* flow trajectories p_f for temporal-guided attention (eq. 9), as one permutation of the tokens per frame.
+  each later frame, the tokens not visible in its previous frame, by the attention rule (default "area": a token is
+  occluded when more than half of its pixels are, as the authors threshold their downsampled mask at 0.5);
+* flow trajectories p_f for temporal-guided attention (eq. 9), as one permutation of the tokens per frame, linked
+  where the attention rule says a token is visible.
+
+Token occlusion rules (:data:`TOKEN_OCCLUSION_RULES`): "any" (max-pool), "area" (mean over the token's pixels >
+0.5) and "centre" (the authors' exact operation: ``F.interpolate(mode="bilinear")`` to the token grid, which for an
+integer factor reads the mean of the token's central 2x2 pixels, > 0.5). Max-pooling for attention empties the
+correspondence on real motion (a token is linked only when all of its 64-256 pixels are), which is why the rules
+differ (README, "Correspondence").
 
 Trajectories. There are exactly L = h*w trajectories; trajectory p passes through token ``perm[j, p]`` of frame j,
 so ``perm[j]`` is a permutation and the batch can be gathered into an [L, N] "trajectory order" layout and back
@@ -29,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import TOKEN_OCCLUSION_RULES
 from .errors import ConfigError
 from .flow import BidirectionalFlow, FlowEstimator, sequence_flows
 
@@ -48,8 +58,9 @@ class ScaleCorrespondence:
     size: tuple[int, int]  # (h, w) tokens
     flow_fwd: torch.Tensor  # [N-1, h, w, 2] float32, frame i -> i+1, in tokens
     flow_bwd: torch.Tensor  # [N-1, h, w, 2] float32, frame i+1 -> i, in tokens
-    occ_fwd: torch.Tensor  # [N-1, h, w] bool, tokens of frame i not visible in frame i+1
-    occ_bwd: torch.Tensor  # [N-1, h, w] bool, tokens of frame i+1 not visible in frame i
+    occ_fwd: torch.Tensor  # [N-1, h, w] bool, tokens of frame i not visible in frame i+1 (loss rule, eq. 5)
+    occ_bwd: torch.Tensor  # [N-1, h, w] bool, tokens of frame i+1 not visible in frame i (loss rule, eq. 5)
+    attn_occ_bwd: torch.Tensor  # [N-1, h, w] bool, as occ_bwd by the attention rule (eq. 8, 9)
     unique_index: torch.Tensor  # [U] int64, ascending, into the N*L tokens flattened frame-major (eq. 8's p_u)
     traj_perm: torch.Tensor  # [N, L] int64: token of frame j on trajectory p
     traj_inverse: torch.Tensor  # [N, L] int64: trajectory of token q of frame j
@@ -137,6 +148,8 @@ class Correspondence:
     frame_size: tuple[int, int]  # (H, W) pixels
     flows: BidirectionalFlow  # pixel-resolution flows and occlusion
     scales: dict[int, ScaleCorrespondence]  # keyed by downsampling factor
+    #: Token occlusion rules the scales were built with: (attention, loss).
+    token_occlusion: tuple[str, str] = ("area", "any")
 
     @property
     def num_frames(self) -> int:
@@ -160,7 +173,8 @@ class Correspondence:
     def to(self, device: torch.device | str) -> Correspondence:
         fl = self.flows
         moved = BidirectionalFlow(fl.fwd.to(device), fl.bwd.to(device), fl.occ_fwd.to(device), fl.occ_bwd.to(device))
-        return Correspondence(self.frame_size, moved, {f: s.to(device) for f, s in self.scales.items()})
+        scales = {f: s.to(device) for f, s in self.scales.items()}
+        return Correspondence(self.frame_size, moved, scales, self.token_occlusion)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -172,9 +186,18 @@ def pool_flow(flow: torch.Tensor, factor: int) -> torch.Tensor:
     return (F.avg_pool2d(flow.permute(0, 3, 1, 2), factor) / factor).permute(0, 2, 3, 1).contiguous()
 
 
-def pool_occlusion(occ: torch.Tensor, factor: int) -> torch.Tensor:
-    """[B, H, W] bool -> [B, H/f, W/f] bool: a token touching any occluded pixel is occluded."""
-    return F.max_pool2d(occ[:, None].to(torch.float32), factor)[:, 0] > 0
+def pool_occlusion(occ: torch.Tensor, factor: int, rule: str = "any") -> torch.Tensor:
+    """[B, H, W] bool -> [B, H/f, W/f] bool, by ``rule`` (module docstring): "any" max-pools; "area" thresholds the
+    share of occluded pixels at 0.5; "centre" thresholds the authors' bilinear downsampling at 0.5."""
+    x = occ[:, None].to(torch.float32)
+    if rule == "any":
+        return F.max_pool2d(x, factor)[:, 0] > 0
+    if rule == "area":
+        return F.avg_pool2d(x, factor)[:, 0] > 0.5
+    if rule == "centre":
+        h, w = occ.shape[1] // factor, occ.shape[2] // factor
+        return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[:, 0] > 0.5
+    raise ConfigError("token_occlusion", f"one of {TOKEN_OCCLUSION_RULES}", rule)
 
 
 def pool_colour_sum(frames: torch.Tensor, factor: int) -> torch.Tensor:
@@ -266,12 +289,20 @@ def build_trajectories(
     return perm, inverse, segment
 
 
-def build_scale(frames: torch.Tensor, flows: BidirectionalFlow, factor: int) -> ScaleCorrespondence:
+def build_scale(
+    frames: torch.Tensor,
+    flows: BidirectionalFlow,
+    factor: int,
+    attention_occlusion: str = "area",
+    loss_occlusion: str = "any",
+) -> ScaleCorrespondence:
     """One :class:`ScaleCorrespondence` from [N, H, W, 3] uint8 frames and pixel flows."""
     n, h, w, _ = frames.shape
     flow_fwd, flow_bwd = pool_flow(flows.fwd, factor), pool_flow(flows.bwd, factor)
-    occ_fwd, occ_bwd = pool_occlusion(flows.occ_fwd, factor), pool_occlusion(flows.occ_bwd, factor)
-    perm, inverse, segment = build_trajectories(flow_bwd, occ_bwd, pool_colour_sum(frames, factor))
+    occ_fwd = pool_occlusion(flows.occ_fwd, factor, loss_occlusion)
+    occ_bwd = pool_occlusion(flows.occ_bwd, factor, loss_occlusion)
+    attn_occ = pool_occlusion(flows.occ_bwd, factor, attention_occlusion)
+    perm, inverse, segment = build_trajectories(flow_bwd, attn_occ, pool_colour_sum(frames, factor))
     return ScaleCorrespondence(
         factor=factor,
         size=(h // factor, w // factor),
@@ -279,7 +310,8 @@ def build_scale(frames: torch.Tensor, flows: BidirectionalFlow, factor: int) -> 
         flow_bwd=flow_bwd,
         occ_fwd=occ_fwd,
         occ_bwd=occ_bwd,
-        unique_index=unique_region(occ_bwd),
+        attn_occ_bwd=attn_occ,
+        unique_index=unique_region(attn_occ),
         traj_perm=perm,
         traj_inverse=inverse,
         traj_segment=segment,
@@ -292,15 +324,23 @@ def build_correspondence(
     *,
     estimator: FlowEstimator | None = None,
     factors: Sequence[int] = DECODER_FACTORS,
+    attention_occlusion: str = "area",
+    loss_occlusion: str = "any",
 ) -> Correspondence:
     """Build the :class:`Correspondence` of a batch: frames [N, H, W, 3] uint8 RGB (H, W multiples of every factor).
 
-    ``flows`` are estimated with ``estimator`` (default DIS) when not given.
+    ``flows``: the pixel flows between consecutive frames of the batch, for keyframes the ones of
+    :func:`~fresco_v2v.flow.keyframe_flows` (through the frames in between); when not given they are estimated
+    straight between the given frames with ``estimator`` (default DIS), which suits neighbouring frames only.
+    ``attention_occlusion`` (eq. 8, 9) and ``loss_occlusion`` (eq. 5): token occlusion rules (module docstring).
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) < 1:
         raise ConfigError("frames", "[N >= 1, H, W, 3] uint8 RGB", f"{frames.dtype} {frames.shape}")
     n, h, w, _ = frames.shape
+    for name, rule in (("attention_occlusion", attention_occlusion), ("loss_occlusion", loss_occlusion)):
+        if rule not in TOKEN_OCCLUSION_RULES:
+            raise ConfigError(name, f"one of {TOKEN_OCCLUSION_RULES}", rule)
     for f in factors:
         if not isinstance(f, int) or f < 1 or h % f or w % f:
             raise ConfigError("factors", f"positive integers dividing the frame size {w}x{h}", tuple(factors))
@@ -309,6 +349,6 @@ def build_correspondence(
     if flows.fwd.shape != (n - 1, h, w, 2):
         raise ConfigError("flows", f"{n - 1} flows of {w}x{h}", tuple(flows.fwd.shape))
     t = torch.from_numpy(frames)
-    scales = {f: build_scale(t, flows, f) for f in factors}
+    scales = {f: build_scale(t, flows, f, attention_occlusion, loss_occlusion) for f in factors}
     logger.debug("correspondence for %d frames of %dx%d at factors %s", n, w, h, list(factors))
-    return Correspondence((h, w), flows, scales)
+    return Correspondence((h, w), flows, scales, (attention_occlusion, loss_occlusion))

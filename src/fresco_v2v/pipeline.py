@@ -33,6 +33,7 @@ from .config import FrescoConfig
 from .control import canny_condition
 from .correspondence import Correspondence, build_correspondence
 from .errors import Cancelled, ConfigError
+from .flow import FlowEstimator, sequence_flows
 from .optimization import FeatureOptimizer, OptimizationTrace, decoder_hooks
 from .sampling import add_noise, ddpm_step, sdedit_timesteps
 from .sampling import background_smoothing as background_smoothing_step
@@ -217,6 +218,7 @@ class FrescoPipeline(
         generator: torch.Generator | None = None,
         fresco: FrescoConfig | None = None,
         correspondence: Correspondence | None = None,
+        flow_estimator: FlowEstimator | None = None,
         control_images: list[torch.Tensor] | None = None,
         anchors: AnchorLatents | None = None,
         foreground_masks: np.ndarray | None = None,
@@ -226,8 +228,11 @@ class FrescoPipeline(
     ) -> FrescoOutput:
         """Translate N frames (uint8 RGB [H, W, 3], H and W multiples of 64) with one prompt or one per frame.
 
-        ``correspondence``: built by :func:`~fresco_v2v.correspondence.build_correspondence` at
-        :attr:`decoder_factors` when not given (pass one to share it between calls on the same frames).
+        ``correspondence``: the batch's :class:`~fresco_v2v.correspondence.Correspondence` at :attr:`decoder_factors`,
+        built from the keyframe flows (:func:`~fresco_v2v.flow.keyframe_flows`, through the video's frames between
+        the keys) with the token occlusion rules of ``fresco``; ``translate_video`` passes it. Without one, pass
+        ``flow_estimator`` to have the flows estimated straight between the given frames (right for neighbouring
+        frames only); with neither, a FRESCO part that needs the correspondence is an error, never a silent guess.
 
         ``anchors``: the previous batch's :class:`AnchorLatents`; frames 0 and 1 of this batch must then be that
         batch's first and last frame, and their latents are replaced by the recorded ones at every step (§3.5).
@@ -308,7 +313,27 @@ class FrescoPipeline(
                 or background_smoothing > 0
             )
             if correspondence is None and needs_corr and n > 1:
-                correspondence = build_correspondence(frames, factors=self.decoder_factors)
+                if flow_estimator is None:
+                    raise ConfigError(
+                        "correspondence",
+                        "a Correspondence of these frames (build_correspondence with keyframe_flows) or a "
+                        "flow_estimator, since cross-frame/temporal attention, L_temp or background smoothing is on",
+                        None,
+                    )
+                correspondence = build_correspondence(
+                    frames,
+                    sequence_flows(frames, flow_estimator),
+                    factors=self.decoder_factors,
+                    attention_occlusion=cfg.attention.token_occlusion,
+                    loss_occlusion=cfg.optimization.token_occlusion,
+                )
+            if correspondence is not None and correspondence.token_occlusion != cfg.token_occlusion:
+                raise ConfigError(
+                    "correspondence",
+                    f"one built with the token occlusion rules of the FRESCO config {cfg.token_occlusion} "
+                    "(attention, optimization)",
+                    correspondence.token_occlusion,
+                )
             if correspondence is not None and not set(self.decoder_factors) <= set(correspondence.scales):
                 raise ConfigError(
                     "correspondence",

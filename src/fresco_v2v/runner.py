@@ -38,7 +38,13 @@ from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame, propagation_c
 from .control import canny_condition
 from .correspondence import build_correspondence
 from .errors import Cancelled, ConfigError, FrescoError, InputError, OutOfMemory
-from .flow import get_flow_estimator
+from .flow import (
+    BidirectionalFlow,
+    KeyframeFlowStats,
+    batch_keyframe_flows,
+    chain_of,
+    get_flow_estimator,
+)
 from .keyframes import frame_distances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
@@ -99,6 +105,58 @@ def save_anchors(path: Path, anchors: AnchorLatents) -> None:
 def load_anchors(path: Path) -> AnchorLatents:
     d = torch.load(path, weights_only=True)
     return AnchorLatents(list(d["timesteps"]), list(d["first"]), list(d["last"]))
+
+
+CHAIN_FILE = "keyframe-chain.pt"  # in STATE_DIR: the last finished batch's flows from key 0 to its last key
+
+
+def save_chain(state: Path, batch_index: int, chain: BidirectionalFlow) -> None:
+    """What the next batch's anchor pair is built from (``flow.chain_of``), so a resumed run builds it the same."""
+    path = state / CHAIN_FILE
+    tmp = _tmp(path)
+    torch.save({"batch": batch_index, "fwd": chain.fwd, "bwd": chain.bwd}, tmp)
+    os.replace(tmp, path)
+
+
+def load_chain(state: Path, batch_index: int) -> BidirectionalFlow | None:
+    """The chain saved after batch ``batch_index``, or None when the file holds another batch's (or none)."""
+    path = state / CHAIN_FILE
+    if not path.is_file():
+        return None
+    d = torch.load(path, weights_only=True)
+    if d.get("batch") != batch_index:
+        return None
+    none = torch.zeros(d["fwd"].shape[:3], dtype=torch.bool)
+    return BidirectionalFlow(d["fwd"], d["bwd"], none, none.clone())
+
+
+class _KeyframeFlows:
+    """The keyframe flows of each batch (§3.2 through the frames in between, §3.5 anchors), estimated once a run."""
+
+    def __init__(self, cfg: RunConfig, frames: np.ndarray, batches: list[list[int]], state: Path, device):
+        self.estimator = get_flow_estimator(cfg.flow, device=device)
+        self.frames, self.batches, self.state = frames, batches, state
+        self.stats = KeyframeFlowStats()
+        self._chains: dict[int, BidirectionalFlow] = {}  # batch index -> chain_of(its flows)
+
+    def chain(self, b: int) -> BidirectionalFlow | None:
+        """chain_of(batch b's flows): kept from this run, read back from the state folder, or rebuilt."""
+        if b < 0:
+            return None
+        if b not in self._chains:
+            saved = load_chain(self.state, b)
+            self._chains[b] = saved if saved is not None else chain_of(self(b))  # resumed from an older folder
+        return self._chains[b]
+
+    def __call__(self, b: int) -> BidirectionalFlow:
+        chain = self.chain(b - 1) if b > 0 else None
+        flows = batch_keyframe_flows(self.frames, self.batches[b], chain, self.estimator, stats=self.stats)
+        self._chains = {b: chain_of(flows)}  # only the latest is needed again
+        return flows
+
+    def report(self) -> dict:
+        seconds = self.stats.seconds_consecutive + self.stats.seconds_gaps
+        return {"backend": self.estimator.name, "seconds": round(seconds, 3), **self.stats.to_dict()}
 
 
 def colorize(result: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -305,8 +363,7 @@ def translate_video(
     step and before every propagated frame; True ends the run with :class:`Cancelled`, whose message says what was
     kept (every finished batch, as for an interrupted run) and how to go on.
     """
-    cfg = cfg.validate()
-    estimator = get_flow_estimator(cfg.flow)  # an unknown backend fails before any work
+    cfg = cfg.validate()  # checks the flow backend's name too: an unknown one fails before any work
     seconds: dict[str, float] = {}
 
     # 1. Read the video at the model's size (exact rate, audio reference); bad input fails before OUTDIR is touched
@@ -340,6 +397,7 @@ def translate_video(
 
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
+    keyframe_flows = _KeyframeFlows(cfg, frames, batches, state, device)  # a missing GMFlow checkpoint fails here
     translated: dict[int, np.ndarray] = {}
     pipe = pipeline
     anchors: AnchorLatents | None = None
@@ -368,11 +426,17 @@ def translate_video(
             controls = [canny_condition(batch_frames, cfg.canny_low, cfg.canny_high)] * len(cfg.controlnet)
             masks = _foreground_masks(cfg, batch, batch_frames.shape[1:3]) if cfg.background_smoothing > 0 else None
             try:
-                corr = (
-                    build_correspondence(batch_frames, estimator=estimator, factors=pipe.decoder_factors)
-                    if len(batch) > 1
-                    else None
-                )
+                flows = keyframe_flows(b) if len(batch) > 1 else None
+                corr = None
+                if flows is not None:
+                    attention_rule, loss_rule = cfg.fresco.token_occlusion
+                    corr = build_correspondence(
+                        batch_frames,
+                        flows,
+                        factors=pipe.decoder_factors,
+                        attention_occlusion=attention_rule,
+                        loss_occlusion=loss_rule,
+                    )
                 result = pipe(
                     batch_frames,
                     prompts,
@@ -411,6 +475,8 @@ def translate_video(
                     write_png(out / "keyframes" / f"{k:04d}.png", img)
                 else:
                     translated.setdefault(k, img)
+            if flows is not None:
+                save_chain(state, b, keyframe_flows.chain(b))
             save_anchors(done, result.anchors)  # last: marks the batch finished
             anchors = result.anchors
             bar.update(1)
@@ -463,6 +529,7 @@ def translate_video(
         "batches": batches,
         "seed": cfg.seed,
         "seconds": seconds,
+        "keyframe_flow": keyframe_flows.report(),
         "versions": package_versions(),
         "config": cfg.to_dict(),
         "note": model_note(cfg.model),
