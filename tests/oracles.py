@@ -201,3 +201,53 @@ def naive_scale(
         "traj_inverse": np.array(inverse),
         "traj_segment": np.array(segment),
     }
+
+
+def naive_compose(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """[H, W, 2] a->b and b->c -> a->c, pixel by pixel: f(x) + s(x + f(x)) (bilinear, border-clamped)."""
+    h, w = first.shape[:2]
+    out = np.zeros_like(first, dtype=np.float64)
+    s = second.astype(np.float64)
+    for y in range(h):
+        for x in range(w):
+            fx, fy = float(first[y, x, 0]), float(first[y, x, 1])
+            sx, sy = _bilinear(s, x + fx, y + fy)
+            out[y, x] = (fx + sx, fy + sy)
+    return out
+
+
+def naive_select(src, dst, fwd, bwd, radius, fb_weight, fb_cap):
+    """Per pixel the lowest-cost candidate flow (keyframe flow's rule), written out with loops.
+
+    cost_k(x) = mean over the window (clipped to the frame) of mean_RGB |src - dst(. + f_k)|
+                + fb_weight * min(min_m |f_k(x) + b_m(x + f_k(x))|, fb_cap); ties: the lowest k.
+    """
+    h, w = src.shape[:2]
+    k_count = len(fwd)
+    err = np.zeros((k_count, h, w))
+    for k in range(k_count):
+        for y in range(h):
+            for x in range(w):
+                fx, fy = float(fwd[k][y, x, 0]), float(fwd[k][y, x, 1])
+                warped = _bilinear(dst.astype(np.float64), x + fx, y + fy)
+                err[k, y, x] = np.abs(src[y, x].astype(np.float64) - warped).mean()
+    choice = np.zeros((h, w), np.int64)
+    flow = np.zeros((h, w, 2))
+    for y in range(h):
+        for x in range(w):
+            best, best_cost = 0, math.inf
+            for k in range(k_count):
+                ys = range(max(0, y - radius), min(h, y + radius + 1))
+                xs = range(max(0, x - radius), min(w, x + radius + 1))
+                window = [err[k, yy, xx] for yy in ys for xx in xs]
+                fx, fy = float(fwd[k][y, x, 0]), float(fwd[k][y, x, 1])
+                trip = math.inf
+                for b in bwd:
+                    bx, by = _bilinear(b.astype(np.float64), x + fx, y + fy)
+                    trip = min(trip, math.hypot(fx + bx, fy + by))
+                cost = sum(window) / len(window) + fb_weight * min(trip, fb_cap)
+                if cost < best_cost:
+                    best, best_cost = k, cost
+            choice[y, x] = best
+            flow[y, x] = fwd[best][y, x]
+    return flow, choice

@@ -55,3 +55,18 @@ def test_propagation_options_from_flags_and_config_file(tmp_path, capsys):
     assert "--propagation-option: expected NAME=VALUE" in capsys.readouterr().err
     assert main(["propagate", "in.mp4", "--keys", str(tmp_path), "--option", "patch_size=4"]) == 2
     assert "options.patch_size: expected an odd integer >= 1, got 4" in capsys.readouterr().err
+
+
+def test_env_says_whether_the_gmflow_checkpoint_is_found(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from fresco_v2v.flow.gmflow import CHECKPOINT_NAME
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert main(["env"]) == 0
+    assert f"gmflow         {CHECKPOINT_NAME} not found" in capsys.readouterr().out
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / CHECKPOINT_NAME).write_bytes(b"x")
+    assert main(["env"]) == 0
+    assert f"model/{CHECKPOINT_NAME} (--flow gmflow)" in capsys.readouterr().out

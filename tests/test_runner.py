@@ -431,3 +431,51 @@ def test_ctrl_c_says_where_the_finished_batches_are(src, tmp_path, monkeypatch, 
     saved = tmp_path / "run" / ".fresco" / "run-config.json"
     err = capsys.readouterr().err  # the way on from them works whatever flags were given, --overwrite included
     assert f"1 keyframe batches are finished and kept in {tmp_path / 'run'}" in err and f"--config {saved}" in err
+
+
+def test_keyframe_flow_in_the_report_and_resume_without_the_chain_file(src, tmp_path, monkeypatch):
+    """Each consecutive-frame flow once a run, its time in run.json; a run resumed from a folder without the saved
+    anchor chain rebuilds it and gives the same keyframes."""
+    assert translate(src, tmp_path / "fresh") == 0
+    report = json.loads((tmp_path / "fresh" / "run.json").read_text())
+    kf = report["keyframe_flow"]
+    keys = report["keyframes"]
+    assert kf["backend"] == "dis-medium" and kf["frame_pairs"] == keys[-1] - keys[0] and kf["seconds"] > 0
+    assert len(report["batches"]) >= 3 and abs(sum(kf["chosen"].values()) - 1) < 1e-3
+    assert (tmp_path / "fresh" / ".fresco" / "keyframe-chain.pt").is_file()
+
+    calls = []
+    original = FrescoPipeline.__call__
+
+    def stop_second(self, frames, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, frames, *a, **k)
+
+    monkeypatch.setattr(FrescoPipeline, "__call__", stop_second)
+    assert translate(src, tmp_path / "run") == 130
+    (tmp_path / "run" / ".fresco" / "keyframe-chain.pt").unlink()  # as a folder of an older version would be
+    monkeypatch.setattr(FrescoPipeline, "__call__", original)
+    assert translate(src, tmp_path / "run") == 0
+    for p in (tmp_path / "fresh" / "keyframes").glob("*.png"):
+        assert p.read_bytes() == (tmp_path / "run" / "keyframes" / p.name).read_bytes()
+
+
+def test_gmflow_from_a_checkpoint_file_and_a_missing_one(src, tmp_path, capsys):
+    import torch
+
+    from fresco_v2v.flow.gmflow import GMFlow
+
+    ckpt = tmp_path / "gmflow_random.pth"
+    torch.save({"model": GMFlow().state_dict()}, ckpt)  # random weights: the flows are poor, the path is real
+    assert translate(src, tmp_path / "run", "--flow", f"gmflow:{ckpt}") == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["keyframe_flow"]["backend"] == f"gmflow:{ckpt}"
+    capsys.readouterr()
+    assert translate(src, tmp_path / "run2", "--flow", f"gmflow:{tmp_path / 'none.pth'}") == 2
+    err = capsys.readouterr().err
+    assert "none.pth: no such GMFlow checkpoint file" in err and "Traceback" not in err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"input": str(src), "prompt": "a painting", "flow": "gmflow:"}))
+    assert main(["translate", "--config", str(cfg), "-o", str(tmp_path / "run3"), *FAST]) == 2
+    assert "flow: expected one of" in capsys.readouterr().err

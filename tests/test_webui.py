@@ -12,7 +12,7 @@ import pytest
 from fresco_v2v import runner
 from fresco_v2v.cli import main
 from fresco_v2v.config import DEFAULT_NEGATIVE_PROMPT
-from fresco_v2v.errors import Cancelled, ConfigError, InputError
+from fresco_v2v.errors import Cancelled, ConfigError, InputError, ModelNotFound
 from fresco_v2v.pipeline import FrescoPipeline
 from fresco_v2v.testing import moving_square_clip, write_test_video
 from fresco_v2v.video import read_video
@@ -78,6 +78,11 @@ def test_form_config_types_and_errors(src, tmp_path):
     assert opts.propagation_config().colour_lookup is True
     with pytest.raises(ConfigError, match="propagation_options.colour_lookup"):
         form_config(form(src, more_options="propagation_options: {colour_lookup: 'yes'}"), tmp_path)
+    assert (
+        form_config(form(src, more_options="flow: gmflow:/ckpt/gmflow.pth"), tmp_path).flow == "gmflow:/ckpt/gmflow.pth"
+    )
+    with pytest.raises(ConfigError, match="flow: expected one of"):
+        form_config(form(src, more_options="flow: raft"), tmp_path)
     with pytest.raises(ConfigError, match=r"steps: expected a whole number, got 2\.5"):
         form_config(form(src, steps=2.5), tmp_path)
     with pytest.raises(ConfigError, match="strength: expected a number in"):
@@ -142,6 +147,9 @@ def test_failed_run_leaves_no_folder_unless_a_batch_finished(src, tmp_path, monk
     assert not runs.exists() or not any(runs.iterdir())
     with pytest.raises(ConfigError, match="allow_pickle: expected false on the page"):
         session.translate(form(src, more_options="allow_pickle: true"), progress=False)
+    assert not runs.exists() or not any(runs.iterdir())
+    with pytest.raises(ModelNotFound, match="no such GMFlow checkpoint"):  # before any model is loaded
+        session.translate(form(src, more_options=f"flow: gmflow:{tmp_path / 'none.pth'}"), progress=False)
     assert not runs.exists() or not any(runs.iterdir())
 
     runs.mkdir(exist_ok=True)

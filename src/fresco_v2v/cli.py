@@ -364,6 +364,12 @@ def _cmd_env(args: argparse.Namespace) -> int:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover
         try_to_load_from_cache = None
+    from .flow.gmflow import CHECKPOINT_NAME, find_checkpoint
+
+    found_flow = find_checkpoint()
+    where = "./model/, ./models/ or torch hub's checkpoints"
+    flow_line = f"{found_flow} (--flow gmflow)" if found_flow else f"{CHECKPOINT_NAME} not found in {where}"
+    print(f"{'gmflow':<14} {flow_line}" + ("" if found_flow else " (--flow dis needs none)"))
     for ident, fname in [(DEFAULT_MODEL, "model_index.json"), *((v, "config.json") for v in CONTROLNET_TYPES.values())]:
         found = try_to_load_from_cache(ident, fname) if try_to_load_from_cache else None
         print(f"{ident:<44} {'found in the local cache' if isinstance(found, str) else 'not downloaded'}")
@@ -447,7 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--s-min", type=int, default=S, help="smallest keyframe interval (default 5)")
     t.add_argument("--s-max", type=int, default=S, help="largest keyframe interval (default 20)")
     t.add_argument(
-        "--flow", default=S, help="flow between keyframes: dis (default, DIS medium), dis-fine, dis-fast, dis-ultrafast"
+        "--flow",
+        default=S,
+        help="optical flow backend, used through the frames between keyframes: dis (default, OpenCV DIS, no weights), "
+        "dis-fine, dis-fast, dis-ultrafast, gmflow (the paper's; finds gmflow_sintel-0c07dcb3.pth in ./model/, "
+        "./models/ or torch hub's checkpoints) or gmflow:PATH",
     )
     t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1, mps")
     t.add_argument("--dtype", default=S, help="auto (default: float16 on a GPU, float32 on CPU), float16, float32")

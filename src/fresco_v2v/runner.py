@@ -133,8 +133,8 @@ def load_chain(state: Path, batch_index: int) -> BidirectionalFlow | None:
 class _KeyframeFlows:
     """The keyframe flows of each batch (§3.2 through the frames in between, §3.5 anchors), estimated once a run."""
 
-    def __init__(self, cfg: RunConfig, frames: np.ndarray, batches: list[list[int]], state: Path, device):
-        self.estimator = get_flow_estimator(cfg.flow, device=device)
+    def __init__(self, estimator, frames: np.ndarray, batches: list[list[int]], state: Path):
+        self.estimator = estimator
         self.frames, self.batches, self.state = frames, batches, state
         self.stats = KeyframeFlowStats()
         self._chains: dict[int, BidirectionalFlow] = {}  # batch index -> chain_of(its flows)
@@ -363,7 +363,11 @@ def translate_video(
     step and before every propagated frame; True ends the run with :class:`Cancelled`, whose message says what was
     kept (every finished batch, as for an interrupted run) and how to go on.
     """
-    cfg = cfg.validate()  # checks the flow backend's name too: an unknown one fails before any work
+    from .models import resolve_device
+
+    cfg = cfg.validate()
+    device = resolve_device(cfg.device)
+    estimator = get_flow_estimator(cfg.flow, device=device)  # a missing GMFlow checkpoint fails before any work
     seconds: dict[str, float] = {}
 
     # 1. Read the video at the model's size (exact rate, audio reference); bad input fails before OUTDIR is touched
@@ -393,11 +397,8 @@ def translate_video(
     logger.info("%d frames, %d keyframes in %d batches", clip.num_frames, len(keys), len(batches))
 
     # 3. Batched translation with anchors; finished batches are read back
-    from .models import resolve_device
-
-    device = resolve_device(cfg.device)
     t0 = time.perf_counter()
-    keyframe_flows = _KeyframeFlows(cfg, frames, batches, state, device)  # a missing GMFlow checkpoint fails here
+    keyframe_flows = _KeyframeFlows(estimator, frames, batches, state)
     translated: dict[int, np.ndarray] = {}
     pipe = pipeline
     anchors: AnchorLatents | None = None

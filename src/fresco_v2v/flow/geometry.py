@@ -64,8 +64,13 @@ def out_of_frame(flow: torch.Tensor) -> torch.Tensor:
 def forward_backward_error(flow_fwd: torch.Tensor, flow_bwd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(|f + b(x+f)|, |f| + |b(x+f)|), each [B, H, W]: the round-trip mismatch and the motion it is relative to."""
     b_at = sample_flow(flow_bwd, flow_fwd)  # [B, H, W, 2] = b(x + f(x))
-    mismatch = torch.linalg.vector_norm(flow_fwd + b_at, dim=-1)
-    return mismatch, torch.linalg.vector_norm(flow_fwd, dim=-1) + torch.linalg.vector_norm(b_at, dim=-1)
+    trip = flow_fwd + b_at
+    return torch.hypot(trip[..., 0], trip[..., 1]), length(flow_fwd) + length(b_at)
+
+
+def length(flow: torch.Tensor) -> torch.Tensor:
+    """[..., 2] -> [...]: |flow| (``hypot``: several times faster than ``vector_norm`` on permuted CPU tensors)."""
+    return torch.hypot(flow[..., 0], flow[..., 1])
 
 
 def occlusion_from_flows(

@@ -54,7 +54,8 @@ def load_gmflow(path: str | os.PathLike) -> GMFlow:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated files: one message
-        raise ModelNotFound(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+        raise ModelNotFound(f"{path}: not a readable checkpoint ({reason})") from None
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelNotFound(f"{path}: expected a GMFlow state dict (or {{'model': state_dict}})")
