@@ -6,7 +6,9 @@
 Variants (paper §4.2): ``baseline`` cross-frame attention only; ``w_temp`` + the temporal parts (temporal-guided
 attention, L_temp); ``w_spat`` + the spatial parts (spatial-guided attention, L_spat); ``w_attn`` + both guided
 attentions; ``w_opt`` + feature optimization (L_temp + L_spat); ``full`` everything. Each variant translates the same
-N keyframes (Alg. 1, s_min 2, s_max 6) with the same seed and the same correspondence; Pixel-MSE comes from
+N keyframes (Alg. 1, s_min 2, s_max 6) with the same seed and the same correspondence (``--flow keyframe``, the
+default: keyframe flow through the frames in between, as translate_video builds it; ``--flow direct``: DIS straight
+between the keys with the any-pixel token rule, what ran before keyframe flow); Pixel-MSE comes from
 ``fresco_v2v.metrics.evaluate_frames`` (the code path of ``fresco evaluate``). With the default tiny random model the
 frames are noise-like by design: the figure measures temporal coherence, not image quality.
 """
@@ -19,10 +21,17 @@ import json
 import time
 
 import torch
-from common import add_run_arguments, keyframe_batch, load_benchmark_pipeline, machine_line
+from common import (
+    add_flow_argument,
+    add_run_arguments,
+    batch_correspondence,
+    keyframe_batch,
+    load_benchmark_pipeline,
+    machine_line,
+    with_token_rule,
+)
 
 from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig
-from fresco_v2v.correspondence import build_correspondence
 from fresco_v2v.metrics import evaluate_frames
 
 PROMPT = "a painting of a dog in the style of van gogh"
@@ -45,6 +54,7 @@ def variants() -> dict[str, FrescoConfig]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(ap)
+    add_flow_argument(ap)
     ap.add_argument("--json", action="store_true", help="also print {clip: {variant: pixel_mse}} on the last line")
     args = ap.parse_args()
 
@@ -53,16 +63,18 @@ def main() -> None:
     print(machine_line(pipe, args.model))
     print(
         f"N={args.frames} keyframes at short side {args.resolution}, {args.steps} steps, strength {args.strength}, "
-        f"guidance {args.guidance}, seed {args.seed}, prompt '{prompt}'"
+        f"guidance {args.guidance}, seed {args.seed}, prompt '{prompt}', flow {args.flow}"
     )
     names = list(variants())
     print(f"{'clip':<32}" + "".join(f"{n:>11}" for n in names) + "   full<baseline   s/variant")
     results: dict[str, dict[str, float]] = {}
     for clip_name in args.clips:
-        frames = keyframe_batch(clip_name, args.resolution, args.frames)
-        if frames is None:
+        loaded = keyframe_batch(clip_name, args.resolution, args.frames)
+        if loaded is None:
             continue
-        corr = build_correspondence(frames, factors=pipe.decoder_factors)
+        video, keys = loaded
+        frames = video[keys]
+        corr, rule = batch_correspondence(video, keys, pipe, args.flow)
         row: dict[str, float] = {}
         t0 = time.perf_counter()
         for name, cfg in variants().items():
@@ -73,7 +85,7 @@ def main() -> None:
                 strength=args.strength,
                 guidance_scale=args.guidance,
                 generator=torch.Generator().manual_seed(args.seed),
-                fresco=cfg,
+                fresco=with_token_rule(cfg, rule),
                 correspondence=corr,
             )
             row[name] = evaluate_frames(frames, out.frames, device="cpu").pixel_mse

@@ -33,15 +33,48 @@ def machine_line(pipe, model: str) -> str:
     )
 
 
-def keyframe_batch(name: str, resolution: int, n: int, s_min: int = 2, s_max: int = 6) -> np.ndarray | None:
-    """The first ``n`` keyframes (Alg. 1) of a shared clip at the model's size, or None when the clip is absent."""
+def keyframe_batch(
+    name: str, resolution: int, n: int, s_min: int = 2, s_max: int = 6
+) -> tuple[np.ndarray, list[int]] | None:
+    """(every frame of a shared clip at the model's size, its first ``n`` keyframes by Alg. 1), or None when the clip
+    is absent. The frames between the keys are what keyframe flow goes through."""
     path = VIDEOS / f"{name}.mp4"
     if not path.is_file():
         print(f"{name}: {path} not found, skipped")
         return None
     clip = read_video(path, short_side=resolution)
-    keys = select_keyframes(frame_distances(clip.frames), s_min, s_max)[:n]
-    return clip.frames[keys]
+    return clip.frames, select_keyframes(frame_distances(clip.frames), s_min, s_max)[:n]
+
+
+def batch_correspondence(frames: np.ndarray, keys: list[int], pipe, flow: str = "keyframe"):
+    """The correspondence of the batch ``frames[keys]`` as translate_video builds it (``flow="keyframe"``: through the
+    frames in between, the attention's "area" token rule), or as before keyframe flow (``"direct"``: DIS straight
+    between the keys, "any" pixel occludes a token for attention too), with the config's rules in each case."""
+    from fresco_v2v.correspondence import build_correspondence
+    from fresco_v2v.flow import keyframe_flows, sequence_flows
+
+    if flow == "direct":
+        flows, rule = sequence_flows(frames[keys]), "any"
+    else:
+        flows, rule = keyframe_flows(frames[keys[0] : keys[-1] + 1], keys), "area"
+    return build_correspondence(frames[keys], flows, factors=pipe.decoder_factors, attention_occlusion=rule), rule
+
+
+def with_token_rule(cfg, rule: str):
+    """A FrescoConfig whose attention token rule is ``rule`` (the pipeline checks it against the correspondence)."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, attention=dataclasses.replace(cfg.attention, token_occlusion=rule))
+
+
+def add_flow_argument(ap) -> None:
+    ap.add_argument(
+        "--flow",
+        choices=("keyframe", "direct"),
+        default="keyframe",
+        help="keyframe: through the frames in between, area token rule (translate_video's); direct: DIS straight "
+        "between the keys with the any-pixel rule (before keyframe flow)",
+    )
 
 
 def add_run_arguments(ap, resolution: int = 256, steps: int = 10) -> None:

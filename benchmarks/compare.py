@@ -16,10 +16,18 @@ import argparse
 import json
 
 import torch
-from common import CAPTIONS, add_run_arguments, keyframe_batch, load_benchmark_pipeline, machine_line
+from common import (
+    CAPTIONS,
+    add_flow_argument,
+    add_run_arguments,
+    batch_correspondence,
+    keyframe_batch,
+    load_benchmark_pipeline,
+    machine_line,
+    with_token_rule,
+)
 
 from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig
-from fresco_v2v.correspondence import build_correspondence
 from fresco_v2v.metrics import METRIC_NAMES, METRICS, evaluate_frames, load_clip
 
 PROMPT = "a painting in the style of van gogh"
@@ -38,6 +46,7 @@ METHODS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(ap)
+    add_flow_argument(ap)
     ap.add_argument("--clip-model", default=None, help="CLIP hub id or folder for Tem-Con, Fram-Acc, Spat-Con")
     ap.add_argument("--json", action="store_true", help="also print {clip: {method: {metric: value}}} last")
     args = ap.parse_args()
@@ -54,10 +63,12 @@ def main() -> None:
     print(f"{'clip':<32}{'method':<13}" + "".join(f"{METRIC_NAMES[m]:>11}" for m in METRICS))
     results: dict = {}
     for name in args.clips:
-        frames = keyframe_batch(name, args.resolution, args.frames)
-        if frames is None:
+        loaded = keyframe_batch(name, args.resolution, args.frames)
+        if loaded is None:
             continue
-        corr = build_correspondence(frames, factors=pipe.decoder_factors)
+        video, keys = loaded
+        frames = video[keys]
+        corr, rule = batch_correspondence(video, keys, pipe, args.flow)
         results[name] = {}
         for method, cfg in METHODS.items():
             out = pipe(
@@ -66,7 +77,7 @@ def main() -> None:
                 num_inference_steps=args.steps,
                 strength=args.strength,
                 guidance_scale=args.guidance,
-                fresco=cfg,
+                fresco=with_token_rule(cfg, rule),
                 generator=torch.Generator().manual_seed(args.seed),
                 correspondence=corr,
             )

@@ -34,6 +34,7 @@ def child(args) -> None:
     import torch
 
     from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig
+    from fresco_v2v.flow import DISFlow
     from fresco_v2v.keyframes import frame_distances, select_keyframes
     from fresco_v2v.models import resolve_device, resolve_dtype
     from fresco_v2v.testing import make_sd15_architecture_pipeline, moving_square_clip
@@ -69,6 +70,7 @@ def child(args) -> None:
         strength=1.0,
         generator=torch.Generator().manual_seed(0),
         fresco=cfg,
+        flow_estimator=DISFlow(),  # the batch's own flows, in the timed call (keyframe flow: correspondence_quality)
     )
     total = time.perf_counter() - t0
     peak_dev = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None

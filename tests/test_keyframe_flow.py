@@ -165,3 +165,35 @@ def test_config_and_names_are_checked():
     for bad in ("raft", "gmflow:", "gmflow: ", 3, None):
         with pytest.raises(ConfigError, match="flow: expected one of"):
             check_flow_name(bad)
+
+
+class BatchedDIS:
+    """DIS behind the batched interface GMFlow offers on a GPU (``pairs_per_call``, ``flows``)."""
+
+    name = "batched-dis"
+    pairs_per_call = 3
+
+    def __init__(self):
+        self.dis, self.calls = DISFlow(), []
+
+    def __call__(self, src, dst):
+        return self.dis(src, dst)
+
+    def flows(self, srcs, dsts):
+        self.calls.append(len(srcs))
+        return np.stack([self.dis(a, b) for a, b in zip(srcs, dsts)]), np.stack(
+            [self.dis(b, a) for a, b in zip(srcs, dsts)]
+        )
+
+
+def test_batched_estimators_get_pairs_in_chunks(clip):
+    keys = [0, 4, 11]
+    est = BatchedDIS()
+    batched = keyframe_flows((f for f in clip.frames[:12]), keys, est)
+    assert est.calls == [3, 3, 3, 2]  # 11 pairs, at most 3 frames ahead
+    one = keyframe_flows(clip.frames[:12], keys, DISFlow(), config=KeyframeFlowConfig(candidates=()))
+    alone = keyframe_flows(clip.frames[:12], keys, est, config=KeyframeFlowConfig(candidates=()))
+    assert torch.equal(one.fwd, alone.fwd) and batched.fwd.shape == one.fwd.shape
+    est.calls.clear()
+    seq = sequence_flows(clip.frames[:5], est)
+    assert est.calls == [3, 1] and torch.equal(seq.fwd, sequence_flows(clip.frames[:5]).fwd)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fresco_v2v.errors import Cancelled, ConfigError
+from fresco_v2v.flow import compose_flows
 from fresco_v2v.patchmatch import (
     all_patches,
     build_source_pyramid,
@@ -33,7 +34,6 @@ from fresco_v2v.propagate import (
     clamp_to_candidate_range,
     colour_levels,
     colour_model_error,
-    compose_flows,
     detail_energy,
     estimate_propagation_flows,
     fine_detail,
@@ -432,7 +432,7 @@ def test_compose_flows_of_constant_shifts_adds_them():
     a[..., 0] = 1.5
     b = torch.zeros(10, 12, 2)
     b[..., 1] = -2.0
-    c = compose_flows(a, b)
+    c = compose_flows(a[None], b[None])[0]  # the flow package's, which propagation chains with
     assert torch.allclose(c[..., 0], torch.tensor(1.5)) and torch.allclose(c[..., 1], torch.tensor(-2.0))
 
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import Cancelled, ConfigError
-from .flow import FlowEstimator, get_flow_estimator, sampling_grid, warp
+from .flow import FlowEstimator, compose_flows, get_flow_estimator, sampling_grid
 from .patchmatch import SourcePyramid, build_source_pyramid, guided_synthesis
 
 logger = logging.getLogger(__name__)
@@ -608,12 +608,6 @@ def poisson_fuse(blend: torch.Tensor, images: torch.Tensor, weights: torch.Tenso
     return screened_poisson(blend, gx, gy, weight)
 
 
-def compose_flows(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Flow a -> c from a -> b (``first``) and b -> c (``second``): f(x) + s(x + f(x)); [H, W, 2] each."""
-    s_at = warp(second.permute(2, 0, 1)[None], first[None])[0].permute(1, 2, 0)
-    return first + s_at
-
-
 # ----------------------------------------------------------------------------------------------- flows
 
 
@@ -675,7 +669,7 @@ def estimate_propagation_flows(
                 if abs(t - key) == 1:
                     chained = direct
                 else:
-                    chained = compose_flows(flow(t, t - step), chained)
+                    chained = compose_flows(flow(t, t - step)[None], chained[None])[0]
                     getattr(out[t], attr).append(chained)
     return out
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -259,30 +259,22 @@ def keyframe_flows(
     stats = stats if stats is not None else KeyframeFlowStats()
     it = iter(frames)
     try:
-        key_frame = prev = np.asarray(next(it))
+        key_frame = np.asarray(next(it))
     except StopIteration:
         raise ConfigError("frames", f"{keys[-1] - keys[0] + 1} frames (first to last key)", 0) from None
     pairs: list[BidirectionalFlow] = []
     index, target = keys[0], 1
     comp_f = comp_b = None
-    last_f = last_b = None
-    for frame in it:
-        if target >= len(keys):
-            break
-        frame = np.asarray(frame)
+    for frame, f, b in consecutive_flows(key_frame, it, keys[-1] - keys[0], est, stats):
         index += 1
         t0 = time.perf_counter()
-        f, b = estimate_pair(est, prev, frame)
-        stats.frame_pairs += 1
         ft, bt = torch.from_numpy(f)[None], torch.from_numpy(b)[None]
         comp_f = ft if comp_f is None else compose_flows(comp_f, ft)  # key -> frame
         comp_b = bt if comp_b is None else compose_flows(bt, comp_b)  # frame -> key
-        last_f, last_b = f, b
         stats.seconds_consecutive += time.perf_counter() - t0
-        prev = frame
         if index == keys[target]:
             if keys[target] - keys[target - 1] == 1:
-                pairs.append(gap.adjacent(key_frame, frame, last_f, last_b))
+                pairs.append(gap.adjacent(key_frame, frame, f, b))
             else:
                 pairs.append(gap(key_frame, frame, comp_f, comp_b))
             key_frame, comp_f, comp_b, target = frame, None, None, target + 1
@@ -294,6 +286,42 @@ def keyframe_flows(
         h, w = key_frame.shape[:2]
         return BidirectionalFlow.empty(h, w)
     return BidirectionalFlow.cat(pairs)
+
+
+def consecutive_flows(
+    first: np.ndarray,
+    rest: Iterator,
+    count: int,
+    estimator: FlowEstimator,
+    stats: KeyframeFlowStats,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(frame t, flow t-1 -> t, flow t -> t-1) for the ``count`` frames after ``first``, read from ``rest`` as needed.
+
+    An estimator with ``pairs_per_call`` > 1 (GMFlow on a GPU) gets that many pairs in one batched call; at most
+    that many frames are held at once.
+    """
+    chunk = max(1, int(getattr(estimator, "pairs_per_call", 1)))
+    prev, done = np.asarray(first), 0
+    while done < count:
+        t0 = time.perf_counter()
+        batch = []
+        for frame in rest:
+            batch.append(np.asarray(frame))
+            if len(batch) == min(chunk, count - done):
+                break
+        if not batch:
+            return  # the caller says how many frames were missing
+        srcs = [prev, *batch[:-1]]
+        if len(batch) > 1:
+            fwd, bwd = estimator.flows(np.stack(srcs), np.stack(batch))
+        else:
+            f, b = estimate_pair(estimator, prev, batch[0])
+            fwd, bwd = [f], [b]
+        stats.frame_pairs += len(batch)
+        stats.seconds_consecutive += time.perf_counter() - t0
+        for frame, f, b in zip(batch, fwd, bwd):
+            yield frame, f, b
+        prev, done = batch[-1], done + len(batch)
 
 
 def anchor_flow(

@@ -81,9 +81,16 @@ def sequence_flows(
     if n < 2:
         return BidirectionalFlow.empty(h, w)
     est = estimator or get_flow_estimator()
-    pairs = [estimate_pair(est, frames[i], frames[i + 1]) for i in range(n - 1)]
-    fwd = torch.from_numpy(np.stack([p[0] for p in pairs]))
-    bwd = torch.from_numpy(np.stack([p[1] for p in pairs]))
+    chunk = max(1, int(getattr(est, "pairs_per_call", 1)))  # GMFlow on a GPU: several pairs a forward pass
+    if chunk > 1:
+        spans = [(i, min(i + chunk, n - 1)) for i in range(0, n - 1, chunk)]  # pairs i .. e-1
+        parts = [est.flows(frames[i:e], frames[i + 1 : e + 1]) for i, e in spans]
+        fwd = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+        bwd = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    else:
+        pairs = [estimate_pair(est, frames[i], frames[i + 1]) for i in range(n - 1)]
+        fwd = torch.from_numpy(np.stack([p[0] for p in pairs]))
+        bwd = torch.from_numpy(np.stack([p[1] for p in pairs]))
     rgb = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # [N, 3, H, W]
     occ_fwd = occlusion_from_flows(fwd, bwd, rgb[:-1], rgb[1:], alpha, beta, photo_threshold)
     occ_bwd = occlusion_from_flows(bwd, fwd, rgb[1:], rgb[:-1], alpha, beta, photo_threshold)

@@ -87,6 +87,9 @@ class GMFlowEstimator:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.name = name
+        #: Consecutive-frame pairs per forward pass in keyframe flow (batched on a GPU; one at a time on the CPU,
+        #: where batching gains nothing and costs memory).
+        self.pairs_per_call = 1 if self.device.type == "cpu" else 4
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None, device=None) -> GMFlowEstimator:
