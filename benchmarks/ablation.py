@@ -22,7 +22,6 @@ import time
 
 import torch
 from common import (
-    add_flow_argument,
     add_run_arguments,
     batch_correspondence,
     keyframe_batch,
@@ -54,7 +53,6 @@ def variants() -> dict[str, FrescoConfig]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(ap)
-    add_flow_argument(ap)
     ap.add_argument("--json", action="store_true", help="also print {clip: {variant: pixel_mse}} on the last line")
     args = ap.parse_args()
 

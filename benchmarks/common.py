@@ -67,7 +67,7 @@ def with_token_rule(cfg, rule: str):
     return dataclasses.replace(cfg, attention=dataclasses.replace(cfg.attention, token_occlusion=rule))
 
 
-def add_flow_argument(ap) -> None:
+def _add_flow_argument(ap) -> None:
     ap.add_argument(
         "--flow",
         choices=("keyframe", "direct"),
@@ -89,6 +89,7 @@ def add_run_arguments(ap, resolution: int = 256, steps: int = 10) -> None:
     ap.add_argument("--prompt", default=None, help="target prompt (default: the script's; 'a painting' for toy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
+    _add_flow_argument(ap)
 
 
 def load_benchmark_pipeline(args):

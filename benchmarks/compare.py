@@ -18,7 +18,6 @@ import json
 import torch
 from common import (
     CAPTIONS,
-    add_flow_argument,
     add_run_arguments,
     batch_correspondence,
     keyframe_batch,
@@ -46,7 +45,6 @@ METHODS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(ap)
-    add_flow_argument(ap)
     ap.add_argument("--clip-model", default=None, help="CLIP hub id or folder for Tem-Con, Fram-Acc, Spat-Con")
     ap.add_argument("--json", action="store_true", help="also print {clip: {method: {metric: value}}} last")
     args = ap.parse_args()

@@ -8,7 +8,7 @@ a) known: a real frame of each shared clip filmed by a synthetic camera (``fresc
    the share above 3 px over the truly visible pixels, and the precision / recall of the predicted visible mask,
    for direct DIS (each pair estimated across the gap, the authors' occlusion thresholds: what main did) and
    ``keyframe_flows``. The anchor pairs of later batches (key 0 with the previous batch's last key; batches of 5
-   keys every 10 frames put them 40, 70, 100 and 130 frames apart) as ``batch_keyframe_flows`` builds them.
+   keys every 10 frames put them 40, 70 and 100 frames apart) as ``batch_keyframe_flows`` builds them.
    Tokens (keys every 10, batch of 8): the unique region of eq. 8 against the truth's and the links of eq. 9
    (precision / recall at 1/16 and 1/8; a link is right when it reaches a token within 0.75 token of the true
    position, the true match being visible by the area rule).
@@ -154,15 +154,27 @@ def token_report(frames, keys, flows: BidirectionalFlow, truth: BidirectionalFlo
 
 
 class CachedPairs:
-    """DIS with a cache of the consecutive pairs (benchmark only: the gaps share them); never used for timing."""
+    """DIS with a cache of the pairs of frames of one clip (benchmark only: the gaps share the consecutive pairs);
+    never used for timing. Only views into ``frames`` are cached, keyed by frame index (a copy's address can be
+    reused by a later copy, so copies are computed afresh)."""
 
-    def __init__(self):
+    def __init__(self, frames: np.ndarray):
         self.dis = DISFlow()
         self.name = self.dis.name
+        self.frames = frames
         self.cache = {}
 
+    def index(self, frame: np.ndarray) -> int | None:
+        if frame.base is not self.frames and frame.base is not getattr(self.frames, "base", None):
+            return None
+        offset = frame.__array_interface__["data"][0] - self.frames.__array_interface__["data"][0]
+        i, rest = divmod(offset, self.frames[0].nbytes)
+        return i if rest == 0 and 0 <= i < len(self.frames) and frame.shape == self.frames[0].shape else None
+
     def __call__(self, src, dst):
-        key = (src.__array_interface__["data"][0], dst.__array_interface__["data"][0])
+        key = (self.index(src), self.index(dst))
+        if None in key:
+            return self.dis(src, dst)
         if key not in self.cache:
             self.cache[key] = self.dis(src, dst)
         return self.cache[key]
@@ -183,7 +195,7 @@ def known_motion_part(threads: int) -> dict:
             t0 = time.perf_counter()
             clip = camera_clip(canvas, patch, path, 131, SIZE, speed=speed, seed=CLIPS.index(canvas_name))
             frames = clip.frames
-            est = CachedPairs()
+            est = CachedPairs(frames)
             row = {"split": split, "stress": (label, path, speed) in STRESS}
             for gap in GAPS:
                 keys = list(range(0, 81, gap))
@@ -200,7 +212,7 @@ def known_motion_part(threads: int) -> dict:
                     dsub = BidirectionalFlow(*(getattr(direct, k)[:7] for k in ("fwd", "bwd", "occ_fwd", "occ_bwd")))
                     row["tokens_keyframe_area"] = token_report(frames, batch, sub, tf, "area")
                     row["tokens_direct_any"] = token_report(frames, batch, dsub, tf, "any")
-            # anchors: batches of 5 keys every 10 frames (anchor pairs 40, 70, 100, 130 frames apart), built as
+            # anchors: batches of 5 keys every 10 frames (anchor pairs 40, 70, 100 frames apart), built as
             # translate_video builds them
             keys = list(range(0, 131, 10))
             chain = None
@@ -282,6 +294,22 @@ def batch_stats(corr, colours: torch.Tensor, factor: int = 16) -> dict:
     }
 
 
+def same_token_colour(before, after, colours: torch.Tensor) -> dict:
+    """Colour difference of the links of the tokens linked both before and after (each with its own target), and
+    of the tokens only linked after: does the longer correspondence link the same tokens worse, or new ones?"""
+    l = before.num_tokens
+    both_b, both_a, new = [], [], []
+    for j, ((lb, mb), (la, ma)) in enumerate(zip(links(before), links(after))):
+        cur = colours[j + 1].reshape(l, 3)
+        prev = colours[j].reshape(l, 3)
+        diff_b, diff_a = (cur - prev[mb]).abs().mean(-1), (cur - prev[ma]).abs().mean(-1)
+        both_b.append(diff_b[lb & la])
+        both_a.append(diff_a[lb & la])
+        new.append(diff_a[la & ~lb])
+    mean = lambda xs: round(float(torch.cat(xs).mean()), 3) if sum(len(x) for x in xs) else None  # noqa: E731
+    return {"linked_both_before": mean(both_b), "linked_both_after": mean(both_a), "linked_only_after": mean(new)}
+
+
 def real_clips_part() -> dict:
     out = {}
     for name in CLIPS:
@@ -297,18 +325,23 @@ def real_clips_part() -> dict:
         row = {"batch": batch}
         direct = sequence_flows(frames[batch])
         kf = keyframe_flows(frames[batch[0] : batch[-1] + 1], batch)
+        t = torch.from_numpy(frames[batch]).float().permute(0, 3, 1, 2)
+        colours = torch.nn.functional.avg_pool2d(t, 16).permute(0, 2, 3, 1)
+        corrs = {}
         for label, flows, rule in (("before", direct, "any"), ("after", kf, "area")):
-            corr = build_correspondence(frames[batch], flows, factors=(16,), attention_occlusion=rule)
-            t = torch.from_numpy(frames[batch]).float().permute(0, 3, 1, 2)
-            row[label] = batch_stats(corr, torch.nn.functional.avg_pool2d(t, 16).permute(0, 2, 3, 1))
+            corrs[label] = build_correspondence(frames[batch], flows, factors=(16,), attention_occlusion=rule)
+            row[label] = batch_stats(corrs[label], colours)
+        row["same_tokens"] = same_token_colour(corrs["before"][16], corrs["after"][16], colours)
         out[name] = row
-        b, a = row["before"], row["after"]
+        b, a, same = row["before"], row["after"], row["same_tokens"]
         print(
             f"{name:<30} {w}x{h} keys {batch}\n"
             f"{'':<4} occluded {b['pixels_occluded']:.2f} -> {a['pixels_occluded']:.2f}   unique "
             f"{b['unique_region']:.2f} -> {a['unique_region']:.2f}   unbroken {b['unbroken']:.2f} -> "
             f"{a['unbroken']:.2f}   frames linked {b['frames_linked']:.2f} -> {a['frames_linked']:.2f} of "
-            f"{len(batch)}   linked colour diff {b['linked_colour_diff']:.2f} -> {a['linked_colour_diff']:.2f}",
+            f"{len(batch)}   linked colour diff {b['linked_colour_diff']:.2f} -> {a['linked_colour_diff']:.2f} "
+            f"(tokens linked in both: {same['linked_both_before']:.2f} -> {same['linked_both_after']:.2f}; "
+            f"linked only after: {same['linked_only_after']:.2f})",
             flush=True,
         )
     return out
