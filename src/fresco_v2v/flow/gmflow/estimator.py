@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ModelNotFound
+from ...models import resolve_device
 from .model import GMFlow
 
 logger = logging.getLogger(__name__)
@@ -72,19 +73,11 @@ def load_gmflow(path: str | os.PathLike) -> GMFlow:
     return model.eval()
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 class GMFlowEstimator:
     """Flows from a loaded :class:`GMFlow`; both directions come from one forward pass (``bidirectional``)."""
 
     def __init__(self, model: GMFlow, device: torch.device | str | None = None, name: str = "gmflow"):
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)  # None: the accelerator torch has, else the CPU
         self.model = model.to(self.device).eval()
         self.name = name
         #: Consecutive-frame pairs per forward pass in keyframe flow (batched on a GPU; one at a time on the CPU,
