@@ -151,6 +151,7 @@ def test_global_matching_recovers_a_known_integer_shift():
     torch.testing.assert_close(flow[0, 0][inner], torch.full((h - 4, w - 6), float(dx)), atol=1e-3, rtol=0)
     torch.testing.assert_close(flow[0, 1][inner], torch.full((h - 4, w - 6), float(dy)), atol=1e-3, rtol=0)
     torch.testing.assert_close(flow[1, 0][inner], torch.full((h - 4, w - 6), float(-dx)), atol=1e-3, rtol=0)
+    torch.testing.assert_close(flow[1, 1][inner], torch.full((h - 4, w - 6), float(-dy)), atol=1e-3, rtol=0)
 
 
 def test_convex_upsampling_against_a_loop():

@@ -454,12 +454,20 @@ def test_keyframe_flow_in_the_report_and_resume_without_the_chain_file(src, tmp_
         return original(self, frames, *a, **k)
 
     monkeypatch.setattr(FrescoPipeline, "__call__", stop_second)
-    assert translate(src, tmp_path / "run") == 130
-    (tmp_path / "run" / ".fresco" / "keyframe-chain.pt").unlink()  # as a folder of an older version would be
-    monkeypatch.setattr(FrescoPipeline, "__call__", original)
-    assert translate(src, tmp_path / "run") == 0
-    for p in (tmp_path / "fresh" / "keyframes").glob("*.png"):
-        assert p.read_bytes() == (tmp_path / "run" / "keyframes" / p.name).read_bytes()
+    batches = report["batches"]
+    for name, drop_chain in (("kept", False), ("dropped", True)):
+        calls.clear()
+        assert translate(src, tmp_path / name) == 130
+        if drop_chain:  # as a folder of an older version would be
+            (tmp_path / name / ".fresco" / "keyframe-chain.pt").unlink()
+        monkeypatch.setattr(FrescoPipeline, "__call__", original)
+        assert translate(src, tmp_path / name) == 0
+        monkeypatch.setattr(FrescoPipeline, "__call__", stop_second)
+        for p in (tmp_path / "fresh" / "keyframes").glob("*.png"):
+            assert p.read_bytes() == (tmp_path / name / "keyframes" / p.name).read_bytes()
+        pairs = json.loads((tmp_path / name / "run.json").read_text())["keyframe_flow"]["frame_pairs"]
+        # with the chain file only the frames after batch 0 are read again; without it batch 0's flows are rebuilt
+        assert pairs == keys[-1] - (keys[0] if drop_chain else batches[0][-1])
 
 
 def test_gmflow_from_a_checkpoint_file_and_a_missing_one(src, tmp_path, capsys):
@@ -479,3 +487,7 @@ def test_gmflow_from_a_checkpoint_file_and_a_missing_one(src, tmp_path, capsys):
     cfg.write_text(yaml.safe_dump({"input": str(src), "prompt": "a painting", "flow": "gmflow:"}))
     assert main(["translate", "--config", str(cfg), "-o", str(tmp_path / "run3"), *FAST]) == 2
     assert "flow: expected one of" in capsys.readouterr().err
+    # a propagation flow backend that cannot be loaded fails before the first batch, not after all of them
+    assert translate(src, tmp_path / "run4", "--propagation-option", f"flow=gmflow:{tmp_path / 'none.pth'}") == 2
+    assert "no such GMFlow checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "run4").exists()

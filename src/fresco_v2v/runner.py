@@ -118,16 +118,14 @@ def save_chain(state: Path, batch_index: int, chain: BidirectionalFlow) -> None:
     os.replace(tmp, path)
 
 
-def load_chain(state: Path, batch_index: int) -> BidirectionalFlow | None:
-    """The chain saved after batch ``batch_index``, or None when the file holds another batch's (or none)."""
+def load_chain(state: Path) -> tuple[int, BidirectionalFlow] | None:
+    """(the batch it was saved after, the chain), or None when no chain was saved."""
     path = state / CHAIN_FILE
     if not path.is_file():
         return None
     d = torch.load(path, weights_only=True)
-    if d.get("batch") != batch_index:
-        return None
     none = torch.zeros(d["fwd"].shape[:3], dtype=torch.bool)
-    return BidirectionalFlow(d["fwd"], d["bwd"], none, none.clone())
+    return int(d["batch"]), BidirectionalFlow(d["fwd"], d["bwd"], none, none.clone())
 
 
 class _KeyframeFlows:
@@ -137,21 +135,29 @@ class _KeyframeFlows:
         self.estimator = estimator
         self.frames, self.batches, self.state = frames, batches, state
         self.stats = KeyframeFlowStats()
-        self._chains: dict[int, BidirectionalFlow] = {}  # batch index -> chain_of(its flows)
+        self._chain: tuple[int, BidirectionalFlow] | None = None  # (batch, chain_of(its flows)), the latest only
 
     def chain(self, b: int) -> BidirectionalFlow | None:
-        """chain_of(batch b's flows): kept from this run, read back from the state folder, or rebuilt."""
+        """chain_of(batch b's flows): kept from this run or read back from the state folder; else rebuilt batch by
+        batch from the last chain there is (a folder of an older version, or a run killed between the chain and the
+        batch file), without recursion."""
         if b < 0:
             return None
-        if b not in self._chains:
-            saved = load_chain(self.state, b)
-            self._chains[b] = saved if saved is not None else chain_of(self(b))  # resumed from an older folder
-        return self._chains[b]
+        if self._chain is None or self._chain[0] > b:
+            saved = load_chain(self.state)
+            self._chain = saved if saved is not None and saved[0] <= b else None
+        start, chain = self._chain if self._chain is not None else (-1, None)
+        for k in range(start + 1, b + 1):
+            chain = chain_of(self._flows(k, chain))
+        self._chain = (b, chain)
+        return chain
+
+    def _flows(self, b: int, previous: BidirectionalFlow | None) -> BidirectionalFlow:
+        return batch_keyframe_flows(self.frames, self.batches[b], previous, self.estimator, stats=self.stats)
 
     def __call__(self, b: int) -> BidirectionalFlow:
-        chain = self.chain(b - 1) if b > 0 else None
-        flows = batch_keyframe_flows(self.frames, self.batches[b], chain, self.estimator, stats=self.stats)
-        self._chains = {b: chain_of(flows)}  # only the latest is needed again
+        flows = self._flows(b, self.chain(b - 1))
+        self._chain = (b, chain_of(flows))
         return flows
 
     def report(self) -> dict:
@@ -367,7 +373,11 @@ def translate_video(
 
     cfg = cfg.validate()
     device = resolve_device(cfg.device)
-    estimator = get_flow_estimator(cfg.flow, device=device)  # a missing GMFlow checkpoint fails before any work
+    # flow backends are loaded now: a missing GMFlow checkpoint fails before any work, not hours later
+    estimator = get_flow_estimator(cfg.flow, device=device)
+    propagation_cfg = cfg.propagation_config()
+    same = propagation_cfg.flow == cfg.flow
+    propagation_estimator = estimator if same else get_flow_estimator(propagation_cfg.flow, device=device)
     seconds: dict[str, float] = {}
 
     # 1. Read the video at the model's size (exact rate, audio reference); bad input fails before OUTDIR is touched
@@ -476,9 +486,9 @@ def translate_video(
                     write_png(out / "keyframes" / f"{k:04d}.png", img)
                 else:
                     translated.setdefault(k, img)
-            if flows is not None:
+            save_anchors(done, result.anchors)  # marks the batch finished
+            if flows is not None:  # after: a kill in between costs the next batch one batch's flows, not all
                 save_chain(state, b, keyframe_flows.chain(b))
-            save_anchors(done, result.anchors)  # last: marks the batch finished
             anchors = result.anchors
             bar.update(1)
     finally:
@@ -496,8 +506,9 @@ def translate_video(
                 frames,
                 keys,
                 stylized_keys,
-                cfg.propagation_config(),
+                propagation_cfg,
                 device=device,
+                estimator=propagation_estimator,
                 progress=progress,
                 should_stop=should_stop,
             )
@@ -591,6 +602,7 @@ def propagate_video(
     from .propagate import propagate
 
     config = propagation_config(dict(options or {}), "options")
+    estimator = get_flow_estimator(config.flow, device=resolve_device(device))  # a missing checkpoint fails now
     if not keyframes:
         raise InputError("no keyframe images named by frame index (e.g. 0000.png, 0012.png)")
     if resolution is None:
@@ -616,7 +628,14 @@ def propagate_video(
         keys.append(idx)
         images.append(img)
     frames = propagate(
-        clip.frames, keys, images, config, device=resolve_device(device), progress=progress, should_stop=should_stop
+        clip.frames,
+        keys,
+        images,
+        config,
+        device=resolve_device(device),
+        estimator=estimator,
+        progress=progress,
+        should_stop=should_stop,
     )
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -125,7 +125,7 @@ def get_flow_estimator(name: str = "dis", device=None) -> FlowEstimator:
         return FLOW_BACKENDS[name]()
     from .gmflow import GMFlowEstimator
 
-    path = name.split(":", 1)[1] if ":" in name else None
+    path = name.split(":", 1)[1].strip() if ":" in name else None
     return GMFlowEstimator.from_checkpoint(path, device=device)
 
 

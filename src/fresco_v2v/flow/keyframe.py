@@ -303,7 +303,6 @@ def consecutive_flows(
     chunk = max(1, int(getattr(estimator, "pairs_per_call", 1)))
     prev, done = np.asarray(first), 0
     while done < count:
-        t0 = time.perf_counter()
         batch = []
         for frame in rest:
             batch.append(np.asarray(frame))
@@ -311,6 +310,7 @@ def consecutive_flows(
                 break
         if not batch:
             return  # the caller says how many frames were missing
+        t0 = time.perf_counter()  # the flows' time, not the reading of frames
         srcs = [prev, *batch[:-1]]
         if len(batch) > 1:
             fwd, bwd = estimator.flows(np.stack(srcs), np.stack(batch))

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def coordinate_grid(b: int, h: int, w: int, device=None) -> torch.Tensor:
+def coordinate_grid(b: int, h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """[B, 2, h, w]: channel 0 the x coordinate, channel 1 the y coordinate of each position."""
     ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32, device=device),
-        torch.arange(w, dtype=torch.float32, device=device),
+        torch.arange(h, dtype=dtype, device=device),
+        torch.arange(w, dtype=dtype, device=device),
         indexing="ij",
     )
     return torch.stack((xs, ys))[None].expand(b, -1, -1, -1)
@@ -34,7 +34,7 @@ def global_matching(feature0: torch.Tensor, feature1: torch.Tensor, bidirectiona
     corr = feature0.flatten(2).transpose(1, 2) @ feature1.flatten(2) / math.sqrt(c)  # [B, L, L]
     if bidirectional:
         corr = torch.cat([corr, corr.transpose(1, 2)])
-    grid = coordinate_grid(corr.shape[0], h, w, feature0.device)
+    grid = coordinate_grid(corr.shape[0], h, w, feature0.device, feature0.dtype)
     target = torch.softmax(corr, dim=-1) @ grid.flatten(2).transpose(1, 2)  # [B', L, 2]
     return target.transpose(1, 2).reshape(-1, 2, h, w) - grid
 

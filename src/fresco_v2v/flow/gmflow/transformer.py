@@ -29,7 +29,7 @@ def merge_windows(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.view(b, k, k, hk, wk, c).permute(0, 1, 3, 2, 4, 5).reshape(b, k * hk, k * wk, c)
 
 
-def shifted_window_mask(h: int, w: int, k: int, device=None) -> torch.Tensor:
+def shifted_window_mask(h: int, w: int, k: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """[K*K, L_w, L_w] additive mask for attention in windows after rolling the map by half a window.
 
     After the roll, the last window row/column holds tokens from up to three regions of the unrolled map (the wrap);
@@ -46,11 +46,13 @@ def shifted_window_mask(h: int, w: int, k: int, device=None) -> torch.Tensor:
             label += 1
     windows = split_windows(region[None, :, :, None], k).reshape(k * k, wh * ww)  # [K*K, L_w]
     same = windows[:, None, :] == windows[:, :, None]
-    return torch.where(same, 0.0, MASKED_SCORE)
+    return torch.where(same, 0.0, MASKED_SCORE).to(dtype)
 
 
-def sine_position(b: int, h: int, w: int, channels: int, device=None) -> torch.Tensor:
-    """[B, C, h, w] 2-D sine position code (DETR's, normalized to 2π): C/2 channels for y, then C/2 for x."""
+def sine_position(b: int, h: int, w: int, channels: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """[B, C, h, w] 2-D sine position code (DETR's, normalized to 2π): C/2 channels for y, then C/2 for x.
+
+    Computed in float32 (as the original) and returned in ``dtype``."""
     half = channels // 2
     y = torch.arange(1, h + 1, dtype=torch.float32, device=device) / (h + 1e-6) * 2 * math.pi  # [h]
     x = torch.arange(1, w + 1, dtype=torch.float32, device=device) / (w + 1e-6) * 2 * math.pi  # [w]
@@ -63,13 +65,13 @@ def sine_position(b: int, h: int, w: int, channels: int, device=None) -> torch.T
 
     cy = code(y)[:, None, :].expand(h, w, half)
     cx = code(x)[None, :, :].expand(h, w, half)
-    return torch.cat((cy, cx), dim=2).permute(2, 0, 1)[None].expand(b, -1, -1, -1)
+    return torch.cat((cy, cx), dim=2).permute(2, 0, 1)[None].expand(b, -1, -1, -1).to(dtype)
 
 
 def add_window_position(feature: torch.Tensor, k: int) -> torch.Tensor:
     """[B, C, h, w] + the sine code of each window's own coordinates (GMFlow adds position per attention window)."""
     b, c, h, w = feature.shape
-    pos = sine_position(1, h // k, w // k, c, feature.device)[0].permute(1, 2, 0)  # [h/K, w/K, C]
+    pos = sine_position(1, h // k, w // k, c, feature.device, feature.dtype)[0].permute(1, 2, 0)  # [h/K, w/K, C]
     windows = split_windows(feature.permute(0, 2, 3, 1), k) + pos
     return merge_windows(windows, k).permute(0, 3, 1, 2)
 
@@ -159,11 +161,11 @@ class FeatureTransformer(nn.Module):
 
     def forward(self, feature0: torch.Tensor, feature1: torch.Tensor, splits: int) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = feature0.shape
-        mask = shifted_window_mask(h, w, splits, feature0.device) if splits > 1 else None
+        mask = shifted_window_mask(h, w, splits, feature0.device, feature0.dtype) if splits > 1 else None
         # frame 0 attends to frame 1 and frame 1 to frame 0 in one batch: [f0; f1] against [f1; f0]
         x = torch.cat([feature0, feature1]).flatten(2).transpose(1, 2)  # [2B, L, C]
         for layer in self.layers:
             other = torch.cat(x.chunk(2)[::-1])
             x = layer(x, other, h, w, splits, mask)
-        out = x.transpose(1, 2).reshape(2 * b, c, h, w)
+        out = x.transpose(1, 2).reshape(2 * b, c, h, w).contiguous()  # the layout the original hands on
         return out[:b], out[b:]
