@@ -72,6 +72,29 @@ def test_anchor_latents_restored_exactly(pipe, clip):
         run(pipe, clip[[0, 2, 3]], anchors=first.anchors, num_inference_steps=5)
 
 
+def test_background_smoothing_meets_the_anchors_as_they_are(pipe, clip, monkeypatch):
+    """With anchors, the latents are put back first, then smoothed from frame 2 on: frame 2 is pulled toward the
+    anchor's latent (not toward a frame-1 latent overwritten right after), and the anchors stay exact."""
+    import fresco_v2v.pipeline as pipeline_module
+
+    first = run(pipe, clip[[0, 1, 2]])
+    seen = []
+    original = pipeline_module.background_smoothing_step
+
+    def recording(x, *args):
+        seen.append((x[1].clone(), args[-1]))
+        return original(x, *args)
+
+    monkeypatch.setattr(pipeline_module, "background_smoothing_step", recording)
+    masks = np.zeros((4, 64, 64), np.uint8)
+    masks[:, :32] = 255  # the top half is foreground, the rest is smoothed
+    second = run(pipe, clip[[0, 2, 3, 4]], anchors=first.anchors, background_smoothing=0.5, foreground_masks=masks)
+    assert len(seen) == len(first.trace.timesteps)
+    for i, (frame1, start) in enumerate(seen):
+        assert start == 2 and torch.equal(frame1, first.anchors.last[i + 1][0].to(frame1))
+    assert torch.equal(second.latents[1], first.latents[-1])  # smoothing did not move the anchor
+
+
 @pytest.mark.parametrize(
     "attention,optimization",
     [

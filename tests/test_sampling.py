@@ -90,3 +90,14 @@ def test_background_smoothing_naive():
                     expect[i + 1, :, yy, xx] = 0.4 * x[i + 1, :, yy, xx] + 0.6 * prev
     torch.testing.assert_close(out, expect)
     torch.testing.assert_close(out[0], x[0])
+    # with anchors frames 0 and 1 stay exact and frame 2 is pulled toward frame 1 as it is
+    anchored = background_smoothing(x, bg, flow, vis, 0.6, start=2)
+    torch.testing.assert_close(anchored[:2], x[:2])
+    for yy in range(h):
+        for xx in range(w):
+            mine = (
+                0.4 * x[2, :, yy, xx] + 0.6 * x[1, :, yy, max(xx - 1, 0)]
+                if bg[2, yy, xx] and vis[1, yy, xx]
+                else x[2, :, yy, xx]
+            )
+            torch.testing.assert_close(anchored[2, :, yy, xx], mine)

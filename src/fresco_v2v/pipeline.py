@@ -406,10 +406,11 @@ class FrescoPipeline(
                     t_prev = timesteps[i + 1] if i + 1 < num else -1
                     z = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
                     latents, _ = ddpm_step(latents, eps, t, t_prev, alphas, z.to(device), pred_type)
-                    if smooth is not None:
-                        latents = background_smoothing_step(latents, *smooth, background_smoothing)
-                    if anchors is not None:
+                    if anchors is not None:  # before smoothing, so frame 2 is pulled toward the anchor it meets
                         latents[0], latents[1] = anchors.first[i + 1][0].to(latents), anchors.last[i + 1][0].to(latents)
+                    if smooth is not None:
+                        start = 2 if anchors is not None else 1
+                        latents = background_smoothing_step(latents, *smooth, background_smoothing, start)
                     record.first.append(latents[:1].cpu().clone())
                     record.last.append(latents[-1:].cpu().clone())
             finally:

@@ -75,18 +75,25 @@ def ddpm_step(
 
 
 def background_smoothing(
-    x: torch.Tensor, background: torch.Tensor, flow_bwd: torch.Tensor, visible: torch.Tensor, alpha: float
+    x: torch.Tensor,
+    background: torch.Tensor,
+    flow_bwd: torch.Tensor,
+    visible: torch.Tensor,
+    alpha: float,
+    start: int = 1,
 ) -> torch.Tensor:
     """Background smoothing (paper §4, after Text2Video-Zero): pull each frame's background toward the previous one.
 
     x: [N, C, h, w] latents; background: [N, h, w] bool (True where no foreground); flow_bwd: [N-1, h, w, 2] latent-grid
     flow frame i+1 -> i; visible: [N-1, h, w] bool. Frame by frame (so the smoothing chains along the video),
-    x_{i+1} <- (1 - α) x_{i+1} + α warp(x_i) on background tokens visible in frame i. Returns a new tensor.
+    x_{i+1} <- (1 - α) x_{i+1} + α warp(x_i) on background tokens visible in frame i, for frames i+1 >= ``start``:
+    with anchors (§3.5) frames 0 and 1 are the previous batch's and stay exact (``start=2``), and frame 2 is pulled
+    toward the anchor's latent. Returns a new tensor.
     """
     from .flow import warp
 
     out = x.clone()
-    for i in range(x.shape[0] - 1):  # a loop over frames: each uses the already smoothed previous frame
+    for i in range(max(start, 1) - 1, x.shape[0] - 1):  # a loop over frames: each uses the smoothed previous one
         warped = warp(out[i : i + 1].float(), flow_bwd[i : i + 1].to(x.device))[0].to(x.dtype)
         m = (background[i + 1] & visible[i]).to(x.device)[None]  # [1, h, w]
         out[i + 1] = torch.where(m, (1 - alpha) * out[i + 1] + alpha * warped, out[i + 1])
