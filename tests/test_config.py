@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fresco_v2v.config import RunConfig
+from fresco_v2v.config import AttentionConfig, FrescoConfig, RunConfig
 from fresco_v2v.errors import ConfigError
 
 
@@ -36,6 +36,12 @@ def test_defaults_are_valid():
         ({"propagation_options": {"colour_lokup": True}}, "propagation_options"),
         ({"propagation_options": {"colour_lookup": "yes"}}, "propagation_options.colour_lookup"),
         ({"propagation_options": {"flow": "raft"}}, "propagation_options.flow"),  # now, not after the translation
+        ({"flow": "gmflow:"}, "flow"),
+        ({"freeu": "true"}, "freeu"),
+        ({"freeu": (1.2, 1.4, 0.9)}, "freeu"),
+        ({"freeu": (1.2, 1.4, 0.9, float("nan"))}, "freeu"),
+        ({"freeu": (1.2, 1.4, True, 0.2)}, "freeu"),
+        ({"fresco": FrescoConfig(AttentionConfig(token_occlusion="max"))}, "attention.token_occlusion"),
     ],
 )
 def test_wrong_values_name_their_field(kwargs, field):
@@ -50,6 +56,19 @@ def test_yaml_data_is_converted_then_checked():
     with pytest.raises(ConfigError, match="propagation: expected true or false"):
         RunConfig.from_dict({"input": "a.mp4", "prompt": "x", "propagation": "no"}).validate()
     assert cfg(controlnet=("canny:my/controlnet",)).validate()
+    freeu = RunConfig.from_dict({"input": "a.mp4", "prompt": "x", "freeu": [1.2, 1.5, 1, 1]}).validate()
+    assert freeu.freeu == (1.2, 1.5, 1, 1) and RunConfig.from_dict(freeu.to_dict()).freeu == freeu.freeu
+
+
+def test_freeu_flag(tmp_path):
+    from fresco_v2v.cli import build_parser, run_config_from_args
+
+    def parsed(*flags):
+        return run_config_from_args(build_parser().parse_args(["translate", "in.mp4", "--prompt", "x", *flags])).freeu
+
+    assert parsed() is False and parsed("--freeu") is True and parsed("--freeu", "1.2,1.5,1,1") == (1.2, 1.5, 1.0, 1.0)
+    with pytest.raises(SystemExit):
+        parsed("--freeu", "1.2,x")
 
 
 def test_propagation_options_reach_a_propagation_config_and_survive_run_json():

@@ -162,3 +162,12 @@ def test_unreachable_hub_goes_to_the_cache_at_once_and_says_so(tmp_path, monkeyp
     with pytest.raises(ModelNotFound, match="my-controlnet"):
         load_controlnet(str(folder), torch.float32)
     assert seen["local_files_only"] is False
+
+
+def test_freeu_factors_reach_the_unet():
+    pipe = load_pipeline("tiny", ["tiny"], device="cpu", freeu=(1.1, 1.3, 0.8, 0.3))
+    got = {k: getattr(pipe.unet.up_blocks[0], k) for k in ("b1", "b2", "s1", "s2")}
+    assert got == {"b1": 1.1, "b2": 1.3, "s1": 0.8, "s2": 0.3}
+    plain = load_pipeline("tiny", ["tiny"], device="cpu")
+    assert getattr(plain.unet.up_blocks[0], "b1", None) is None
+    assert not all(np.array_equal(a, b) for a, b in zip(translate(pipe), translate(plain)))  # FreeU acts

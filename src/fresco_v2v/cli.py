@@ -145,6 +145,14 @@ def parse_options(items: Sequence[str] | None, flag: str) -> dict:
     return out
 
 
+def _freeu_values(text: str) -> tuple[float, ...]:
+    """'1.2,1.4,0.9,0.2' -> (1.2, 1.4, 0.9, 0.2); the count and ranges are checked with the rest of the config."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected four numbers B1,B2,S1,S2, got {text!r}") from None
+
+
 def run_config_from_args(args: argparse.Namespace):
     """RunConfig = defaults <- the --config file <- the flags given on the command line."""
     import yaml
@@ -469,7 +477,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a PropagationConfig option, repeatable (e.g. colour_lookup=true for flat-colour styles)",
     )
     t.add_argument("--colorize", action="store_true", default=S, help="keep the input's lightness (§4.3)")
-    t.add_argument("--freeu", action="store_true", default=S, help="enable FreeU")
+    t.add_argument(
+        "--freeu",
+        nargs="?",
+        const=True,
+        type=_freeu_values,
+        default=S,
+        metavar="B1,B2,S1,S2",
+        help="FreeU (diffusers' v1): alone the SD1.x values 1.2,1.4,0.9,0.2, or four factors "
+        "(the FRESCO authors run their own variant at 1.2,1.5,1,1)",
+    )
     t.add_argument("--background-smoothing", type=float, default=S, help="background smoothing weight (0: off)")
     t.add_argument("--foreground-masks", default=S, help="folder of NNNN.png masks, white = foreground")
     t.add_argument("--allow-pickle", action="store_true", default=S, help="accept trusted .ckpt/.pt checkpoints")

@@ -169,6 +169,10 @@ def to_dict(obj) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # The run: everything `fresco translate` needs, with the option names of the command line (dashes -> underscores).
 
+#: FreeU factors recommended for SD1.x by the FreeU authors, what ``freeu: true`` means (b1, b2 backbone; s1, s2
+#: skip).
+FREEU_SD15 = {"b1": 1.2, "b2": 1.4, "s1": 0.9, "s2": 0.2}
+
 #: Default base model: SD1.5 on the hub (the paper's experiments use SD1.5-family models, §4).
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 #: ControlNet types whose condition needs no weights (OpenCV); a type may name its weights as "canny:ID_OR_PATH".
@@ -218,7 +222,11 @@ class RunConfig:
     #: ``propagation_options:``), e.g. ``{"colour_lookup": True}`` for flat-colour styles; {} = its defaults.
     propagation_options: dict = field(default_factory=dict)
     colorize: bool = False  # paper §4.3: keep the input's L, take AB from the result
-    freeu: bool = False
+    #: FreeU (Si et al., CVPR 2024) as diffusers implements it (FreeU v1: backbone factors b1, b2 on the first two
+    #: decoder stages, Fourier skip factors s1, s2): false (off), true (the FreeU authors' SD1.x values
+    #: ``FREEU_SD15``) or [b1, b2, s1, s2]. The FRESCO authors use their own structure-aware variant at 1.2, 1.5,
+    #: 1, 1 (not implemented; ``[1.2, 1.5, 1.0, 1.0]`` gives those factors to v1).
+    freeu: bool | tuple[float, ...] = False
     allow_pickle: bool = False
     #: Background smoothing weight α (paper §4, after Text2Video-Zero); 0 = off, the default until a mask source
     #: ships. Needs ``foreground_masks``: a folder of NNNN.png masks by frame index, white = foreground.
@@ -336,7 +344,18 @@ class RunConfig:
             need(number(getattr(self, name)), name, "a number", getattr(self, name))
         for name in ("steps", "seed", "resolution", "batch_size", "s_min", "s_max", "canny_low", "canny_high"):
             need(integer(getattr(self, name)), name, "an integer", getattr(self, name))
-        for name in ("propagation", "colorize", "freeu", "allow_pickle"):
+        need(
+            isinstance(self.freeu, bool)
+            or (
+                isinstance(self.freeu, tuple)
+                and len(self.freeu) == 4
+                and all(number(v) and np.isfinite(v) and v >= 0 for v in self.freeu)
+            ),
+            "freeu",
+            "true, false, or four numbers >= 0 [b1, b2, s1, s2] (e.g. [1.2, 1.4, 0.9, 0.2])",
+            self.freeu,
+        )
+        for name in ("propagation", "colorize", "allow_pickle"):
             need(isinstance(getattr(self, name), bool), name, "true or false (unquoted in YAML)", getattr(self, name))
         for name in ("prompt", "model", "negative_prompt", "added_prompt", "flow", "device", "dtype"):
             need(isinstance(getattr(self, name), str), name, "a text", getattr(self, name))
@@ -399,6 +418,8 @@ class RunConfig:
             except TypeError as e:
                 raise ConfigError(f"fresco.{name}", "values of the documented types", str(e)) from None
         fresco = FrescoConfig(parts["attention"], parts["optimization"])
+        if isinstance(data.get("freeu"), list):
+            data["freeu"] = tuple(data["freeu"])
         for k in ("lora", "controlnet", "controlnet_scale"):
             if k in data and isinstance(data[k], (list, str, float, int)):
                 v = data[k]

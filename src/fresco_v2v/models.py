@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .config import FREEU_SD15
 from .errors import ConfigError, ModelNotFound
 
 logger = logging.getLogger(__name__)
@@ -23,8 +24,6 @@ logger = logging.getLogger(__name__)
 #: Default ControlNet: canny edges, whose condition needs no weights (paper §3.1's e; the authors also offer HED
 #: and depth, whose annotators need weights).
 DEFAULT_CONTROLNET = "lllyasviel/sd-controlnet-canny"
-#: FreeU factors recommended for SD1.x by the FreeU authors (b1, b2 backbone; s1, s2 skip).
-FREEU_SD15 = {"s1": 0.9, "s2": 0.2, "b1": 1.2, "b2": 1.4}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
@@ -178,7 +177,7 @@ def load_pipeline(
     loras: Sequence[LoraSpec] = (),
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
-    freeu: bool = False,
+    freeu: bool | Sequence[float] = False,
     allow_pickle: bool = False,
     seed: int = 0,
 ):
@@ -234,7 +233,9 @@ def load_pipeline(
                 raise _not_found("LoRA", spec.path, e, cache_only) from e
             names.append(name)
         pipe.set_adapters(names, adapter_weights=[s.scale for s in loras])
-    if freeu:
+    if freeu is True:
         pipe.enable_freeu(**FREEU_SD15)
+    elif freeu:
+        pipe.enable_freeu(**dict(zip(("b1", "b2", "s1", "s2"), map(float, freeu))))
     logger.info("loaded %s with %d ControlNet(s) on %s as %s", model, len(controlnets), dev, dt)
     return pipe

@@ -465,7 +465,9 @@ def _translate_tab(gr, session: WebSession) -> None:
                     label="More options (YAML, the names of a --config file)",
                     language="yaml",
                     value=(
-                        "# e.g.\n# colorize: true\n# fresco:\n#   optimization:\n#     iterations: 10\n"
+                        "# e.g.\n# colorize: true\n# freeu: [1.2, 1.4, 0.9, 0.2]   # b1, b2, s1, s2\n"
+                        "# flow: gmflow            # the paper's flow (checkpoint in ./models/)\n"
+                        "# fresco:\n#   optimization:\n#     iterations: 10\n"
                         "# propagation_options:\n#   flow: dis-fine\n"
                     ),
                 )
