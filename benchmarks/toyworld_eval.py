@@ -23,6 +23,7 @@ line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -40,7 +41,7 @@ from common import VIDEOS  # noqa: E402
 from propagation import flicker, ssim  # noqa: E402
 
 from fresco_v2v import toyworld as tw  # noqa: E402
-from fresco_v2v.config import RunConfig  # noqa: E402
+from fresco_v2v.config import FrescoConfig, RunConfig, StepWindow  # noqa: E402
 from fresco_v2v.flow import sequence_flows  # noqa: E402
 from fresco_v2v.metrics import pixel_mse_per_pair  # noqa: E402
 from fresco_v2v.models import load_pipeline  # noqa: E402
@@ -59,6 +60,12 @@ def score(frames: np.ndarray, out: np.ndarray, truth: np.ndarray, flows, truth_f
     }
 
 
+def with_window_axis(cfg: FrescoConfig, axis: str) -> FrescoConfig:
+    """The config with the optimization window [0, 0.75) on ``axis`` (the default's axis is "noise")."""
+    window = StepWindow(0.0, 0.75, axis)
+    return dataclasses.replace(cfg, optimization=dataclasses.replace(cfg.optimization, window=window))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="toy", help="'toy' (the bundled checkpoint) or toy:PATH")
@@ -72,6 +79,15 @@ def main() -> None:
     ap.add_argument("--s-min", type=int, default=3, help="Alg. 1 minimum keyframe interval (short 10 fps clips)")
     ap.add_argument("--s-max", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--shared-step-noise", action="store_true", help="one per-step noise draw per batch (default: per frame)"
+    )
+    ap.add_argument(
+        "--opt-window-axis",
+        choices=("noise", "steps"),
+        default="noise",
+        help="optimization on t >= 0.25 T (noise, the authors', default) or on the first 75%% of the steps run",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -139,7 +155,8 @@ def main() -> None:
                         s_max=args.s_max,
                         seed=args.seed,
                         device="cpu",
-                        fresco=fresco_cfgs[name],
+                        fresco=with_window_axis(fresco_cfgs[name], args.opt_window_axis),
+                        shared_step_noise=args.shared_step_noise,
                     )
                     out = np.stack(translate_video(cfg, overwrite=True, progress=False, pipeline=pipe).frames)
             seconds = time.perf_counter() - t0

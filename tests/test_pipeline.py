@@ -224,3 +224,37 @@ def test_optimization_works_under_inference_mode():
         f, ref = torch.randn(6, 5, 8, 8), torch.randn(3, 5, 8, 8)
         out, start, end = optimize_features(f, 3, OptimizationConfig(iterations=5), sc, ref)
     assert out.shape == f.shape and end < start
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_per_step_noise_per_frame_or_shared(pipe, clip, monkeypatch, shared):
+    """The authors draw z_t per frame at every step (default); shared_step_noise draws one for the batch."""
+    import fresco_v2v.pipeline as pipeline_module
+
+    drawn = []
+    original = pipeline_module.ddpm_step
+
+    def recording(latents, eps, t, t_prev, alphas, z, *rest):
+        drawn.append(z.clone())
+        return original(latents, eps, t, t_prev, alphas, z, *rest)
+
+    monkeypatch.setattr(pipeline_module, "ddpm_step", recording)
+    run(pipe, clip[:3], num_inference_steps=4, shared_step_noise=shared)
+    assert len(drawn) == 3
+    for z in drawn:
+        assert z.shape[0] == (1 if shared else 3)
+        if not shared:
+            assert not torch.equal(z[0], z[1]) and not torch.equal(z[1], z[2])
+
+
+def test_optimization_window_is_the_authors():
+    """t >= 251 of 1000: at 20 steps and strength 0.75, the 10 steps t = 701 ... 251 (the authors' timesteps[:15])."""
+    from fresco_v2v.sampling import sdedit_timesteps
+    from fresco_v2v.testing import sd15_scheduler
+
+    ts = [int(t) for t in sdedit_timesteps(sd15_scheduler(), 20, 0.75)]
+    window = OptimizationConfig().window
+    on = [t for i, t in enumerate(ts) if window.active(i, len(ts), t, 1000)]
+    assert on == list(range(701, 250, -50)) and len(on) == 10
+    full = [int(t) for t in sdedit_timesteps(sd15_scheduler(), 20, 1.0)]
+    assert [t for i, t in enumerate(full) if window.active(i, 20, t, 1000)] == full[:15]

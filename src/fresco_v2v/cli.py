@@ -126,6 +126,7 @@ _RUN_FLAGS = (
     "allow_pickle",
     "background_smoothing",
     "foreground_masks",
+    "shared_step_noise",
 )
 
 
@@ -489,6 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--background-smoothing", type=float, default=S, help="background smoothing weight (0: off)")
     t.add_argument("--foreground-masks", default=S, help="folder of NNNN.png masks, white = foreground")
+    t.add_argument(
+        "--shared-step-noise",
+        action="store_true",
+        default=S,
+        help="one per-step noise draw for all frames of a batch (default: one per frame, as the authors)",
+    )
     t.add_argument("--allow-pickle", action="store_true", default=S, help="accept trusted .ckpt/.pt checkpoints")
     for flag in _FRESCO_SWITCHES:
         section, fld, _ = _FRESCO_SWITCHES[flag]

@@ -95,12 +95,15 @@ class OptimizationConfig:
     spatial: bool = True
     #: Eq. 6 norm: "fro" (squared Frobenius, paper, default) or "l1" (authors' code).
     spatial_norm: str = "fro"
-    #: Eq. 5 in both flow directions (authors' code) instead of i -> i+1 only (paper, default).
+    #: Eq. 5 also in the direction i+1 -> i on the same pairs (default off: the paper's i -> i+1). The authors' code
+    #: has both directions, adds a wrap-around pair (the last frame with frame 0) and takes an L1 mean x2.
     bidirectional_temporal: bool = False
     #: Renormalize the optimized feature to the original's per-channel mean and std (authors' code; on).
     adain: bool = True
-    #: Optimization on the first 75% of the steps (the authors' practice).
-    window: StepWindow = StepWindow(0.0, 0.75)
+    #: Optimization while t >= 251 of T = 1000, the first 75% of the *full* schedule: the authors' code optimizes on
+    #: ``timesteps[:15]`` of 20 (at strength 0.75 that is 10 of the 15 steps run, t = 701 ... 251). The paper gives
+    #: no window. ``StepWindow(0, 0.75)`` (steps axis) is the first 75% of the steps run (12 at strength 0.75).
+    window: StepWindow = StepWindow(0.0, 0.75, "noise")
     #: When a token counts as occluded for L_temp's mask M (eq. 5): "any" of its pixels (the authors max-pool the
     #: occlusion for their temporal loss, default), "area" or "centre" (see ``AttentionConfig.token_occlusion``).
     token_occlusion: str = "any"
@@ -207,7 +210,7 @@ class RunConfig:
     #: Extra prompt text from a frame on: {frame index or "12.5s": text}; applies until the next entry.
     keyframe_prompts: dict = field(default_factory=dict)
     seed: int = 0
-    resolution: int = 512  # short side, paper §4
+    resolution: int = 512  # short side: the authors' resize_image(..., 512) (the paper states none)
     max_frames: int | None = None
     batch_size: int = 8  # paper §4: N in [6, 8]
     s_min: int = 5  # authors' keyframe function defaults
@@ -232,6 +235,9 @@ class RunConfig:
     #: ships. Needs ``foreground_masks``: a folder of NNNN.png masks by frame index, white = foreground.
     background_smoothing: float = 0.0
     foreground_masks: str | None = None
+    #: The per-step noise z_t of eq. 2 drawn once for every frame of a batch instead of per frame (the authors' code
+    #: draws it per frame, the default; the paper says neither; README, "Defaults", has the measurement).
+    shared_step_noise: bool = False
     fresco: FrescoConfig = field(default_factory=FrescoConfig)
 
     def validate(self) -> RunConfig:
@@ -355,7 +361,7 @@ class RunConfig:
             "true, false, or four numbers >= 0 [b1, b2, s1, s2] (e.g. [1.2, 1.4, 0.9, 0.2])",
             self.freeu,
         )
-        for name in ("propagation", "colorize", "allow_pickle"):
+        for name in ("propagation", "colorize", "allow_pickle", "shared_step_noise"):
             need(isinstance(getattr(self, name), bool), name, "true or false (unquoted in YAML)", getattr(self, name))
         for name in ("prompt", "model", "negative_prompt", "added_prompt", "flow", "device", "dtype"):
             need(isinstance(getattr(self, name), str), name, "a text", getattr(self, name))

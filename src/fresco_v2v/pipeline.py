@@ -223,6 +223,7 @@ class FrescoPipeline(
         anchors: AnchorLatents | None = None,
         foreground_masks: np.ndarray | None = None,
         background_smoothing: float = 0.0,
+        shared_step_noise: bool = False,
         show_progress: bool = False,
         should_stop: Callable[[], bool] | None = None,
     ) -> FrescoOutput:
@@ -239,6 +240,8 @@ class FrescoPipeline(
         ``control_images``: one [N, 3, H, W] tensor in [0, 1] per ControlNet (default: canny of the frames).
         ``background_smoothing`` α > 0 with ``foreground_masks`` ([N, H, W], nonzero = foreground): after every step
         the background latents are pulled toward the previous frame's along the flow (paper §4, off by default).
+        ``shared_step_noise``: draw the per-step noise z_t of eq. 2 once for all frames (the initial noise is always
+        one draw for the batch). Default off, as the authors' code draws z_t per frame; the paper says neither.
         ``should_stop``: asked before every denoising step; when it returns True the call raises
         :class:`~fresco_v2v.errors.Cancelled` (a user's Stop: a step takes seconds, a batch minutes).
         """
@@ -404,7 +407,8 @@ class FrescoPipeline(
                     optimizer.step_index = i
                     eps = self.predict_noise(latents, t, emb, conds, scales, guidance_scale)
                     t_prev = timesteps[i + 1] if i + 1 < num else -1
-                    z = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
+                    z_shape = shape if shared_step_noise else (n, *shape[1:])  # one draw per frame, or one for all
+                    z = torch.randn(z_shape, generator=generator, device=generator.device if generator else "cpu")
                     latents, _ = ddpm_step(latents, eps, t, t_prev, alphas, z.to(device), pred_type)
                     if anchors is not None:  # before smoothing, so frame 2 is pulled toward the anchor it meets
                         latents[0], latents[1] = anchors.first[i + 1][0].to(latents), anchors.last[i + 1][0].to(latents)

@@ -463,6 +463,7 @@ def translate_video(
                     anchors=anchors if b > 0 else None,
                     foreground_masks=masks,
                     background_smoothing=cfg.background_smoothing,
+                    shared_step_noise=cfg.shared_step_noise,
                     show_progress=progress,
                     should_stop=should_stop,
                 )

@@ -5,10 +5,11 @@ reference to the audio stream; a variable-rate file also keeps each frame's time
 encodes H.264 (yuv420p) in mp4 at that exact rate (or at those timestamps) and remuxes the input's audio packets
 untouched when the mp4 container can hold its codec (otherwise it re-encodes to AAC and logs so).
 
-Resize policy (paper §4 works at 512 px; SD1.5's UNet needs sides that are multiples of 64, because its decoder
-sees 1/64 of the frame): the short side is scaled to ``short_side`` (default 512) keeping the aspect ratio, then
-the long side is brought to a multiple of 64 by a centred **crop** (default; at most 63 px are lost) or by
-**pad** (edge replication; :meth:`FrameFit.unfit` removes the padding again). Frames are never stretched.
+Resize policy (the authors resize to a 512 px short side; SD1.5's UNet needs sides that are multiples of 64,
+because its decoder sees 1/64 of the frame): the short side is scaled to ``short_side`` (default 512) keeping the
+aspect ratio, then the long side is brought to a multiple of 64 by a centred **crop** (default; at most 63 px are
+lost) or by **pad** (edge replication; :meth:`FrameFit.unfit` removes the padding again). Frames are never
+stretched.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 #: Decoder blocks of SD1.5 see 1/64 of the frame (VAE 1/8, three UNet downsamplings), so sides are multiples of 64.
 MODEL_MULTIPLE = 64
-#: Default short side, paper §4 (SD1.5 is trained at 512 px).
+#: Default short side: the authors' resize (the paper states none; SD1.5 is trained at 512 px).
 DEFAULT_SHORT_SIDE = 512
 #: A source frame smaller than this on either side has less than one token at the UNet's deepest scale.
 MIN_SOURCE_SIDE = 64
