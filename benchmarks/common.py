@@ -97,3 +97,33 @@ def load_benchmark_pipeline(args):
 
     controlnets = [args.model] if builtin_model(args.model) else ["lllyasviel/sd-controlnet-canny"]
     return load_pipeline(args.model, controlnets, device=args.device, seed=args.seed)
+
+
+def add_fresco_overrides_argument(ap) -> None:
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="change a FrescoConfig field in every FRESCO variant, e.g. optimization.spatial_norm=l1 "
+        "reference.controlnet=true (values as JSON, else text)",
+    )
+
+
+def with_overrides(cfg, items: list[str]):
+    """``cfg`` (a FrescoConfig) with each "section.field=value" of ``items`` replaced (value parsed as JSON)."""
+    import dataclasses
+    import json
+
+    for item in items:
+        key, _, text = item.partition("=")
+        section, _, name = key.partition(".")
+        part = getattr(cfg, section)
+        if name not in {f.name for f in dataclasses.fields(part)}:
+            raise SystemExit(f"--set {item}: {section} has no field {name!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **{name: value})})
+    return cfg.validate()

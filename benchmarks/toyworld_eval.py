@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import variants as table2_variants  # noqa: E402
-from common import VIDEOS  # noqa: E402
+from common import VIDEOS, add_fresco_overrides_argument, with_overrides  # noqa: E402
 from propagation import flicker, ssim  # noqa: E402
 
 from fresco_v2v import toyworld as tw  # noqa: E402
@@ -88,6 +88,7 @@ def main() -> None:
         default="noise",
         help="optimization on t >= 0.25 T (noise, the authors', default) or on the first 75%% of the steps run",
     )
+    add_fresco_overrides_argument(ap)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -102,7 +103,7 @@ def main() -> None:
     print(
         f"'{tw.PHOTO}' -> '{tw.PAINTING}': strength {args.strength}, {args.steps} steps, guidance {args.guidance}, "
         f"batches of {args.batch_size}, keyframes s_min {args.s_min} s_max {args.s_max}, seed {args.seed}, "
-        f"first {args.max_frames} frames"
+        f"first {args.max_frames} frames" + (f"; FRESCO changes: {' '.join(args.set)}" if args.set else "")
     )
     fresco_cfgs = table2_variants()
     cols = ("psnr", "ssim", "pixel_mse", "flicker_ratio", "s")
@@ -155,7 +156,7 @@ def main() -> None:
                         s_max=args.s_max,
                         seed=args.seed,
                         device="cpu",
-                        fresco=with_window_axis(fresco_cfgs[name], args.opt_window_axis),
+                        fresco=with_overrides(with_window_axis(fresco_cfgs[name], args.opt_window_axis), args.set),
                         shared_step_noise=args.shared_step_noise,
                     )
                     out = np.stack(translate_video(cfg, overwrite=True, progress=False, pipeline=pipe).frames)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fresco_v2v.config import AttentionConfig, FrescoConfig, RunConfig
+from fresco_v2v.config import AttentionConfig, FrescoConfig, ReferenceConfig, RunConfig
 from fresco_v2v.errors import ConfigError
 
 
@@ -42,6 +42,7 @@ def test_defaults_are_valid():
         ({"freeu": (1.2, 1.4, 0.9, float("nan"))}, "freeu"),
         ({"freeu": (1.2, 1.4, True, 0.2)}, "freeu"),
         ({"fresco": FrescoConfig(AttentionConfig(token_occlusion="max"))}, "attention.token_occlusion"),
+        ({"fresco": FrescoConfig(reference=ReferenceConfig(controlnet="no"))}, "reference.controlnet"),
     ],
 )
 def test_wrong_values_name_their_field(kwargs, field):
@@ -80,3 +81,14 @@ def test_propagation_options_reach_a_propagation_config_and_survive_run_json():
     assert RunConfig.from_dict(c.to_dict()).propagation_options == {"colour_lookup": True, "flow": "dis-fine"}
     with pytest.raises(ConfigError, match="did you mean 'colour_lookup'"):
         cfg(propagation_options={"colour_lokup": True}).validate()
+
+
+def test_reference_section_from_a_config_file():
+    data = {"input": "a.mp4", "prompt": "x", "fresco": {"reference": {"controlnet": True, "guidance_batch": False}}}
+    c = RunConfig.from_dict(data).validate()
+    assert c.fresco.reference == ReferenceConfig(controlnet=True, guidance_batch=False)
+    assert RunConfig.from_dict(c.to_dict()).fresco.reference == c.fresco.reference
+    assert RunConfig.from_dict({"input": "a.mp4", "prompt": "x"}).fresco.reference == ReferenceConfig()
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"input": "a.mp4", "prompt": "x", "fresco": {"reference": {"control_net": True}}})
+    assert e.value.field == "fresco.reference" and "controlnet" in str(e.value)

@@ -99,15 +99,22 @@ def test_adain_matches_reference_statistics():
     assert torch.isfinite(one).all()
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 2, 2), (2, 3, 4, 5)])  # L <= C (direct Grams) and L > C (C x C identity)
+# L <= 2C (direct Grams, analytic gradient) and L > 2C (C x C identity, analytic gradient)
+@pytest.mark.parametrize("shape", [(2, 8, 2, 2), (2, 3, 2, 3), (2, 3, 4, 5)])
 @pytest.mark.parametrize("norm", ["fro", "l1"])
 def test_spatial_loss_fn_equals_direct(shape, norm):
     from fresco_v2v.losses import spatial_loss_fn
 
     g = torch.Generator().manual_seed(5)
     f, r = torch.randn(*shape, generator=g, dtype=torch.float64), torch.randn(*shape, generator=g, dtype=torch.float64)
-    d = direct_grams(f) - direct_grams(r)
+    x = f.clone().requires_grad_(True)
+    d = direct_grams(x) - direct_grams(r)
     expect = (d.pow(2) if norm == "fro" else d.abs()).mean()
-    torch.testing.assert_close(spatial_loss_fn(r, norm)(f), expect)
+    (want,) = torch.autograd.grad(expect, x)
+    y = f.clone().requires_grad_(True)
+    got = spatial_loss_fn(r, norm)(y)
+    torch.testing.assert_close(got, expect.detach())
+    (grad,) = torch.autograd.grad(got, y)
+    torch.testing.assert_close(grad, want)  # the analytic gradients against autograd on the naive Grams
     with pytest.raises(ValueError, match="norm"):
         spatial_loss_fn(r, "l2")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fresco_v2v import ConfigError
-from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig, StepWindow
+from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig, ReferenceConfig, StepWindow
 from fresco_v2v.correspondence import build_correspondence
 from fresco_v2v.flow import DISFlow
 from fresco_v2v.optimization import decoder_hooks, optimize_features
@@ -258,3 +258,48 @@ def test_optimization_window_is_the_authors():
     assert on == list(range(701, 250, -50)) and len(on) == 10
     full = [int(t) for t in sdedit_timesteps(sd15_scheduler(), 20, 1.0)]
     assert [t for i, t in enumerate(full) if window.active(i, 20, t, 1000)] == full[:15]
+
+
+@pytest.mark.parametrize("guidance_batch", [True, False])
+@pytest.mark.parametrize("controlnet", [False, True])
+def test_reference_pass_batch_and_controlnet(pipe, clip, guidance_batch, controlnet):
+    """#18 point 3: the authors' reference pass is the UNet alone on the CFG batch [negative; positive]."""
+    unet_calls, control_calls = [], []
+
+    def on_unet(module, args, kwargs):
+        emb = kwargs["encoder_hidden_states"]
+        unet_calls.append((args[0].shape[0], emb.detach().clone(), kwargs.get("down_block_additional_residuals")))
+
+    h1 = pipe.unet.register_forward_pre_hook(on_unet, with_kwargs=True)
+    h2 = pipe.controlnet.register_forward_pre_hook(lambda m, a: control_calls.append(a[0].shape[0]))
+    try:
+        fresco = FrescoConfig(reference=ReferenceConfig(controlnet=controlnet, guidance_batch=guidance_batch))
+        out = run(pipe, clip[:3], fresco=fresco, negative_prompt="ugly", guidance_scale=7.5)
+    finally:
+        h1.remove()
+        h2.remove()
+    steps = len(out.trace.timesteps)
+    assert len(unet_calls) == steps + 1  # the reference pass, then one call a step
+    ref_batch, ref_emb, ref_down = unet_calls[0]
+    assert ref_batch == (6 if guidance_batch else 3)
+    step_emb = unet_calls[1][1]  # [negative x3; positive x3]
+    assert torch.equal(ref_emb, step_emb if guidance_batch else step_emb[3:])
+    assert (ref_down is not None) == controlnet
+    assert len(control_calls) == steps + int(controlnet)
+
+
+def test_reference_records_per_half_reach_attention_and_loss(pipe, clip, monkeypatch):
+    """With the CFG batch, the unconditional half is guided by its own Q^r and f^r, not the positive half's."""
+    from fresco_v2v import optimization
+
+    seen = []
+    real = optimization.optimize_features
+
+    def spy(f, num_frames, config, scale_corr, f_ref):
+        seen.append((f.shape[0], None if f_ref is None else f_ref.clone()))
+        return real(f, num_frames, config, scale_corr, f_ref)
+
+    monkeypatch.setattr(optimization, "optimize_features", spy)
+    run(pipe, clip[:3], negative_prompt="ugly", guidance_scale=7.5)
+    assert seen and all(b == 6 and r is not None and r.shape[0] == 6 for b, r in seen)
+    assert any(not torch.allclose(r[:3], r[3:]) for _, r in seen)  # the halves were recorded apart

@@ -140,7 +140,8 @@ class FrescoAttentionContext:
     config: AttentionConfig
     num_frames: int
     correspondence: Correspondence | None = None
-    #: Q^r, K^r of each guided layer from the reference pass, keyed by processor name; [N, heads, L, d] each.
+    #: Q^r, K^r of each guided layer from the reference pass, keyed by processor name; [G*N, heads, L, d] each (one
+    #: per CFG half, ``ReferenceConfig.guidance_batch``) or [N, heads, L, d] (reused for every group).
     reference_qk: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     step: StepConstraints = field(default_factory=StepConstraints)
     #: When True, processors record Q and K into ``reference_qk`` and attend normally.
@@ -213,8 +214,12 @@ class FrescoAttnProcessor:
         if step.spatial_guided:
             if self.name not in ctx.reference_qk:
                 raise KeyError(f"{self.name}: spatial-guided attention needs the reference pass's Q and K")
-            q_ref, k_ref = ctx.reference_qk[self.name]  # [N, heads, L, d]
-            q_ref, k_ref = q_ref.repeat(groups, 1, 1, 1).to(q.dtype), k_ref.repeat(groups, 1, 1, 1).to(q.dtype)
+            q_ref, k_ref = ctx.reference_qk[self.name]  # [G*N or N, heads, L, d]: per CFG half, or one for all
+            if q_ref.shape[0] != q.shape[0]:
+                if q_ref.shape[0] != n:
+                    raise ValueError(f"{self.name}: Q^r of {q_ref.shape[0]} items for a batch of {q.shape[0]}")
+                q_ref, k_ref = q_ref.repeat(groups, 1, 1, 1), k_ref.repeat(groups, 1, 1, 1)
+            q_ref, k_ref = q_ref.to(q.dtype), k_ref.to(q.dtype)
             q_guided = spatial_guided_attention(q, q_ref, k_ref, cfg.lambda_s, cfg.max_attention_elements)
         scale_corr = None
         if step.cross_frame or step.temporal_guided:

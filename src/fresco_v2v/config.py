@@ -110,9 +110,25 @@ class OptimizationConfig:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    """The reference pass (paper §3.3, §3.4): one UNet step over the input frames at t = 1 that records Q^r, K^r
+    (eq. 7) and f^r (eq. 6). The paper says only "the input frame"; both defaults follow the authors' code
+    (``get_intraframe_paras`` in their ``src/diffusion_hacked.py``)."""
+
+    #: ControlNet residuals in the reference pass. Off (default): the UNet alone, as the authors' code. On: the
+    #: reference sees the same ControlNet condition as the denoising steps (fresco-v2v before this option).
+    controlnet: bool = False
+    #: Under classifier-free guidance, run the pass on the batch [negative; positive] like a denoising step, so the
+    #: unconditional half gets its own Q^r, K^r and f^r (default, the authors' code). Off: the positive prompt
+    #: only, its records reused for both halves (fresco-v2v before this option; half the pass's batch).
+    guidance_batch: bool = True
+
+
+@dataclass(frozen=True)
 class FrescoConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
 
     @property
     def token_occlusion(self) -> tuple[str, str]:
@@ -149,6 +165,10 @@ class FrescoConfig:
         if not o.blocks or not all(isinstance(b, int) and 0 <= b <= 3 for b in o.blocks):
             raise ConfigError("optimization.blocks", "decoder block indices in 0..3", o.blocks)
         o.window.validate("optimization.window")
+        r = self.reference
+        for name in ("controlnet", "guidance_batch"):
+            if not isinstance(getattr(r, name), bool):
+                raise ConfigError(f"reference.{name}", "true or false", getattr(r, name))
         return self
 
 
@@ -403,7 +423,7 @@ class RunConfig:
         if unknown:
             raise ConfigError("config", names_expected(unknown, known), unknown)
         fr = data.pop("fresco", None) or {}
-        sections = {"attention": AttentionConfig, "optimization": OptimizationConfig}
+        sections = {"attention": AttentionConfig, "optimization": OptimizationConfig, "reference": ReferenceConfig}
         bad = sorted(set(fr) - set(sections))
         if bad:
             raise ConfigError("fresco", names_expected(bad, sections, "sections"), bad)
@@ -423,7 +443,7 @@ class RunConfig:
                 )
             except TypeError as e:
                 raise ConfigError(f"fresco.{name}", "values of the documented types", str(e)) from None
-        fresco = FrescoConfig(parts["attention"], parts["optimization"])
+        fresco = FrescoConfig(parts["attention"], parts["optimization"], parts["reference"])
         if isinstance(data.get("freeu"), list):
             data["freeu"] = tuple(data["freeu"])
         for k in ("lora", "controlnet", "controlnet_scale"):

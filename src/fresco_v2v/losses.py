@@ -31,36 +31,81 @@ def gram_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (sq(aa) - 2 * sq(ab) + sq(bb)).clamp_min(0)
 
 
+def _unit_tokens(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, L, C] tokens -> (unit tokens, their norms [N, L, 1]), as :func:`normalize_tokens`."""
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return x / norm, norm
+
+
+def _unit_tokens_backward(a: torch.Tensor, norm: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:
+    """Gradient through a = x / |x|: (g - a <a, g>) / |x| per token, with g = d/da (in place on grad_a)."""
+    return grad_a.sub_(a * (a * grad_a).sum(dim=-1, keepdim=True)).div_(norm)
+
+
+class _GramDistanceDirect(torch.autograd.Function):
+    """sum over items of ||a aᵀ - b bᵀ||_F² with a = x / |x| per token, from the L x L Grams (eq. 6).
+
+    x: [N, L, C] raw tokens; bb = b bᵀ: [N, L, L], constant. Analytic gradient d/da = 4 (a aᵀ - b bᵀ) a: two
+    batched matmuls a step instead of autograd's three, and the normalization's backward in three passes.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bb: torch.Tensor) -> torch.Tensor:
+        a, norm = _unit_tokens(x)
+        d = torch.baddbmm(bb, a, a.transpose(1, 2), beta=-1)  # a aᵀ - b bᵀ, [N, L, L]
+        ctx.save_for_backward(a, norm, d)
+        return torch.linalg.vector_norm(d).square()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, norm, d = ctx.saved_tensors
+        grad_a = torch.bmm(d, a).mul_(4 * grad)  # d is symmetric: d/da sum(d²) = 2 (d + dᵀ) a
+        return _unit_tokens_backward(a, norm, grad_a), None
+
+
+class _GramDistanceChannels(torch.autograd.Function):
+    """The same sum through the C x C matrices: ||aᵀa||² - 2||bᵀa||² + ||bᵀb||², gradient 4 (a aᵀa - b bᵀa).
+
+    x: [N, L, C] raw tokens; b: [N, L, C] unit reference tokens; bb_sq = ||bᵀb||² summed over items, constant.
+    Four L x C x C matmuls a step instead of six.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, b: torch.Tensor, bb_sq: torch.Tensor) -> torch.Tensor:
+        a, norm = _unit_tokens(x)
+        aa = a.transpose(1, 2) @ a  # [N, C, C]
+        ba = b.transpose(1, 2) @ a
+        ctx.save_for_backward(a, norm, b, aa, ba)
+        # a squared norm: clamp the round-off of the subtraction (it can dip below 0 when a ~ b)
+        return (aa.pow(2).sum() - 2 * ba.pow(2).sum() + bb_sq).clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, norm, b, aa, ba = ctx.saved_tensors
+        grad_a = torch.baddbmm(a @ aa, b, ba, beta=1, alpha=-1).mul_(4 * grad)  # 4 (a aᵀa - b bᵀa)
+        return _unit_tokens_backward(a, norm, grad_a), None, None
+
+
 def spatial_loss_fn(f_ref: torch.Tensor, norm: str = "fro"):
     """Eq. 6 against fixed reference features, as a function of f, with the reference's terms computed once.
 
-    For the squared Frobenius norm the cheaper of two exact forms is used: the direct L x L Grams when L <= C
-    (O(L² C) per item), else the C x C identity of :func:`gram_distance` (O(L C²)) with ||BᵀB||² precomputed.
-    Returns ``loss(f)``, equal to ``spatial_consistency_loss(f, f_ref, norm)``.
+    For the squared Frobenius norm the cheaper of two exact forms is used, each with its analytic gradient: the
+    L x L Grams when L <= 2C (2 L² C multiply-adds per item and step), else the C x C identity of
+    :func:`gram_distance` (4 L C²). Returns ``loss(f)``, equal to ``spatial_consistency_loss(f, f_ref, norm)``.
+    f may be in either memory format; a channels-last f gives its tokens without a copy.
     """
     b = normalize_tokens(f_ref)  # [N, L, C]
     n, l, c = b.shape
+    tokens = lambda f: f.flatten(2).transpose(1, 2)  # noqa: E731  [N, L, C], a view
     if norm == "l1":
         return lambda f: gram_distance_l1(normalize_tokens(f), b).sum() / (n * l * l)
     if norm != "fro":
         raise ValueError(f"norm: expected 'fro' or 'l1', got {norm!r}")
-    if l <= c:
+    if l <= 2 * c:
         bb = b @ b.transpose(1, 2)  # [N, L, L], constant
-
-        def direct(f: torch.Tensor) -> torch.Tensor:
-            a = normalize_tokens(f)
-            return (a @ a.transpose(1, 2) - bb).pow(2).sum() / (n * l * l)
-
-        return direct
+        return lambda f: _GramDistanceDirect.apply(tokens(f), bb) / (n * l * l)
     bb_sq = (b.transpose(1, 2) @ b).pow(2).sum()  # ||BᵀB||², constant
-
-    def via_channels(f: torch.Tensor) -> torch.Tensor:
-        a = normalize_tokens(f)
-        at = a.transpose(1, 2)
-        total = (at @ a).pow(2).sum() - 2 * (at @ b).pow(2).sum() + bb_sq
-        return total.clamp_min(0) / (n * l * l)
-
-    return via_channels
+    return lambda f: _GramDistanceChannels.apply(tokens(f), b, bb_sq) / (n * l * l)
 
 
 def gram_distance_l1(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024) -> torch.Tensor:

@@ -71,7 +71,8 @@ def optimize_features(
     """Eq. 4: f^ = argmin L_temp(f) + λ_spat L_spat(f), by Adam for K iterations, starting from f.
 
     f: [G*N, C, h, w] decoder features (G groups of the N frames, e.g. CFG halves; each group is one video);
-    scale_corr: the correspondence at this resolution (for eq. 5); f_ref: [N, C, h, w] reference features (eq. 6).
+    scale_corr: the correspondence at this resolution (for eq. 5); f_ref: reference features (eq. 6), [G*N, C, h, w]
+    (one per group) or [N, C, h, w] (reused for every group).
     Runs in float32 with gradients enabled explicitly (the sampling loop runs under no_grad). Returns the new
     features (AdaIN to the original's statistics when ``config.adain``) and the loss before and after.
     """
@@ -84,12 +85,16 @@ def optimize_features(
     with torch.inference_mode(False), torch.enable_grad():
         groups = f.shape[0] // num_frames
         original = f.detach().clone()
-        x = original.to(torch.float32, copy=True).requires_grad_(True)  # a copy even when already float32
+        # a copy even when already float32; channels-last, so eq. 6's tokens [N, L, C] are a view of it
+        x = original.to(torch.float32, memory_format=torch.channels_last, copy=True).requires_grad_(True)
         spatial = None
         if use_spat:
-            spatial = spatial_loss_fn(
-                f_ref.detach().clone().to(torch.float32).repeat(groups, 1, 1, 1), config.spatial_norm
-            )
+            ref = f_ref.detach().to(torch.float32, copy=True)
+            if ref.shape[0] != f.shape[0]:  # one record for all groups: repeat it
+                if ref.shape[0] != num_frames:
+                    raise ValueError(f"f_ref of {ref.shape[0]} items for {f.shape[0]} features of {num_frames} frames")
+                ref = ref.repeat(groups, 1, 1, 1)
+            spatial = spatial_loss_fn(ref, config.spatial_norm)
         if use_temp:
             pair = lambda t: t.clone().to(x.device).view(groups, num_frames - 1, *t.shape[1:])  # noqa: E731
             flow_b = pair(scale_corr.flow_bwd.repeat(groups, 1, 1, 1))
@@ -120,7 +125,8 @@ def optimize_features(
                 loss = loss + config.lambda_spat * spatial(x)
             return loss
 
-        opt = torch.optim.Adam([x], lr=config.learning_rate)
+        # fused: one pass over the features a step instead of eight (same update up to round-off)
+        opt = torch.optim.Adam([x], lr=config.learning_rate, fused=x.device.type in ("cpu", "cuda"))
         first = last = 0.0
         for it in range(config.iterations):
             opt.zero_grad(set_to_none=True)
@@ -143,7 +149,7 @@ class FeatureOptimizer:
     config: OptimizationConfig
     num_frames: int
     correspondence: object | None  # Correspondence (kept loose to avoid an import cycle in type checkers)
-    reference_features: dict[int, torch.Tensor]  # block index -> f^r [N, C, h, w]
+    reference_features: dict[int, torch.Tensor]  # block index -> f^r [G*N or N, C, h, w]
     active: bool = False
     step_index: int = 0
     trace: list[OptimizationTrace] = field(default_factory=list)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .attention import FrescoAttentionContext, StepConstraints, fresco_attention
-from .config import FrescoConfig
+from .config import FrescoConfig, ReferenceConfig
 from .control import canny_condition
 from .correspondence import Correspondence, build_correspondence
 from .errors import Cancelled, ConfigError
@@ -203,6 +203,31 @@ class FrescoPipeline(
         eps_u, eps_c = eps.chunk(2)
         return eps_u + guidance_scale * (eps_c - eps_u)
 
+    def reference_pass(self, x_ref, emb, conds, conds_c, scales, config: ReferenceConfig) -> None:
+        """One UNet call at t = 1 over the noised input latents x_ref [N, 4, h, w], for the hooks to record (§3.3).
+
+        ``emb`` is [negative; positive] under classifier-free guidance, else the positive prompts: with
+        ``config.guidance_batch`` and two halves the pass runs on [x_ref; x_ref] like a denoising step, so each half
+        records its own Q^r, K^r and f^r (the authors' code); otherwise on x_ref with the positive half only.
+        ``config.controlnet`` adds the ControlNet residuals (the authors run the UNet alone).
+        """
+        n = x_ref.shape[0]
+        both = config.guidance_batch and emb.shape[0] == 2 * n
+        latent_in = torch.cat([x_ref, x_ref]) if both else x_ref
+        emb_in = emb if both else emb[-n:]
+        down = mid = None
+        if config.controlnet:
+            conds_in = conds if both else conds_c
+            down, mid = self._controlnet_residuals(latent_in, REFERENCE_TIMESTEP, emb_in, conds_in, scales)
+        self.unet(
+            latent_in,
+            REFERENCE_TIMESTEP,
+            encoder_hidden_states=emb_in,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )
+
     # -- the call --------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -373,7 +398,7 @@ class FrescoPipeline(
                     fresco_attention(self.unet, context),
                     decoder_hooks(self.unet, o_cfg.blocks if need_f else (), record_features),
                 ):
-                    self.predict_noise(x_ref, REFERENCE_TIMESTEP, emb_c, conds_c, scales, 1.0)
+                    self.reference_pass(x_ref, emb if do_cfg else emb_c, conds, conds_c, scales, cfg.reference)
                 context.recording = False
 
         # 7. Denoising loop with FRESCO-guided attention and feature optimization
