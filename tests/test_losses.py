@@ -118,3 +118,41 @@ def test_spatial_loss_fn_equals_direct(shape, norm):
     torch.testing.assert_close(grad, want)  # the analytic gradients against autograd on the naive Grams
     with pytest.raises(ValueError, match="norm"):
         spatial_loss_fn(r, "l2")
+
+
+@pytest.mark.parametrize("groups,n,bidirectional", [(2, 4, False), (2, 5, True), (1, 3, True), (1, 1, False)])
+def test_temporal_loss_fn_equals_the_loss_per_group(groups, n, bidirectional):
+    """The sparse-warp eq. 5 (values and gradients) against the grid-sampled one, averaged over the groups."""
+    from fresco_v2v.losses import temporal_loss_fn
+
+    g = torch.Generator().manual_seed(9)
+    c, h, w = 3, 5, 6
+    flow_b, flow_f = (torch.randn(n - 1, h, w, 2, generator=g) * 2 for _ in range(2))
+    vis_b, vis_f = (torch.rand(n - 1, h, w, generator=g) > 0.3 for _ in range(2))
+    extra = (flow_f, vis_f) if bidirectional else (None, None)
+    f = torch.randn(groups * n, c, h, w, generator=g)
+    fast = f.clone().to(memory_format=torch.channels_last).requires_grad_(True)
+    slow = f.clone().requires_grad_(True)
+    got = temporal_loss_fn(groups, flow_b, vis_b, *extra)(fast)
+    per_group = slow.view(groups, n, c, h, w)
+    want = sum(temporal_consistency_loss(per_group[i], flow_b, vis_b, *extra) for i in range(groups)) / groups
+    torch.testing.assert_close(got, want)
+    if n > 1:
+        got.backward()
+        want.backward()
+        torch.testing.assert_close(fast.grad, slow.grad)
+
+
+def test_warp_matrix_is_the_warp():
+    from fresco_v2v.flow import warp
+    from fresco_v2v.losses import warp_matrix
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 4, 5, 7, generator=g)  # 3 frames
+    flow = torch.randn(2, 5, 7, 2, generator=g) * 3  # beyond the border too: clamped like warp
+    m = warp_matrix(flow, torch.tensor([2, 0]), torch.tensor([1, 2]), 3)  # frame 2 reads frame 1, 0 reads 2
+    tokens = x.permute(0, 2, 3, 1).reshape(-1, 4)
+    out = (m @ tokens).view(3, 5, 7, 4).permute(0, 3, 1, 2)
+    torch.testing.assert_close(out[2], warp(x[1:2], flow[:1])[0])
+    torch.testing.assert_close(out[0], warp(x[2:3], flow[1:])[0])
+    assert out[1].abs().max() == 0  # no pair lands on frame 1

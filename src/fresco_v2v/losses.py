@@ -6,6 +6,8 @@ writes, so the weight λ_spat = 50 (§4) does not change meaning with resolution
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .flow import warp
@@ -158,6 +160,114 @@ def temporal_consistency_loss(
     if flow_fwd is not None and visible_fwd is not None:
         w_next = warp(f[1:], flow_fwd)  # f_{i+1} brought onto frame i's grid
         loss = loss + ((f[:-1] - w_next).abs() * visible_fwd[:, None].to(f.dtype)).mean()
+    return loss
+
+
+def warp_matrix(flow: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`~fresco_v2v.flow.warp` as a sparse matrix on tokens: W @ x[cols frames] lands on the rows frames.
+
+    flow: [P, h, w, 2] (pair p: token (y, x) of frame ``rows[p]`` reads frame ``cols[p]`` at (x, y) + flow);
+    rows, cols: [P] frame indices into a batch of ``size`` frames. Bilinear, border-clamped, align_corners (as
+    ``warp``): four entries a row. Returns a [size*L, size*L] sparse COO matrix; a frame without a pair has empty
+    rows.
+    """
+    p, h, w, _ = flow.shape
+    length = h * w
+    ys = torch.arange(h, device=flow.device, dtype=flow.dtype)[:, None]
+    xs = torch.arange(w, device=flow.device, dtype=flow.dtype)
+    tx = (xs + flow[..., 0]).clamp(0, w - 1)  # [P, h, w], border padding
+    ty = (ys + flow[..., 1]).clamp(0, h - 1)
+    x0 = tx.floor().clamp(max=max(w - 2, 0))
+    y0 = ty.floor().clamp(max=max(h - 2, 0))
+    fx, fy = (tx - x0).clamp(0, 1), (ty - y0).clamp(0, 1)
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    src = (cols.to(flow.device) * length).view(p, 1, 1)
+    dst = (rows.to(flow.device) * length).view(p, 1, 1) + torch.arange(length, device=flow.device).view(1, h, w)
+    col = torch.stack([src + y0 * w + x0, src + y0 * w + x1, src + y1 * w + x0, src + y1 * w + x1])
+    val = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+    row = dst.expand(4, p, h, w)
+    index = torch.stack([row.reshape(-1), col.reshape(-1)])
+    shape = (size * length, size * length)
+    return torch.sparse_coo_tensor(index, val.reshape(-1), shape, check_invariants=False).coalesce()
+
+
+class _WarpResidualL1(torch.autograd.Function):
+    """sum |M (x - W x)| over tokens and channels, for x [B*L, C] tokens and a fixed sparse warp W (eq. 5).
+
+    mask: [B*L, 1] (0 on rows without a pair). The gradient is s - Wᵀ s with s = M sign(x - W x): one sparse
+    product each way instead of a grid-sample backward and the slices' scatter.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, wt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        r = x - w @ x  # [B*L, C]
+        s = torch.sign(r).mul_(mask)
+        ctx.save_for_backward(s, wt)
+        return torch.dot(s.view(-1), r.view(-1))  # sum M |r|
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        s, wt = ctx.saved_tensors
+        gs = s * grad
+        return gs - wt @ gs, None, None, None
+
+
+#: Devices whose sparse CSR x dense product the fast eq. 5 uses; elsewhere it falls back to grid sampling.
+SPARSE_WARP_DEVICES = ("cpu", "cuda")
+
+
+def temporal_loss_fn(
+    groups: int,
+    flow_bwd: torch.Tensor,
+    visible_bwd: torch.Tensor,
+    flow_fwd: torch.Tensor | None = None,
+    visible_fwd: torch.Tensor | None = None,
+):
+    """Eq. 5 for G groups (copies of the video, e.g. the CFG halves) of N frames, with the warps prepared once.
+
+    flow_bwd: [N-1, h, w, 2] (frame i+1 -> i, in tokens); visible_bwd: [N-1, h, w] bool; the forward direction
+    optional, as :func:`temporal_consistency_loss`. Returns ``loss(f)`` for f [G*N, C, h, w], equal to the mean
+    over the groups of ``temporal_consistency_loss`` (pairs inside each group only). The warps are sparse matrices
+    on the tokens (:func:`warp_matrix`), so a channels-last f is used without a copy.
+    """
+    n = flow_bwd.shape[0] + 1
+    size = groups * n
+    h, w = flow_bwd.shape[1:3]
+    length = h * w
+    if n < 2:
+        return lambda f: f.sum() * 0
+    if flow_bwd.device.type not in SPARSE_WARP_DEVICES:
+
+        def by_grid(f: torch.Tensor) -> torch.Tensor:
+            fs = f.view(groups, n, *f.shape[1:])
+            pairs = (flow_bwd, visible_bwd, flow_fwd, visible_fwd)
+            return sum(temporal_consistency_loss(fs[g], *pairs) for g in range(groups)) / groups
+
+        return by_grid
+    frames = torch.arange(size).view(groups, n)
+
+    def term(flow: torch.Tensor, visible: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+        rows, cols = rows.reshape(-1), cols.reshape(-1)
+        m = warp_matrix(flow.float().repeat(groups, 1, 1, 1), rows, cols, size)
+        mask = torch.zeros(size, length, device=flow.device)
+        mask[rows.to(flow.device)] = visible.repeat(groups, 1, 1).reshape(-1, length).float()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the product we use is long stable
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+            return m.to_sparse_csr(), m.t().coalesce().to_sparse_csr(), mask.view(-1, 1)
+
+    terms = [term(flow_bwd, visible_bwd, frames[:, 1:], frames[:, :-1])]
+    if flow_fwd is not None and visible_fwd is not None:
+        terms.append(term(flow_fwd, visible_fwd, frames[:, :-1], frames[:, 1:]))
+
+    def loss(f: torch.Tensor) -> torch.Tensor:
+        if f.shape[0] != size:
+            raise ValueError(f"f: expected {groups} x {n} frames, got {f.shape[0]}")
+        c = f.shape[1]
+        x = f.permute(0, 2, 3, 1).reshape(size * length, c)  # tokens; a view when f is channels-last
+        total = sum(_WarpResidualL1.apply(x, m, mt, mask.to(x.dtype)) for m, mt, mask in terms)
+        return total / (groups * (n - 1) * c * length)
+
     return loss
 
 

@@ -16,7 +16,7 @@ import torch
 
 from .config import OptimizationConfig
 from .correspondence import ScaleCorrespondence
-from .losses import adaptive_instance_normalization, spatial_loss_fn, temporal_consistency_loss
+from .losses import adaptive_instance_normalization, spatial_loss_fn, temporal_loss_fn
 
 logger = logging.getLogger(__name__)
 
@@ -95,32 +95,20 @@ def optimize_features(
                     raise ValueError(f"f_ref of {ref.shape[0]} items for {f.shape[0]} features of {num_frames} frames")
                 ref = ref.repeat(groups, 1, 1, 1)
             spatial = spatial_loss_fn(ref, config.spatial_norm)
-        if use_temp:
-            pair = lambda t: t.clone().to(x.device).view(groups, num_frames - 1, *t.shape[1:])  # noqa: E731
-            flow_b = pair(scale_corr.flow_bwd.repeat(groups, 1, 1, 1))
-            vis_b = pair(scale_corr.visible_mask().repeat(groups, 1, 1))
-            flow_f = vis_f = None
-            if config.bidirectional_temporal:
-                flow_f = pair(scale_corr.flow_fwd.repeat(groups, 1, 1, 1))
-                vis_f = pair((~scale_corr.occ_fwd).repeat(groups, 1, 1))
+        temporal = None
+        if use_temp:  # pairs (i, i+1) inside each group only: the groups are separate copies of the video
+            on = lambda t: t.to(x.device)  # noqa: E731
+            both = config.bidirectional_temporal
+            temporal = temporal_loss_fn(
+                groups,
+                on(scale_corr.flow_bwd),
+                on(scale_corr.visible_mask()),
+                on(scale_corr.flow_fwd) if both else None,
+                on(~scale_corr.occ_fwd) if both else None,
+            )
 
         def loss_fn(x: torch.Tensor) -> torch.Tensor:
-            loss = x.new_zeros(())
-            if use_temp:
-                # pairs (i, i+1) inside each group only: the groups are separate copies of the video
-                xs = x.view(groups, num_frames, *x.shape[1:])
-                for gi in range(groups):  # G <= 2
-                    loss = (
-                        loss
-                        + temporal_consistency_loss(
-                            xs[gi],
-                            flow_b[gi],
-                            vis_b[gi],
-                            None if flow_f is None else flow_f[gi],
-                            None if vis_f is None else vis_f[gi],
-                        )
-                        / groups
-                    )
+            loss = temporal(x) if temporal is not None else x.new_zeros(())
             if spatial is not None:
                 loss = loss + config.lambda_spat * spatial(x)
             return loss
