@@ -156,3 +156,21 @@ def test_warp_matrix_is_the_warp():
     torch.testing.assert_close(out[2], warp(x[1:2], flow[:1])[0])
     torch.testing.assert_close(out[0], warp(x[2:3], flow[1:])[0])
     assert out[1].abs().max() == 0  # no pair lands on frame 1
+
+
+def test_l1_spatial_loss_in_chunks_without_the_reference_gram(monkeypatch):
+    """The memory-bounded L1 path (b bᵀ not kept, 2-row chunks) gives the same loss and gradient."""
+    from fresco_v2v import losses
+
+    g = torch.Generator().manual_seed(6)
+    f, r = torch.randn(2, 3, 3, 3, generator=g, dtype=torch.float64), torch.randn(2, 3, 3, 3, generator=g)
+    r = r.double()
+    x, y = f.clone().requires_grad_(True), f.clone().requires_grad_(True)
+    want = losses.spatial_loss_fn(r, "l1")(x)
+    monkeypatch.setattr(losses, "L1_GRAM_ELEMENTS", 0)
+    monkeypatch.setattr(losses, "L1_CHUNK_ELEMENTS", 2 * 2 * 9)  # [N=2, chunk=2, L=9]
+    got = losses.spatial_loss_fn(r, "l1")(y)
+    torch.testing.assert_close(got, want)
+    want.backward()
+    got.backward()
+    torch.testing.assert_close(y.grad, x.grad)

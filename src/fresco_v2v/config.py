@@ -87,17 +87,19 @@ class OptimizationConfig:
     iterations: int = 20
     #: Adam learning rate: paper §4 says 0.4 (default); the authors' code uses 0.2.
     learning_rate: float = 0.4
-    #: λ_spat of eq. 6, paper §4.
+    #: λ_spat of eq. 6, paper §4, on our scale: both losses are means (README, "How strongly L_spat pulls against
+    #: L_temp"; under Adam only the balance of the terms matters).
     lambda_spat: float = 50.0
     #: L_temp (eq. 5) on/off.
     temporal: bool = True
     #: L_spat (eq. 6) on/off.
     spatial: bool = True
-    #: Eq. 6 norm: "fro" (squared Frobenius, paper, default) or "l1" (authors' code).
-    spatial_norm: str = "fro"
-    #: Eq. 5 also in the direction i+1 -> i on the same pairs (default off: the paper's i -> i+1). The authors' code
-    #: has both directions, adds a wrap-around pair (the last frame with frame 0) and takes an L1 mean x2.
-    bidirectional_temporal: bool = False
+    #: Eq. 6 norm: "l1" (the authors' code, default: their balance, measured better in the toy world, README) or
+    #: "fro" (the paper's squared Frobenius norm).
+    spatial_norm: str = "l1"
+    #: Eq. 5 in both directions on the same pairs, i -> i+1 and i+1 -> i (the authors' code, default; their wrap-around
+    #: pair, the last frame with frame 0, is left out). False: the paper's one direction.
+    bidirectional_temporal: bool = True
     #: Renormalize the optimized feature to the original's per-channel mean and std (authors' code; on).
     adain: bool = True
     #: Optimization while t >= 251 of T = 1000, the first 75% of the *full* schedule: the authors' code optimizes on
@@ -161,7 +163,7 @@ class FrescoConfig:
         if not o.lambda_spat >= 0:
             raise ConfigError("optimization.lambda_spat", "a number >= 0", o.lambda_spat)
         if o.spatial_norm not in ("fro", "l1"):
-            raise ConfigError("optimization.spatial_norm", "'fro' (paper) or 'l1' (authors' code)", o.spatial_norm)
+            raise ConfigError("optimization.spatial_norm", "'l1' (authors' code) or 'fro' (paper)", o.spatial_norm)
         if not o.blocks or not all(isinstance(b, int) and 0 <= b <= 3 for b in o.blocks):
             raise ConfigError("optimization.blocks", "decoder block indices in 0..3", o.blocks)
         o.window.validate("optimization.window")

@@ -88,6 +88,41 @@ class _GramDistanceChannels(torch.autograd.Function):
         return _unit_tokens_backward(a, norm, grad_a), None, None
 
 
+class _GramDistanceL1(torch.autograd.Function):
+    """sum over items of |a aᵀ - b bᵀ| (the authors' L1 of eq. 6) with a = x / |x| per token, in row chunks.
+
+    x: [N, L, C] raw tokens; b: [N, L, C] unit reference tokens; bb: b bᵀ [N, L, L] when it fits the memory
+    budget, else None (its rows are recomputed per chunk). The gradient d/da = 2 sign(a aᵀ - b bᵀ) a is built
+    chunk by chunk in the forward pass (the loss is always differentiated right after), so memory is O(chunk * L)
+    per item and the backward is one elementwise pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, b: torch.Tensor, bb: torch.Tensor | None, chunk: int) -> torch.Tensor:
+        a, norm = _unit_tokens(x)
+        total = a.new_zeros(())
+        grad_a = torch.empty_like(a)
+        for s in range(0, a.shape[1], chunk):  # chunks of rows, not a loop over tokens
+            rows = bb[:, s : s + chunk] if bb is not None else b[:, s : s + chunk] @ b.transpose(1, 2)
+            d = torch.baddbmm(rows, a[:, s : s + chunk], a.transpose(1, 2), beta=-1)  # [N, chunk, L]
+            total += d.abs().sum()
+            # the sign matrix is symmetric: its row block s times a is row block s of the gradient / 2
+            grad_a[:, s : s + chunk] = torch.bmm(d.sign_(), a).mul_(2)
+        ctx.save_for_backward(a, norm, grad_a)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, norm, grad_a = ctx.saved_tensors
+        return _unit_tokens_backward(a, norm, grad_a * grad), None, None, None
+
+
+#: Memory budgets of the L1 form of eq. 6, in elements: the largest b bᵀ [N, L, L] kept (2**26 float32 = 256 MiB),
+#: and the largest [N, chunk, L] block of a aᵀ - b bᵀ built at once.
+L1_GRAM_ELEMENTS = 2**26
+L1_CHUNK_ELEMENTS = 2**24
+
+
 def spatial_loss_fn(f_ref: torch.Tensor, norm: str = "fro"):
     """Eq. 6 against fixed reference features, as a function of f, with the reference's terms computed once.
 
@@ -100,7 +135,9 @@ def spatial_loss_fn(f_ref: torch.Tensor, norm: str = "fro"):
     n, l, c = b.shape
     tokens = lambda f: f.flatten(2).transpose(1, 2)  # noqa: E731  [N, L, C], a view
     if norm == "l1":
-        return lambda f: gram_distance_l1(normalize_tokens(f), b).sum() / (n * l * l)
+        bb = b @ b.transpose(1, 2) if n * l * l <= L1_GRAM_ELEMENTS else None
+        chunk = max(1, min(l, L1_CHUNK_ELEMENTS // (n * l)))
+        return lambda f: _GramDistanceL1.apply(tokens(f), b, bb, chunk) / (n * l * l)
     if norm != "fro":
         raise ValueError(f"norm: expected 'fro' or 'l1', got {norm!r}")
     if l <= 2 * c:
