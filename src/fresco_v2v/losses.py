@@ -1,7 +1,12 @@
 """The losses of FRESCO-aware feature optimization (paper §3.3), as pure tensor functions.
 
 Normalization: both losses are *means* over their elements (as in the authors' code) rather than the sums the paper
-writes, so the weight λ_spat = 50 (§4) does not change meaning with resolution or batch size.
+writes, so the weight λ_spat = 50 (§4) does not change meaning with resolution or batch size (the paper's sums weigh
+L_spat by N/(N-1) * L/C against L_temp: 0.05 to 6.4 across SD1.5's decoder blocks at 512 px). The README's "How
+strongly L_spat pulls against L_temp" has the relation to the authors' code and the measurement.
+
+The optimized losses have analytic gradients (custom autograd functions), each tested against autograd on the naive
+form: eq. 6 costs two batched matmuls a step, eq. 5 two sparse products.
 """
 
 from __future__ import annotations
