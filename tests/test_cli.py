@@ -70,3 +70,11 @@ def test_env_says_whether_the_gmflow_checkpoint_is_found(tmp_path, capsys, monke
     (tmp_path / "model" / CHECKPOINT_NAME).write_bytes(b"x")
     assert main(["env"]) == 0
     assert f"model/{CHECKPOINT_NAME} (--flow gmflow)" in capsys.readouterr().out
+
+
+def test_clip_skip_flag_reaches_the_run_config():
+    from fresco_v2v.cli import build_parser, run_config_from_args
+
+    args = build_parser().parse_args(["translate", "in.mp4", "--prompt", "x", "--clip-skip", "2"])
+    assert run_config_from_args(args).clip_skip == 2
+    assert run_config_from_args(build_parser().parse_args(["translate", "in.mp4", "--prompt", "x"])).clip_skip == 1

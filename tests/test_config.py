@@ -43,6 +43,8 @@ def test_defaults_are_valid():
         ({"freeu": (1.2, 1.4, True, 0.2)}, "freeu"),
         ({"fresco": FrescoConfig(AttentionConfig(token_occlusion="max"))}, "attention.token_occlusion"),
         ({"fresco": FrescoConfig(reference=ReferenceConfig(controlnet="no"))}, "reference.controlnet"),
+        ({"clip_skip": 0}, "clip_skip"),
+        ({"clip_skip": 2.0}, "clip_skip"),
     ],
 )
 def test_wrong_values_name_their_field(kwargs, field):

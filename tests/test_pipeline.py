@@ -303,3 +303,23 @@ def test_reference_records_per_half_reach_attention_and_loss(pipe, clip, monkeyp
     run(pipe, clip[:3], negative_prompt="ugly", guidance_scale=7.5)
     assert seen and all(b == 6 and r is not None and r.shape[0] == 6 for b, r in seen)
     assert any(not torch.allclose(r[:3], r[3:]) for _, r in seen)  # the halves were recorded apart
+
+
+def test_clip_skip_takes_an_earlier_layer_through_the_final_norm(pipe, clip):
+    enc = pipe.text_encoder
+    ids = pipe.tokenizer(
+        ["a dog"], padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        out = enc(ids, output_hidden_states=True)
+        last = pipe.encode_text(["a dog"])
+        skip2 = pipe.encode_text(["a dog"], clip_skip=2)
+        torch.testing.assert_close(last, out.last_hidden_state)
+        torch.testing.assert_close(pipe.encode_text(["a dog"], clip_skip=1), last)
+        torch.testing.assert_close(skip2, enc.final_layer_norm(out.hidden_states[-2]))
+    assert not torch.allclose(skip2, last)
+    a, b = run(pipe, clip[:3]), run(pipe, clip[:3], clip_skip=2)
+    assert not all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
+    with pytest.raises(ConfigError) as e:
+        run(pipe, clip[:3], clip_skip=enc.config.num_hidden_layers + 1)
+    assert e.value.field == "clip_skip"

@@ -127,6 +127,7 @@ _RUN_FLAGS = (
     "background_smoothing",
     "foreground_masks",
     "shared_step_noise",
+    "clip_skip",
 )
 
 
@@ -495,6 +496,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=S,
         help="one per-step noise draw for all frames of a batch (default: one per frame, as the authors)",
+    )
+    t.add_argument(
+        "--clip-skip",
+        type=int,
+        default=S,
+        metavar="N",
+        help="prompt embeddings from the text encoder's N-th layer from the end, as A1111's Clip skip (default 1)",
     )
     t.add_argument("--allow-pickle", action="store_true", default=S, help="accept trusted .ckpt/.pt checkpoints")
     for flag in _FRESCO_SWITCHES:

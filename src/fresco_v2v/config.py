@@ -260,6 +260,9 @@ class RunConfig:
     #: The per-step noise z_t of eq. 2 drawn once for every frame of a batch instead of per frame (the authors' code
     #: draws it per frame, the default; the paper says neither; README, "Defaults", has the measurement).
     shared_step_noise: bool = False
+    #: The text encoder layer the prompt embeddings come from, counted as A1111's "Clip skip": 1 = the last layer
+    #: (SD1.5's own, default), 2 = the penultimate (what many anime checkpoints are trained for).
+    clip_skip: int = 1
     fresco: FrescoConfig = field(default_factory=FrescoConfig)
 
     def validate(self) -> RunConfig:
@@ -297,6 +300,12 @@ class RunConfig:
             self.batch_size,
         )
         need(isinstance(self.s_min, int) and self.s_min >= 1, "s_min", "an integer >= 1", self.s_min)
+        need(
+            isinstance(self.clip_skip, int) and 1 <= self.clip_skip <= 12,
+            "clip_skip",
+            "an integer in 1..12 (SD1.5's text encoder has 12 layers; 1: the last, 2: A1111's Clip skip 2)",
+            self.clip_skip,
+        )
         need(
             isinstance(self.s_max, int) and self.s_max >= self.s_min,
             "s_max",
@@ -370,7 +379,9 @@ class RunConfig:
 
         for name in ("strength", "guidance_scale", "background_smoothing"):
             need(number(getattr(self, name)), name, "a number", getattr(self, name))
-        for name in ("steps", "seed", "resolution", "batch_size", "s_min", "s_max", "canny_low", "canny_high"):
+        integers = ("steps", "seed", "resolution", "batch_size", "s_min", "s_max", "canny_low", "canny_high")
+        integers += ("clip_skip",)
+        for name in integers:
             need(integer(getattr(self, name)), name, "an integer", getattr(self, name))
         need(
             isinstance(self.freeu, bool)

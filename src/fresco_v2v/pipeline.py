@@ -139,8 +139,12 @@ class FrescoPipeline(
     def num_controlnets(self) -> int:
         return len(self.controlnet.nets) if isinstance(self.controlnet, MultiControlNetModel) else 1
 
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """[len(prompts), 77, C] CLIP text embeddings (truncated to the tokenizer's length, as SD does)."""
+    def encode_text(self, prompts: list[str], clip_skip: int = 1) -> torch.Tensor:
+        """[len(prompts), 77, C] CLIP text embeddings (truncated to the tokenizer's length, as SD does).
+
+        ``clip_skip`` counts as A1111's "Clip skip": 1 is the last layer (SD1.5's own), 2 the penultimate one (what
+        many anime checkpoints are trained with; diffusers' ``clip_skip=1``), each through CLIP's final layer norm.
+        """
         ids = self.tokenizer(
             prompts,
             padding="max_length",
@@ -148,7 +152,12 @@ class FrescoPipeline(
             truncation=True,
             return_tensors="pt",
         ).input_ids.to(self.text_encoder.device)
-        return self.text_encoder(ids)[0].to(self.unet.dtype)
+        if clip_skip == 1:
+            return self.text_encoder(ids)[0].to(self.unet.dtype)
+        # hidden_states[-1] is the last layer's output before the final layer norm that [0] has
+        hidden = self.text_encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
+        model = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 5 flattened CLIPTextModel
+        return model.final_layer_norm(hidden).to(self.unet.dtype)
 
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
         """[N, H, W, 3] uint8 -> [N, 4, H/8, W/8] latents x_0 = E(I) (§3.1), one frame at a time to bound memory."""
@@ -249,6 +258,7 @@ class FrescoPipeline(
         foreground_masks: np.ndarray | None = None,
         background_smoothing: float = 0.0,
         shared_step_noise: bool = False,
+        clip_skip: int = 1,
         show_progress: bool = False,
         should_stop: Callable[[], bool] | None = None,
     ) -> FrescoOutput:
@@ -267,6 +277,7 @@ class FrescoPipeline(
         the background latents are pulled toward the previous frame's along the flow (paper §4, off by default).
         ``shared_step_noise``: draw the per-step noise z_t of eq. 2 once for all frames (the initial noise is always
         one draw for the batch). Default off, as the authors' code draws z_t per frame; the paper says neither.
+        ``clip_skip``: the text encoder layer the prompt embeddings come from, as A1111 counts (1: the last).
         ``should_stop``: asked before every denoising step; when it returns True the call raises
         :class:`~fresco_v2v.errors.Cancelled` (a user's Stop: a step takes seconds, a batch minutes).
         """
@@ -297,6 +308,9 @@ class FrescoPipeline(
         scales = [float(scales)] * self.num_controlnets if not isinstance(scales, (list, tuple)) else list(scales)
         if len(scales) != self.num_controlnets:
             raise ConfigError("controlnet_conditioning_scale", f"{self.num_controlnets} values", scales)
+        layers = self.text_encoder.config.num_hidden_layers
+        if not (isinstance(clip_skip, int) and 1 <= clip_skip <= layers):
+            raise ConfigError("clip_skip", f"an integer in 1..{layers} (1: the text encoder's last layer)", clip_skip)
         if not (0.0 <= background_smoothing <= 1.0):
             raise ConfigError("background_smoothing", "a weight in [0, 1] (0: off)", background_smoothing)
         if background_smoothing > 0 and (foreground_masks is None or np.shape(foreground_masks) != (n, h, w)):
@@ -320,8 +334,8 @@ class FrescoPipeline(
         # 2. Encode prompts: [uncond; cond] under classifier-free guidance
         with watch("text"):
             do_cfg = guidance_scale > 1.0
-            emb_c = self.encode_text(prompts)
-            emb = torch.cat([self.encode_text(negatives), emb_c]) if do_cfg else emb_c
+            emb_c = self.encode_text(prompts, clip_skip)
+            emb = torch.cat([self.encode_text(negatives, clip_skip), emb_c]) if do_cfg else emb_c
 
         # 3. ControlNet conditions
         with watch("control"):

@@ -464,6 +464,7 @@ def translate_video(
                     foreground_masks=masks,
                     background_smoothing=cfg.background_smoothing,
                     shared_step_noise=cfg.shared_step_noise,
+                    clip_skip=cfg.clip_skip,
                     show_progress=progress,
                     should_stop=should_stop,
                 )
