@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .attention import FrescoAttentionContext, StepConstraints, fresco_attention
-from .config import FrescoConfig, ReferenceConfig
+from .config import AttentionConfig, FrescoConfig, ReferenceConfig
 from .control import canny_condition
 from .correspondence import Correspondence, build_correspondence
 from .errors import Cancelled, ConfigError
@@ -42,6 +42,16 @@ logger = logging.getLogger(__name__)
 
 #: The timestep of the reference pass (§3.3: "a single-step DDPM forward process adds negligible noise").
 REFERENCE_TIMESTEP = 1
+
+
+def step_constraints(config: AttentionConfig, num_frames: int, i: int, num: int, t: int, t_train: int):
+    """Which FRESCO-guided attention parts step i of num (timestep t of t_train) runs, by the config's windows."""
+    several = num_frames > 1
+    return StepConstraints(
+        spatial_guided=config.spatial_guided and config.spatial_window.active(i, num, t, t_train),
+        cross_frame=config.cross_frame and several and config.cross_frame_window.active(i, num, t, t_train),
+        temporal_guided=config.temporal_guided and several and config.temporal_window.active(i, num, t, t_train),
+    )
 
 
 @dataclass
@@ -212,6 +222,133 @@ class FrescoPipeline(
         eps_u, eps_c = eps.chunk(2)
         return eps_u + guidance_scale * (eps_c - eps_u)
 
+    def check_inputs(
+        self,
+        frames,
+        prompt,
+        negative_prompt,
+        num_inference_steps,
+        strength,
+        controlnet_conditioning_scale,
+        clip_skip,
+        background_smoothing,
+        foreground_masks,
+        anchors,
+    ) -> tuple[np.ndarray, list[str], list[str], list[float], list[int]]:
+        """Validate the call's arguments before any model runs; a wrong one is a ConfigError naming it.
+
+        Returns the frames as one uint8 array [N, H, W, 3], one prompt and one negative prompt per frame, one
+        ControlNet scale per ControlNet, and the timesteps SDEdit runs.
+        """
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ConfigError("frames", "N uint8 RGB arrays [H, W, 3]", f"{frames.dtype} {frames.shape}")
+        n, h, w, _ = frames.shape
+        multiple = max(64, self.decoder_factors[0])
+        if h % multiple or w % multiple:
+            raise ConfigError(
+                "frames", f"sides that are multiples of {multiple} (see fresco_v2v.video.plan_fit)", f"{w}x{h}"
+            )
+        prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+        negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
+        if len(prompts) != n or len(negatives) != n:
+            raise ConfigError("prompt", f"one string or {n} strings (one per frame)", len(prompts))
+        if not (0.0 < strength <= 1.0):
+            raise ConfigError("strength", "a number in (0, 1]", strength)
+        if not (isinstance(num_inference_steps, int) and num_inference_steps >= 1):
+            raise ConfigError("num_inference_steps", "an integer >= 1", num_inference_steps)
+        scales = controlnet_conditioning_scale
+        scales = [float(scales)] * self.num_controlnets if not isinstance(scales, (list, tuple)) else list(scales)
+        if len(scales) != self.num_controlnets:
+            raise ConfigError("controlnet_conditioning_scale", f"{self.num_controlnets} values", scales)
+        layers = self.text_encoder.config.num_hidden_layers
+        if not (isinstance(clip_skip, int) and 1 <= clip_skip <= layers):
+            raise ConfigError("clip_skip", f"an integer in 1..{layers} (1: the text encoder's last layer)", clip_skip)
+        if not (0.0 <= background_smoothing <= 1.0):
+            raise ConfigError("background_smoothing", "a weight in [0, 1] (0: off)", background_smoothing)
+        if background_smoothing > 0 and (foreground_masks is None or np.shape(foreground_masks) != (n, h, w)):
+            raise ConfigError(
+                "foreground_masks",
+                f"{n} masks of {w}x{h} when background_smoothing > 0",
+                None if foreground_masks is None else np.shape(foreground_masks),
+            )
+        if anchors is not None and n < 3:
+            raise ConfigError("frames", "at least 3 frames when anchors are given (2 anchors + 1 new)", n)
+        timesteps = [int(t) for t in sdedit_timesteps(self.scheduler, num_inference_steps, strength)]
+        if not timesteps:
+            raise ConfigError("strength", f"a value with steps * strength >= 1 ({num_inference_steps} steps)", strength)
+        if anchors is not None and anchors.timesteps != timesteps:
+            raise ConfigError("anchors", f"latents recorded on the timesteps {timesteps}", anchors.timesteps)
+        return frames, prompts, negatives, scales, timesteps
+
+    def prepare_correspondence(
+        self,
+        frames: np.ndarray,
+        cfg: FrescoConfig,
+        correspondence: Correspondence | None,
+        flow_estimator: FlowEstimator | None,
+        background_smoothing: float,
+    ) -> Correspondence | None:
+        """The batch's correspondence at this model's decoder factors: the given one, checked against the config's
+        token occlusion rules, or built from flows straight between the frames; None when nothing needs it."""
+        needs_corr = (
+            cfg.attention.cross_frame
+            or cfg.attention.temporal_guided
+            or (cfg.optimization.enabled and cfg.optimization.temporal)
+            or background_smoothing > 0
+        )
+        if correspondence is None and needs_corr and len(frames) > 1:
+            if flow_estimator is None:
+                raise ConfigError(
+                    "correspondence",
+                    "a Correspondence of these frames (build_correspondence with keyframe_flows) or a "
+                    "flow_estimator, since cross-frame/temporal attention, L_temp or background smoothing is on",
+                    None,
+                )
+            correspondence = build_correspondence(
+                frames,
+                sequence_flows(frames, flow_estimator),
+                factors=self.decoder_factors,
+                attention_occlusion=cfg.attention.token_occlusion,
+                loss_occlusion=cfg.optimization.token_occlusion,
+            )
+        if correspondence is not None and correspondence.token_occlusion != cfg.token_occlusion:
+            raise ConfigError(
+                "correspondence",
+                f"one built with the token occlusion rules of the FRESCO config {cfg.token_occlusion} "
+                "(attention, optimization)",
+                correspondence.token_occlusion,
+            )
+        if correspondence is not None and not set(self.decoder_factors) <= set(correspondence.scales):
+            raise ConfigError(
+                "correspondence",
+                f"scales at this model's decoder factors {self.decoder_factors}",
+                tuple(correspondence.scales),
+            )
+        return correspondence
+
+    def record_reference(self, x_ref, emb, conds, conds_c, scales, cfg: FrescoConfig, context) -> dict:
+        """Run :meth:`reference_pass` with the recorders on: Q^r, K^r into ``context.reference_qk`` (for eq. 7) and
+        the decoder blocks' inputs f^r (for eq. 6), returned by block index. Nothing runs when neither is needed."""
+        reference_features: dict[int, torch.Tensor] = {}
+        need_f = cfg.optimization.enabled and cfg.optimization.spatial
+        if not (cfg.attention.spatial_guided or need_f):
+            return reference_features
+
+        def record_features(block: int, hs: torch.Tensor):
+            reference_features[block] = hs.detach().clone()
+
+        context.recording = True
+        try:
+            with (
+                fresco_attention(self.unet, context),
+                decoder_hooks(self.unet, cfg.optimization.blocks if need_f else (), record_features),
+            ):
+                self.reference_pass(x_ref, emb, conds, conds_c, scales, cfg.reference)
+        finally:
+            context.recording = False
+        return reference_features
+
     def reference_pass(self, x_ref, emb, conds, conds_c, scales, config: ReferenceConfig) -> None:
         """One UNet call at t = 1 over the noised input latents x_ref [N, 4, h, w], for the hooks to record (§3.3).
 
@@ -287,45 +424,19 @@ class FrescoPipeline(
         cfg = (fresco or FrescoConfig()).validate()
 
         # 1. Check inputs
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ConfigError("frames", "N uint8 RGB arrays [H, W, 3]", f"{frames.dtype} {frames.shape}")
-        n, h, w, _ = frames.shape
-        multiple = max(64, self.decoder_factors[0])
-        if h % multiple or w % multiple:
-            raise ConfigError(
-                "frames", f"sides that are multiples of {multiple} (see fresco_v2v.video.plan_fit)", f"{w}x{h}"
-            )
-        prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
-        negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
-        if len(prompts) != n or len(negatives) != n:
-            raise ConfigError("prompt", f"one string or {n} strings (one per frame)", len(prompts))
-        if not (0.0 < strength <= 1.0):
-            raise ConfigError("strength", "a number in (0, 1]", strength)
-        if not (isinstance(num_inference_steps, int) and num_inference_steps >= 1):
-            raise ConfigError("num_inference_steps", "an integer >= 1", num_inference_steps)
-        scales = controlnet_conditioning_scale
-        scales = [float(scales)] * self.num_controlnets if not isinstance(scales, (list, tuple)) else list(scales)
-        if len(scales) != self.num_controlnets:
-            raise ConfigError("controlnet_conditioning_scale", f"{self.num_controlnets} values", scales)
-        layers = self.text_encoder.config.num_hidden_layers
-        if not (isinstance(clip_skip, int) and 1 <= clip_skip <= layers):
-            raise ConfigError("clip_skip", f"an integer in 1..{layers} (1: the text encoder's last layer)", clip_skip)
-        if not (0.0 <= background_smoothing <= 1.0):
-            raise ConfigError("background_smoothing", "a weight in [0, 1] (0: off)", background_smoothing)
-        if background_smoothing > 0 and (foreground_masks is None or np.shape(foreground_masks) != (n, h, w)):
-            raise ConfigError(
-                "foreground_masks",
-                f"{n} masks of {w}x{h} when background_smoothing > 0",
-                None if foreground_masks is None else np.shape(foreground_masks),
-            )
-        if anchors is not None and n < 3:
-            raise ConfigError("frames", "at least 3 frames when anchors are given (2 anchors + 1 new)", n)
-        timesteps = [int(t) for t in sdedit_timesteps(self.scheduler, num_inference_steps, strength)]
-        if not timesteps:
-            raise ConfigError("strength", f"a value with steps * strength >= 1 ({num_inference_steps} steps)", strength)
-        if anchors is not None and anchors.timesteps != timesteps:
-            raise ConfigError("anchors", f"latents recorded on the timesteps {timesteps}", anchors.timesteps)
+        frames, prompts, negatives, scales, timesteps = self.check_inputs(
+            frames,
+            prompt,
+            negative_prompt,
+            num_inference_steps,
+            strength,
+            controlnet_conditioning_scale,
+            clip_skip,
+            background_smoothing,
+            foreground_masks,
+            anchors,
+        )
+        n = frames.shape[0]
         trace.timesteps = timesteps
         alphas = self.scheduler.alphas_cumprod
         t_train = self.scheduler.config.num_train_timesteps
@@ -348,41 +459,8 @@ class FrescoPipeline(
 
         # 4. Correspondence (flows, occlusion, unique region, trajectories) at every decoder scale
         with watch("correspondence"):
-            needs_corr = (
-                cfg.attention.cross_frame
-                or cfg.attention.temporal_guided
-                or (cfg.optimization.enabled and cfg.optimization.temporal)
-                or background_smoothing > 0
-            )
-            if correspondence is None and needs_corr and n > 1:
-                if flow_estimator is None:
-                    raise ConfigError(
-                        "correspondence",
-                        "a Correspondence of these frames (build_correspondence with keyframe_flows) or a "
-                        "flow_estimator, since cross-frame/temporal attention, L_temp or background smoothing is on",
-                        None,
-                    )
-                correspondence = build_correspondence(
-                    frames,
-                    sequence_flows(frames, flow_estimator),
-                    factors=self.decoder_factors,
-                    attention_occlusion=cfg.attention.token_occlusion,
-                    loss_occlusion=cfg.optimization.token_occlusion,
-                )
-            if correspondence is not None and correspondence.token_occlusion != cfg.token_occlusion:
-                raise ConfigError(
-                    "correspondence",
-                    f"one built with the token occlusion rules of the FRESCO config {cfg.token_occlusion} "
-                    "(attention, optimization)",
-                    correspondence.token_occlusion,
-                )
-            if correspondence is not None and not set(self.decoder_factors) <= set(correspondence.scales):
-                raise ConfigError(
-                    "correspondence",
-                    f"scales at this model's decoder factors {self.decoder_factors}",
-                    tuple(correspondence.scales),
-                )
-            corr = correspondence.to(device) if correspondence is not None else None
+            corr = self.prepare_correspondence(frames, cfg, correspondence, flow_estimator, background_smoothing)
+            corr = corr.to(device) if corr is not None else None
 
         # 5. Encode frames, SDEdit start with one noise draw shared by all frames (eq. 1)
         with watch("encode"):
@@ -396,24 +474,11 @@ class FrescoPipeline(
 
         # 6. Reference pass (§3.3, §3.4): one step over the input frames, recording Q^r, K^r and f^r by name
         context = FrescoAttentionContext(cfg.attention, n, corr)
-        reference_features: dict[int, torch.Tensor] = {}
         a_cfg, o_cfg = cfg.attention, cfg.optimization
-        need_qk = a_cfg.spatial_guided
-        need_f = o_cfg.enabled and o_cfg.spatial
-        if need_qk or need_f:
-            with watch("reference"):
-                x_ref = add_noise(x0, noise.to(device), REFERENCE_TIMESTEP, alphas)
-
-                def record_features(block: int, hs: torch.Tensor):
-                    reference_features[block] = hs.detach().clone()
-
-                context.recording = True
-                with (
-                    fresco_attention(self.unet, context),
-                    decoder_hooks(self.unet, o_cfg.blocks if need_f else (), record_features),
-                ):
-                    self.reference_pass(x_ref, emb if do_cfg else emb_c, conds, conds_c, scales, cfg.reference)
-                context.recording = False
+        with watch("reference"):
+            x_ref = add_noise(x0, noise.to(device), REFERENCE_TIMESTEP, alphas)
+            emb_ref = emb if do_cfg else emb_c
+            reference_features = self.record_reference(x_ref, emb_ref, conds, conds_c, scales, cfg, context)
 
         # 7. Denoising loop with FRESCO-guided attention and feature optimization
         smooth = None
@@ -435,13 +500,7 @@ class FrescoPipeline(
                     num = len(timesteps)
                     if should_stop is not None and should_stop():
                         raise Cancelled(f"stopped before denoising step {i + 1} of {num}")
-                    context.step = StepConstraints(
-                        spatial_guided=a_cfg.spatial_guided and a_cfg.spatial_window.active(i, num, t, t_train),
-                        cross_frame=a_cfg.cross_frame and n > 1 and a_cfg.cross_frame_window.active(i, num, t, t_train),
-                        temporal_guided=a_cfg.temporal_guided
-                        and n > 1
-                        and a_cfg.temporal_window.active(i, num, t, t_train),
-                    )
+                    context.step = step_constraints(a_cfg, n, i, num, t, t_train)
                     optimizer.active = hooks_on and o_cfg.window.active(i, num, t, t_train)
                     optimizer.step_index = i
                     eps = self.predict_noise(latents, t, emb, conds, scales, guidance_scale)
