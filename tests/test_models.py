@@ -171,3 +171,29 @@ def test_freeu_factors_reach_the_unet():
     plain = load_pipeline("tiny", ["tiny"], device="cpu")
     assert getattr(plain.unet.up_blocks[0], "b1", None) is None
     assert not all(np.array_equal(a, b) for a, b in zip(translate(pipe), translate(plain)))  # FreeU acts
+
+
+def test_production_code_never_imports_the_test_helpers():
+    """Named stacks register themselves (fresco_v2v.stacks); `testing` is for tests and benchmarks only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import fresco_v2v.cli, fresco_v2v.runner, fresco_v2v.webui\n"
+        "from fresco_v2v.models import load_pipeline, model_note\n"
+        "load_pipeline('tiny', ['tiny']); load_pipeline('toy', ['toy'])\n"
+        "assert model_note('toy') and model_note('tiny') and not model_note('org/model')\n"
+        "print('fresco_v2v.testing' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_a_registered_stack_is_found_by_name_and_name_path():
+    from fresco_v2v.stacks import find_stack, register_stack
+
+    register_stack("unit-test-stack", lambda model, n, seed: (model, n, seed), "a note")
+    assert find_stack("unit-test-stack").build("unit-test-stack:/w.safetensors", 2, 0)[1] == 2
+    assert find_stack("unit-test-stack:/w.safetensors").note == "a note"
+    assert find_stack("runwayml/stable-diffusion-v1-5") is None and find_stack("./tiny") is None

@@ -262,7 +262,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from .config import RunConfig
     from .runner import rate_text, translate_video
-    from .testing import moving_square_clip, write_test_video
+    from .synthetic import moving_square_clip, write_test_video
     from .toyworld import (
         BUNDLED_CHECKPOINT,
         PAINTING,

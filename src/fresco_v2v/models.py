@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .config import FREEU_SD15
+from .devices import resolve_device, resolve_dtype  # noqa: F401  (re-exported: the loaders' entry points)
 from .errors import ConfigError, ModelNotFound
 
 logger = logging.getLogger(__name__)
@@ -45,56 +46,23 @@ class LoraSpec:
         return cls(text, 1.0)
 
 
-def is_toy(model: str) -> bool:
-    """'toy' (the bundled toy-world checkpoint) or 'toy:PATH'."""
-    return model == "toy" or model.startswith("toy:")
+def find_stack(model: str):
+    """The registered stack (:mod:`fresco_v2v.stacks`) of ``model``, or None for a hub id, folder or file."""
+    from . import stacks, toyworld  # noqa: F401  (each registers its stacks: "tiny", "toy")
+
+    return stacks.find_stack(model)
 
 
 def builtin_model(model: str) -> bool:
-    """The models that come with fresco-v2v and need no download: 'tiny' (random) and the toy world's."""
-    return model == "tiny" or is_toy(model)
+    """A model that comes with fresco-v2v and needs no download: a registered stack (:mod:`fresco_v2v.stacks`:
+    'tiny', random; 'toy' / 'toy:PATH', the toy world's)."""
+    return find_stack(model) is not None
 
 
 def model_note(model: str) -> str:
     """What a user must know about a built-in model's output ("" for real models)."""
-    if model == "tiny":
-        return "model 'tiny' has random weights: its output is noise-like by design (for testing)"
-    if is_toy(model):
-        return (
-            "toy-world model: trained here on 128x128 frames for three captions ('a photo', 'a painting', "
-            "'a pencil drawing'); a yardstick, not an artist"
-        )
-    return ""
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/"auto": the current accelerator (CUDA, MPS, ...) when torch has one, else the CPU."""
-    if device is None or device == "auto":
-        acc = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
-        return torch.device(acc) if acc is not None and torch.accelerator.is_available() else torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError("device", "auto, cpu, or a torch device name", device) from e
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/"auto": float16 on an accelerator (half the memory, as SD1.5 is usually run), float32 on the CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float32": torch.float32,
-        "fp32": torch.float32,
-    }
-    if dtype is None or dtype == "auto":
-        return torch.float32 if device.type == "cpu" else torch.float16
-    if dtype not in table:
-        raise ConfigError("dtype", f"auto or one of {sorted(table)}", dtype)
-    return table[dtype]
+    stack = find_stack(model)
+    return stack.note if stack is not None else ""
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -184,9 +152,9 @@ def load_pipeline(
     """A ready :class:`~fresco_v2v.pipeline.FrescoPipeline` on its device.
 
     ``model``: a hub id or a folder (``from_pretrained``), a single checkpoint file (``from_single_file``), or
-    "tiny" for the random tiny stack of :func:`fresco_v2v.testing.make_tiny_pipeline` (noise-like output), or
-    "toy" / "toy:PATH" for the toy world's trained 128x128 stack (:mod:`fresco_v2v.toyworld`). The tiny and toy
-    stacks bring their own ControlNets (one per entry of ``controlnets``, whose ids are then ignored).
+    a registered stack (:mod:`fresco_v2v.stacks`): "tiny", random (noise-like output), or "toy" / "toy:PATH", the
+    toy world's trained 128x128 stack (:mod:`fresco_v2v.toyworld`). Stacks bring their own ControlNets (one per
+    entry of ``controlnets``, whose ids are then ignored).
     """
     from .pipeline import FrescoPipeline
 
@@ -194,14 +162,9 @@ def load_pipeline(
     dt = resolve_dtype(dtype, dev)
     if not controlnets:
         raise ConfigError("controlnet", "at least one ControlNet", list(controlnets))
-    if model == "tiny":
-        from .testing import make_tiny_pipeline
-
-        pipe = make_tiny_pipeline(seed, num_controlnets=len(controlnets))
-    elif is_toy(model):
-        from .toyworld import load_toy_pipeline
-
-        pipe = load_toy_pipeline(model, num_controlnets=len(controlnets))
+    stack = find_stack(model)
+    if stack is not None:
+        pipe = stack.build(model, len(controlnets), seed)
     else:
         nets = [load_controlnet(c, dt, allow_pickle) for c in controlnets]
         cn = nets[0] if len(nets) == 1 else nets

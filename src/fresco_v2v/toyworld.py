@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .errors import ModelNotFound
-from .testing import SD15_DOWN_BLOCKS, SD15_UP_BLOCKS
+from .stacks import SD15_DOWN_BLOCKS, SD15_UP_BLOCKS, register_stack
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def text_encoder_config(tokenizer) -> dict:
 
 
 def make_toy_tokenizer():
-    from .testing import make_tiny_tokenizer
+    from .stacks import make_tiny_tokenizer
 
     return make_tiny_tokenizer(words=TOY_WORDS)
 
@@ -137,7 +137,7 @@ def build_toy_models(seed: int = 0):
 
 def assemble_pipeline(unet, vae, text_encoder, tokenizer, num_controlnets: int = 1):
     """A FrescoPipeline around trained toy components, with untrained (zero-output) ControlNets from the UNet."""
-    from .testing import assemble_pipeline as assemble
+    from .stacks import assemble_pipeline as assemble
 
     return assemble(unet, vae, text_encoder, tokenizer, num_controlnets, (16, 32, 64))  # 2 stride-2 convs: factor 4
 
@@ -272,3 +272,11 @@ def translate_per_frame(
         )
         out.append(res.frames[0])
     return np.stack(out)
+
+
+register_stack(
+    "toy",
+    lambda model, num_controlnets, seed: load_toy_pipeline(model, num_controlnets=num_controlnets),
+    "toy-world model: trained here on 128x128 frames for three captions ('a photo', 'a painting', "
+    "'a pencil drawing'); a yardstick, not an artist",
+)

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...devices import resolve_device
 from ...errors import ModelNotFound
-from ...models import resolve_device
 from .model import GMFlow
 
 logger = logging.getLogger(__name__)
