@@ -77,4 +77,6 @@ def test_clip_skip_flag_reaches_the_run_config():
 
     args = build_parser().parse_args(["translate", "in.mp4", "--prompt", "x", "--clip-skip", "2"])
     assert run_config_from_args(args).clip_skip == 2
+    args = build_parser().parse_args(["translate", "in.mp4", "--prompt", "x", "--vae", "stabilityai/sd-vae-ft-mse"])
+    assert run_config_from_args(args).vae == "stabilityai/sd-vae-ft-mse"
     assert run_config_from_args(build_parser().parse_args(["translate", "in.mp4", "--prompt", "x"])).clip_skip == 1

@@ -197,3 +197,31 @@ def test_a_registered_stack_is_found_by_name_and_name_path():
     assert find_stack("unit-test-stack").build("unit-test-stack:/w.safetensors", 2, 0)[1] == 2
     assert find_stack("unit-test-stack:/w.safetensors").note == "a note"
     assert find_stack("runwayml/stable-diffusion-v1-5") is None and find_stack("./tiny") is None
+
+
+def test_another_vae_from_a_folder_or_a_pipeline_folder(saved, tmp_path):
+    """--vae: the weights that land in the pipeline are the given VAE's, from its own folder or a pipeline's vae/."""
+    root, _ = saved
+    other = make_tiny_pipeline(seed=5).vae  # different random weights, same architecture
+    other.save_pretrained(tmp_path / "vae-folder")
+    for ident in (tmp_path / "vae-folder", root / "base"):
+        want = other if ident != root / "base" else saved[1].vae
+        pipe = load_pipeline(str(root / "base"), [str(root / "controlnet")], device="cpu", vae=str(ident))
+        got = pipe.vae.state_dict()
+        assert all(torch.equal(got[k], v) for k, v in want.state_dict().items())
+    base = load_pipeline(str(root / "base"), [str(root / "controlnet")], device="cpu")
+    cn = [str(root / "controlnet")]
+    swapped = load_pipeline(str(root / "base"), cn, device="cpu", vae=str(tmp_path / "vae-folder"))
+    assert not torch.equal(base.encode_frames(frames()), swapped.encode_frames(frames()))
+
+
+def test_a_vae_that_does_not_fit_is_refused(saved, tmp_path):
+    from diffusers import AutoencoderKL
+
+    root, _ = saved
+    AutoencoderKL(block_out_channels=(8, 8), norm_num_groups=8, latent_channels=4).save_pretrained(tmp_path / "f2")
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(str(root / "base"), [str(root / "controlnet")], device="cpu", vae=str(tmp_path / "f2"))
+    assert e.value.field == "vae" and "factor 2" in str(e.value)
+    with pytest.raises(ModelNotFound, match="VAE"):
+        load_pipeline(str(root / "base"), [str(root / "controlnet")], device="cpu", vae=str(tmp_path / "missing"))

@@ -123,6 +123,7 @@ _RUN_FLAGS = (
     "dtype",
     "colorize",
     "freeu",
+    "vae",
     "allow_pickle",
     "background_smoothing",
     "foreground_masks",
@@ -496,6 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=S,
         help="one per-step noise draw for all frames of a batch (default: one per frame, as the authors)",
+    )
+    t.add_argument(
+        "--vae",
+        default=S,
+        metavar="ID|PATH",
+        help="another VAE for the model: hub id, folder or file (the authors use stabilityai/sd-vae-ft-mse)",
     )
     t.add_argument(
         "--clip-skip",

@@ -219,6 +219,9 @@ class RunConfig:
     prompt: str
     output: str = "fresco-out"
     model: str = DEFAULT_MODEL
+    #: Another VAE for the base model (hub id, folder or file), e.g. the authors' ``stabilityai/sd-vae-ft-mse``;
+    #: None: the model's own.
+    vae: str | None = None
     lora: tuple[str, ...] = ()  # "PATH[:SCALE]"
     controlnet: tuple[str, ...] = ("canny",)
     controlnet_scale: tuple[float, ...] = (1.0,)
@@ -400,6 +403,8 @@ class RunConfig:
             need(isinstance(getattr(self, name), str), name, "a text", getattr(self, name))
         need(path(self.input), "input", "a video file path", self.input)
         need(path(self.output), "output", "a folder path", self.output)
+        vae_ok = self.vae is None or (path(self.vae) and bool(str(self.vae).strip()))
+        need(vae_ok, "vae", "a hub id, folder or file", self.vae)
         need(
             self.foreground_masks is None or path(self.foreground_masks),
             "foreground_masks",

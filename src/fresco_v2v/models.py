@@ -138,6 +138,43 @@ def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
         raise _not_found("ControlNet", ident, e, cache_only) from e
 
 
+def load_vae(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
+    """An AutoencoderKL from a hub id (e.g. the authors' ``stabilityai/sd-vae-ft-mse``), a folder, or one file.
+
+    A folder or repo may hold the VAE at its root (``config.json``) or under ``vae/`` (a whole pipeline's).
+    """
+    from diffusers import AutoencoderKL
+
+    path = Path(ident)
+    cache_only = False
+    try:
+        if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+            _check_single_file(path, allow_pickle, "vae")
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+            return AutoencoderKL.from_single_file(str(path), torch_dtype=dtype)
+        cache_only = use_local_cache_only(ident)
+        sub = "vae" if path.is_dir() and (path / "vae" / "config.json").is_file() else None
+        return AutoencoderKL.from_pretrained(ident, subfolder=sub, torch_dtype=dtype, local_files_only=cache_only)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise _not_found("VAE", ident, e, cache_only) from e
+
+
+def _swap_vae(pipe, vae, ident: str) -> None:
+    """Put ``vae`` into ``pipe`` after checking it fits the UNet (latent channels and downsampling factor)."""
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if vae.config.latent_channels != pipe.unet.config.in_channels or factor != pipe.vae_scale_factor:
+        raise ConfigError(
+            "vae",
+            f"a VAE with {pipe.unet.config.in_channels} latent channels and factor {pipe.vae_scale_factor} "
+            "(the base model's)",
+            f"{ident}: {vae.config.latent_channels} channels, factor {factor}",
+        )
+    pipe.register_modules(vae=vae)
+
+
 def load_pipeline(
     model: str,
     controlnets: Sequence[str] = (DEFAULT_CONTROLNET,),
@@ -148,13 +185,14 @@ def load_pipeline(
     freeu: bool | Sequence[float] = False,
     allow_pickle: bool = False,
     seed: int = 0,
+    vae: str | None = None,
 ):
     """A ready :class:`~fresco_v2v.pipeline.FrescoPipeline` on its device.
 
     ``model``: a hub id or a folder (``from_pretrained``), a single checkpoint file (``from_single_file``), or
     a registered stack (:mod:`fresco_v2v.stacks`): "tiny", random (noise-like output), or "toy" / "toy:PATH", the
     toy world's trained 128x128 stack (:mod:`fresco_v2v.toyworld`). Stacks bring their own ControlNets (one per
-    entry of ``controlnets``, whose ids are then ignored).
+    entry of ``controlnets``, whose ids are then ignored). ``vae``: another VAE for the model (:func:`load_vae`).
     """
     from .pipeline import FrescoPipeline
 
@@ -183,6 +221,8 @@ def load_pipeline(
             raise
         except Exception as e:
             raise _not_found("base model", model, e, cache_only) from e
+    if vae is not None:
+        _swap_vae(pipe, load_vae(vae, dt, allow_pickle), vae)
     # cast only when needed: diffusers warns on every .to(dtype), even a no-op one
     pipe = pipe.to(dev) if pipe.unet.dtype == dt else pipe.to(dev, dt)
     if loras:

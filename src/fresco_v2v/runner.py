@@ -294,6 +294,7 @@ def pipeline_signature(cfg: RunConfig) -> tuple:
         cfg.freeu,
         cfg.allow_pickle,
         cfg.seed if cfg.model == "tiny" else None,
+        (cfg.vae, _file_identity(cfg.vae)) if cfg.vae else None,
     )
 
 
@@ -310,6 +311,7 @@ def load_run_pipeline(cfg: RunConfig):
         freeu=cfg.freeu,
         allow_pickle=cfg.allow_pickle,
         seed=cfg.seed,
+        vae=cfg.vae,
     )
 
 
