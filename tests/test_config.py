@@ -44,6 +44,8 @@ def test_defaults_are_valid():
         ({"fresco": FrescoConfig(AttentionConfig(token_occlusion="max"))}, "attention.token_occlusion"),
         ({"fresco": FrescoConfig(reference=ReferenceConfig(controlnet="no"))}, "reference.controlnet"),
         ({"clip_skip": 0}, "clip_skip"),
+        ({"controlnet": ("none", "canny")}, "controlnet"),
+        ({"controlnet": ("none",), "controlnet_scale": (1.0, 0.5)}, "controlnet_scale"),
         ({"clip_skip": 2.0}, "clip_skip"),
     ],
 )

@@ -225,3 +225,11 @@ def test_a_vae_that_does_not_fit_is_refused(saved, tmp_path):
     assert e.value.field == "vae" and "factor 2" in str(e.value)
     with pytest.raises(ModelNotFound, match="VAE"):
         load_pipeline(str(root / "base"), [str(root / "controlnet")], device="cpu", vae=str(tmp_path / "missing"))
+
+
+def test_a_folder_model_without_controlnet(saved):
+    root, _ = saved
+    pipe = load_pipeline(str(root / "base"), [], device="cpu")
+    assert pipe.controlnet is None and pipe.num_controlnets == 0
+    out = pipe(frames(), "a painting", num_inference_steps=2, flow_estimator=DISFlow())
+    assert len(out.frames) == 3

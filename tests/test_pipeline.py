@@ -323,3 +323,11 @@ def test_clip_skip_takes_an_earlier_layer_through_the_final_norm(pipe, clip):
     with pytest.raises(ConfigError) as e:
         run(pipe, clip[:3], clip_skip=enc.config.num_hidden_layers + 1)
     assert e.value.field == "clip_skip"
+
+
+def test_no_controlnet_equals_a_zero_controlnet(clip):
+    """A pipeline without ControlNet is the UNet alone: the same output as with a ControlNet whose residuals are 0."""
+    bare, zero = make_tiny_pipeline(seed=0, num_controlnets=0), make_tiny_pipeline(seed=0, num_controlnets=1)
+    assert bare.controlnet is None and bare.num_controlnets == 0
+    a, b = run(bare, clip[:3]), run(zero, clip[:3])
+    assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))

@@ -491,3 +491,18 @@ def test_gmflow_from_a_checkpoint_file_and_a_missing_one(src, tmp_path, capsys):
     assert translate(src, tmp_path / "run4", "--propagation-option", f"flow=gmflow:{tmp_path / 'none.pth'}") == 2
     assert "no such GMFlow checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "run4").exists()
+
+
+def test_controlnet_none_runs_the_unet_alone(src, tmp_path, monkeypatch):
+    """--controlnet none (the authors' use_controlnet: False): no ControlNet is loaded, the UNet gets no residuals."""
+    seen = []
+    real = FrescoPipeline.predict_noise
+
+    def spy(self, latents, t, emb, conds, scales, guidance_scale):
+        seen.append((self.controlnet, len(conds), len(scales)))
+        return real(self, latents, t, emb, conds, scales, guidance_scale)
+
+    monkeypatch.setattr(FrescoPipeline, "predict_noise", spy)
+    assert translate(src, tmp_path / "run", "--controlnet", "none") == 0
+    assert seen and all(s == (None, 0, 0) for s in seen)
+    assert read_video(tmp_path / "run" / "video.mp4", short_side=None).num_frames == 12

@@ -448,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'tiny' (random) for testing",
     )
     t.add_argument("--lora", action="append", default=S, help="LoRA file PATH[:SCALE]; repeatable")
-    t.add_argument("--controlnet", action="append", default=S, help="ControlNet type (canny), or canny:ID_OR_PATH")
+    t.add_argument(
+        "--controlnet", action="append", default=S, help="ControlNet type (canny), canny:ID_OR_PATH, or none"
+    )
     t.add_argument("--controlnet-scale", type=float, action="append", default=S, help="conditioning scale(s)")
     t.add_argument("--canny-low", type=int, default=S, help="canny low threshold (default 100)")
     t.add_argument("--canny-high", type=int, default=S, help="canny high threshold (default 200)")

@@ -202,6 +202,8 @@ FREEU_SD15 = {"b1": 1.2, "b2": 1.4, "s1": 0.9, "s2": 0.2}
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 #: ControlNet types whose condition needs no weights (OpenCV); a type may name its weights as "canny:ID_OR_PATH".
 CONTROLNET_TYPES = {"canny": "lllyasviel/sd-controlnet-canny"}
+#: ``--controlnet none``: no ControlNet, the UNet alone (the authors' ``use_controlnet: False``).
+NO_CONTROLNET = "none"
 #: Added to every prompt, as the authors' tool does ("a_prompt"): documented choice.
 DEFAULT_ADDED_PROMPT = "best quality, extremely detailed"
 #: Negative prompt of the authors' tool ("n_prompt").
@@ -268,6 +270,11 @@ class RunConfig:
     clip_skip: int = 1
     fresco: FrescoConfig = field(default_factory=FrescoConfig)
 
+    @property
+    def controlnet_types(self) -> tuple[str, ...]:
+        """The ControlNets to load, as TYPE or TYPE:ID_OR_PATH; () for ``none``."""
+        return () if self.controlnet == (NO_CONTROLNET,) else self.controlnet
+
     def validate(self) -> RunConfig:
         def need(ok: bool, name: str, expected: str, given) -> None:
             if not ok:
@@ -315,8 +322,14 @@ class RunConfig:
             f"an integer >= s_min ({self.s_min})",
             self.s_max,
         )
-        need(bool(self.controlnet), "controlnet", "at least one ControlNet type", self.controlnet)
-        for c in self.controlnet:
+        need(bool(self.controlnet), "controlnet", "at least one ControlNet type, or none", self.controlnet)
+        need(
+            NO_CONTROLNET not in self.controlnet or self.controlnet == (NO_CONTROLNET,),
+            "controlnet",
+            "none alone (no ControlNet), or ControlNet types",
+            list(self.controlnet),
+        )
+        for c in self.controlnet_types:
             kind, colon, weights = c.partition(":")
             need(
                 kind in CONTROLNET_TYPES and (not colon or bool(weights.strip())),
@@ -332,9 +345,9 @@ class RunConfig:
                 list(self.controlnet_scale),
             )
         need(
-            len(self.controlnet_scale) in (1, len(self.controlnet)),
+            len(self.controlnet_scale) in (1, len(self.controlnet_types)),
             "controlnet_scale",
-            f"one value or {len(self.controlnet)} (one per ControlNet)",
+            f"one value or {len(self.controlnet_types)} (one per ControlNet)",
             list(self.controlnet_scale),
         )
         need(

@@ -198,14 +198,12 @@ def load_pipeline(
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    if not controlnets:
-        raise ConfigError("controlnet", "at least one ControlNet", list(controlnets))
     stack = find_stack(model)
     if stack is not None:
         pipe = stack.build(model, len(controlnets), seed)
     else:
         nets = [load_controlnet(c, dt, allow_pickle) for c in controlnets]
-        cn = nets[0] if len(nets) == 1 else nets
+        cn = nets[0] if len(nets) == 1 else (nets or None)  # none: the UNet alone
         path = Path(model)
         cache_only = False
         try:

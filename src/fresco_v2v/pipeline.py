@@ -106,7 +106,8 @@ class FrescoPipeline(
     """Zero-shot video translation of a batch of frames with FRESCO-guided attention and feature optimization."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components = []
+    #: No ControlNet (None) is the authors' ``use_controlnet: False`` (``--controlnet none``).
+    _optional_components = ["controlnet"]
 
     def __init__(
         self,
@@ -114,12 +115,12 @@ class FrescoPipeline(
         text_encoder: CLIPTextModel,
         tokenizer: CLIPTokenizer,
         unet: UNet2DConditionModel,
-        controlnet: ControlNetModel | list[ControlNetModel] | tuple[ControlNetModel] | MultiControlNetModel,
+        controlnet: ControlNetModel | list[ControlNetModel] | tuple[ControlNetModel] | MultiControlNetModel | None,
         scheduler: DDPMScheduler,
     ):
         super().__init__()
         if isinstance(controlnet, (list, tuple)):
-            controlnet = MultiControlNetModel(controlnet)
+            controlnet = MultiControlNetModel(controlnet) if controlnet else None
         if not isinstance(scheduler, DDPMScheduler):
             # FRESCO samples with DDPM (§3.1); hub SD1.5 repos ship PNDM, whose config DDPM reads as is.
             scheduler = DDPMScheduler.from_config(scheduler.config)
@@ -147,6 +148,8 @@ class FrescoPipeline(
 
     @property
     def num_controlnets(self) -> int:
+        if self.controlnet is None:
+            return 0
         return len(self.controlnet.nets) if isinstance(self.controlnet, MultiControlNetModel) else 1
 
     def encode_text(self, prompts: list[str], clip_skip: int = 1) -> torch.Tensor:
@@ -186,6 +189,8 @@ class FrescoPipeline(
         return frames
 
     def _controlnet_residuals(self, latent_in, t, emb, conds, scales):
+        if self.controlnet is None:  # no ControlNet: the UNet alone
+            return None, None
         if isinstance(self.controlnet, MultiControlNetModel):
             return self.controlnet(
                 latent_in,

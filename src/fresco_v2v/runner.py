@@ -264,8 +264,8 @@ def _prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> Path:
 
 def _controlnet_ids(cfg: RunConfig) -> list[str]:
     if builtin_model(cfg.model):
-        return [cfg.model] * len(cfg.controlnet)  # the built-in stacks bring their own ControlNets
-    return [c.split(":", 1)[1] if ":" in c else CONTROLNET_TYPES[c] for c in cfg.controlnet]
+        return [cfg.model] * len(cfg.controlnet_types)  # the built-in stacks bring their own ControlNets
+    return [c.split(":", 1)[1] if ":" in c else CONTROLNET_TYPES[c] for c in cfg.controlnet_types]
 
 
 def _file_identity(ident: str) -> tuple | None:
@@ -435,8 +435,9 @@ def translate_video(
                 prompt_for_frame(cfg.prompt, cfg.added_prompt, cfg.keyframe_prompts, k, float(clip.fps), frame_seconds)
                 for k in batch
             ]
-            scales = list(cfg.controlnet_scale) * (len(cfg.controlnet) if len(cfg.controlnet_scale) == 1 else 1)
-            controls = [canny_condition(batch_frames, cfg.canny_low, cfg.canny_high)] * len(cfg.controlnet)
+            types = cfg.controlnet_types
+            scales = list(cfg.controlnet_scale) * (len(types) if len(cfg.controlnet_scale) == 1 else 1) if types else []
+            controls = [canny_condition(batch_frames, cfg.canny_low, cfg.canny_high)] * len(types)
             masks = _foreground_masks(cfg, batch, batch_frames.shape[1:3]) if cfg.background_smoothing > 0 else None
             try:
                 flows = keyframe_flows(b) if len(batch) > 1 else None

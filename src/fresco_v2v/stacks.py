@@ -164,7 +164,7 @@ def assemble_pipeline(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        controlnet=controlnets[0] if num_controlnets == 1 else controlnets,
+        controlnet=controlnets[0] if num_controlnets == 1 else (controlnets or None),
         scheduler=sd15_scheduler(),
     )
 
