@@ -233,3 +233,24 @@ def test_a_folder_model_without_controlnet(saved):
     assert pipe.controlnet is None and pipe.num_controlnets == 0
     out = pipe(frames(), "a painting", num_inference_steps=2, flow_estimator=DISFlow())
     assert len(out.frames) == 3
+
+
+def test_pickle_weights_need_the_opt_in(saved, tmp_path):
+    """A folder with only .bin weights, and a LoRA .bin/.pt file, are refused before loading without allow_pickle."""
+    root, pipe = saved
+    pipe.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    assert list((tmp_path / "pickled" / "unet").glob("*.bin"))  # transformers keeps .safetensors for CLIP
+    cn = [str(root / "controlnet")]
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(str(tmp_path / "pickled"), cn, device="cpu")
+    assert e.value.field == "model" and "allow_pickle" in str(e.value)
+    loaded = load_pipeline(str(tmp_path / "pickled"), cn, device="cpu", allow_pickle=True)
+    assert torch.equal(loaded.unet.conv_in.weight, pipe.unet.conv_in.weight)
+    pipe.controlnet.save_pretrained(tmp_path / "cn-pickled", safe_serialization=False)
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(str(root / "base"), [str(tmp_path / "cn-pickled")], device="cpu")
+    assert e.value.field == "controlnet"
+    (tmp_path / "style.bin").write_bytes(b"not even read")
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(str(root / "base"), cn, device="cpu", loras=[LoraSpec(str(tmp_path / "style.bin"), 1.0)])
+    assert e.value.field == "lora"

@@ -101,7 +101,8 @@ def _not_found(what: str, ident: str, err: Exception, cache_only: bool = False) 
     hint = (
         "Offline or without access to the hub? Pass a local folder in diffusers layout (with model_index.json or "
         "config.json), or a single .safetensors file, e.g. --model ./models/my_model.safetensors; or download it "
-        f"once with `huggingface-cli download {ident}` while online."
+        f"once with `huggingface-cli download {ident}` while online. A repo with only pickle (.bin) weights loads "
+        "with --allow-pickle, if you trust it."
     )
     return ModelNotFound(
         f"could not load {what} '{ident}': {where}{type(err).__name__}: {str(err).splitlines()[0][:300]}. {hint}"
@@ -118,6 +119,28 @@ def _check_single_file(path: Path, allow_pickle: bool, field_name: str) -> None:
         )
 
 
+def _check_folder(ident: str, allow_pickle: bool, field_name: str) -> None:
+    """A local folder with a component whose weights are all pickle files (.bin/.pt/.ckpt beside no .safetensors)
+    needs the opt-in too: loading it would unpickle."""
+    path = Path(ident)
+    if allow_pickle or not path.is_dir():
+        return
+    for pickle in sorted(p for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES):
+        if not any(pickle.parent.glob("*.safetensors")):
+            raise ConfigError(
+                field_name,
+                "weights in .safetensors; this folder has pickle-only weights "
+                f"({pickle.relative_to(path)}), which can run code when loaded: pass allow_pickle=True "
+                "(--allow-pickle) for files you trust",
+                str(path),
+            )
+
+
+def _safetensors_only(allow_pickle: bool) -> bool | None:
+    """diffusers' ``use_safetensors``: True refuses a hub repo or folder without .safetensors weights."""
+    return None if allow_pickle else True
+
+
 def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
     """A ControlNetModel from a hub id, a folder or a single file."""
     from diffusers import ControlNetModel
@@ -130,8 +153,11 @@ def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
             if not path.is_file():
                 raise FileNotFoundError(f"no such file: {path}")
             return ControlNetModel.from_single_file(str(path), dtype=dtype)
+        _check_folder(ident, allow_pickle, "controlnet")
         cache_only = use_local_cache_only(ident)
-        return ControlNetModel.from_pretrained(ident, dtype=dtype, local_files_only=cache_only)
+        return ControlNetModel.from_pretrained(
+            ident, dtype=dtype, local_files_only=cache_only, use_safetensors=_safetensors_only(allow_pickle)
+        )
     except ConfigError:
         raise
     except Exception as e:  # diffusers/hub raise many types (OSError, HfHubHTTPError, ValueError, ...)
@@ -153,9 +179,16 @@ def load_vae(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
             if not path.is_file():
                 raise FileNotFoundError(f"no such file: {path}")
             return AutoencoderKL.from_single_file(str(path), torch_dtype=dtype)
+        _check_folder(ident, allow_pickle, "vae")
         cache_only = use_local_cache_only(ident)
         sub = "vae" if path.is_dir() and (path / "vae" / "config.json").is_file() else None
-        return AutoencoderKL.from_pretrained(ident, subfolder=sub, torch_dtype=dtype, local_files_only=cache_only)
+        return AutoencoderKL.from_pretrained(
+            ident,
+            subfolder=sub,
+            torch_dtype=dtype,
+            local_files_only=cache_only,
+            use_safetensors=_safetensors_only(allow_pickle),
+        )
     except ConfigError:
         raise
     except Exception as e:
@@ -213,8 +246,15 @@ def load_pipeline(
                     raise FileNotFoundError(f"no such file: {path}")
                 pipe = FrescoPipeline.from_single_file(str(path), controlnet=cn, dtype=dt)
             else:
+                _check_folder(model, allow_pickle, "model")
                 cache_only = use_local_cache_only(model)
-                pipe = FrescoPipeline.from_pretrained(model, controlnet=cn, dtype=dt, local_files_only=cache_only)
+                pipe = FrescoPipeline.from_pretrained(
+                    model,
+                    controlnet=cn,
+                    dtype=dt,
+                    local_files_only=cache_only,
+                    use_safetensors=_safetensors_only(allow_pickle),
+                )
         except ConfigError:
             raise
         except Exception as e:
@@ -227,9 +267,16 @@ def load_pipeline(
         names = []
         for i, spec in enumerate(loras):
             name = f"lora{i}"
+            _check_single_file(Path(spec.path), allow_pickle, "lora")
+            _check_folder(spec.path, allow_pickle, "lora")
             cache_only = use_local_cache_only(spec.path)
             try:
-                pipe.load_lora_weights(spec.path, adapter_name=name, local_files_only=cache_only)
+                pipe.load_lora_weights(
+                    spec.path,
+                    adapter_name=name,
+                    local_files_only=cache_only,
+                    use_safetensors=_safetensors_only(allow_pickle),
+                )
             except Exception as e:
                 raise _not_found("LoRA", spec.path, e, cache_only) from e
             names.append(name)
