@@ -141,27 +141,33 @@ def _safetensors_only(allow_pickle: bool) -> bool | None:
     return None if allow_pickle else True
 
 
-def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
-    """A ControlNetModel from a hub id, a folder or a single file."""
-    from diffusers import ControlNetModel
-
+def _load_model(cls, what: str, field_name: str, ident: str, allow_pickle: bool, **kwargs):
+    """``cls`` (a diffusers model class) from a single file or, through ``from_pretrained``, a hub id or folder,
+    behind the pickle gate; any loading failure is a ModelNotFound naming ``what`` and ``ident``."""
     path = Path(ident)
     cache_only = False
     try:
         if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-            _check_single_file(path, allow_pickle, "controlnet")
+            _check_single_file(path, allow_pickle, field_name)
             if not path.is_file():
                 raise FileNotFoundError(f"no such file: {path}")
-            return ControlNetModel.from_single_file(str(path), dtype=dtype)
-        _check_folder(ident, allow_pickle, "controlnet")
+            return cls.from_single_file(str(path), **kwargs)
+        _check_folder(ident, allow_pickle, field_name)
         cache_only = use_local_cache_only(ident)
-        return ControlNetModel.from_pretrained(
-            ident, dtype=dtype, local_files_only=cache_only, use_safetensors=_safetensors_only(allow_pickle)
+        return cls.from_pretrained(
+            ident, local_files_only=cache_only, use_safetensors=_safetensors_only(allow_pickle), **kwargs
         )
     except ConfigError:
         raise
     except Exception as e:  # diffusers/hub raise many types (OSError, HfHubHTTPError, ValueError, ...)
-        raise _not_found("ControlNet", ident, e, cache_only) from e
+        raise _not_found(what, ident, e, cache_only) from e
+
+
+def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
+    """A ControlNetModel from a hub id, a folder or a single file."""
+    from diffusers import ControlNetModel
+
+    return _load_model(ControlNetModel, "ControlNet", "controlnet", ident, allow_pickle, dtype=dtype)
 
 
 def load_vae(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
@@ -172,27 +178,8 @@ def load_vae(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
     from diffusers import AutoencoderKL
 
     path = Path(ident)
-    cache_only = False
-    try:
-        if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-            _check_single_file(path, allow_pickle, "vae")
-            if not path.is_file():
-                raise FileNotFoundError(f"no such file: {path}")
-            return AutoencoderKL.from_single_file(str(path), torch_dtype=dtype)
-        _check_folder(ident, allow_pickle, "vae")
-        cache_only = use_local_cache_only(ident)
-        sub = "vae" if path.is_dir() and (path / "vae" / "config.json").is_file() else None
-        return AutoencoderKL.from_pretrained(
-            ident,
-            subfolder=sub,
-            torch_dtype=dtype,
-            local_files_only=cache_only,
-            use_safetensors=_safetensors_only(allow_pickle),
-        )
-    except ConfigError:
-        raise
-    except Exception as e:
-        raise _not_found("VAE", ident, e, cache_only) from e
+    extra = {"subfolder": "vae"} if path.is_dir() and (path / "vae" / "config.json").is_file() else {}
+    return _load_model(AutoencoderKL, "VAE", "vae", ident, allow_pickle, torch_dtype=dtype, **extra)
 
 
 def _swap_vae(pipe, vae, ident: str) -> None:
