@@ -174,3 +174,16 @@ def test_l1_spatial_loss_in_chunks_without_the_reference_gram(monkeypatch):
     want.backward()
     got.backward()
     torch.testing.assert_close(y.grad, x.grad)
+
+
+def test_temporal_loss_fn_falls_back_to_grid_sampling(monkeypatch):
+    """On a device without sparse products eq. 5 is the grid-sampled loss, with the same value."""
+    from fresco_v2v import losses
+
+    g = torch.Generator().manual_seed(4)
+    flow, vis = torch.randn(2, 4, 5, 2, generator=g), torch.rand(2, 4, 5, generator=g) > 0.2
+    f = torch.randn(6, 3, 4, 5, generator=g)
+    fast = losses.temporal_loss_fn(2, flow, vis, flow, vis)(f)
+    monkeypatch.setattr(losses, "sparse_products_work", lambda device_type: False)
+    torch.testing.assert_close(losses.temporal_loss_fn(2, flow, vis, flow, vis)(f), fast)
+    assert losses.sparse_products_work("cpu") is False  # the patched probe was the one asked

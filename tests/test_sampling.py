@@ -66,7 +66,8 @@ def test_step_windows_are_fractions():
     assert [first75.active(i, 20, 0, 1000) for i in (0, 14, 15, 19)] == [True, True, False, False]
     assert [first75.active(i, 4, 0, 1000) for i in range(4)] == [True, True, True, False]
     until350 = StepWindow(0.0, 0.65, "noise")
-    assert until350.active(0, 20, 351, 1000) and until350.active(0, 20, 350, 1000) is False or True
+    # half-open: t = 350 itself is outside (SD1.5's 20-step schedule runs t = 351 and then 301, never 350)
+    assert until350.active(0, 20, 351, 1000) and not until350.active(0, 20, 350, 1000)
     assert until350.active(0, 20, 400, 1000) and not until350.active(0, 20, 300, 1000)
 
 

@@ -11,6 +11,7 @@ form: eq. 6 costs two batched matmuls a step, eq. 5 two sparse products.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -255,8 +256,16 @@ class _WarpResidualL1(torch.autograd.Function):
         return gs - wt @ gs, None, None, None
 
 
-#: Devices whose sparse CSR x dense product the fast eq. 5 uses; elsewhere it falls back to grid sampling.
-SPARSE_WARP_DEVICES = ("cpu", "cuda")
+@functools.cache
+def sparse_products_work(device_type: str) -> bool:
+    """Whether this device multiplies a sparse CSR matrix by a dense one (the fast eq. 5); probed once per type."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            eye = torch.eye(2, device=device_type).to_sparse_csr()
+            return bool(torch.equal((eye @ torch.ones(2, 1, device=device_type)).cpu(), torch.ones(2, 1)))
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
 
 
 def temporal_loss_fn(
@@ -279,7 +288,7 @@ def temporal_loss_fn(
     length = h * w
     if n < 2:
         return lambda f: f.sum() * 0
-    if flow_bwd.device.type not in SPARSE_WARP_DEVICES:
+    if not sparse_products_work(flow_bwd.device.type):
 
         def by_grid(f: torch.Tensor) -> torch.Tensor:
             fs = f.view(groups, n, *f.shape[1:])

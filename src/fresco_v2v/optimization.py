@@ -50,6 +50,15 @@ def decoder_hooks(unet, blocks: tuple[int, ...], callback: DecoderCallback) -> I
             h.remove()
 
 
+def _adam(x: torch.Tensor, lr: float) -> torch.optim.Adam:
+    """Adam on x, fused where the device has the kernel (one pass over the features a step instead of eight; the
+    same update up to round-off), else the plain loop."""
+    try:
+        return torch.optim.Adam([x], lr=lr, fused=True)
+    except RuntimeError:  # "fused=True requires ... Tensors of supported devices"
+        return torch.optim.Adam([x], lr=lr)
+
+
 @dataclass
 class OptimizationTrace:
     """Loss values of one optimization: per block, the loss before the first and after the last Adam step."""
@@ -113,8 +122,7 @@ def optimize_features(
                 loss = loss + config.lambda_spat * spatial(x)
             return loss
 
-        # fused: one pass over the features a step instead of eight (same update up to round-off)
-        opt = torch.optim.Adam([x], lr=config.learning_rate, fused=x.device.type in ("cpu", "cuda"))
+        opt = _adam(x, config.learning_rate)
         first = last = 0.0
         for it in range(config.iterations):
             opt.zero_grad(set_to_none=True)
