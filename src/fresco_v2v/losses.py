@@ -278,7 +278,8 @@ def temporal_loss_fn(
     """Eq. 5 for G groups (copies of the video, e.g. the CFG halves) of N frames, with the warps prepared once.
 
     flow_bwd: [N-1, h, w, 2] (frame i+1 -> i, in tokens); visible_bwd: [N-1, h, w] bool; the forward direction
-    optional, as :func:`temporal_consistency_loss`. Returns ``loss(f)`` for f [G*N, C, h, w], equal to the mean
+    optional, as :func:`temporal_consistency_loss`. Returns ``loss(f)`` for f [G*N, C, h, w] float32 (the
+    optimization's dtype; the warp matrices are float32), equal to the mean
     over the groups of ``temporal_consistency_loss`` (pairs inside each group only). The warps are sparse matrices
     on the tokens (:func:`warp_matrix`), so a channels-last f is used without a copy.
     """
