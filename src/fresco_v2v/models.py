@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import checkpoints
 from .config import FREEU_SD15
 from .devices import resolve_device, resolve_dtype  # noqa: F401  (re-exported: the loaders' entry points)
 from .errors import ConfigError, ModelNotFound
@@ -141,17 +142,33 @@ def _safetensors_only(allow_pickle: bool) -> bool | None:
     return None if allow_pickle else True
 
 
-def _load_model(cls, what: str, field_name: str, ident: str, allow_pickle: bool, **kwargs):
-    """``cls`` (a diffusers model class) from a single file or, through ``from_pretrained``, a hub id or folder,
-    behind the pickle gate; any loading failure is a ModelNotFound naming ``what`` and ``ident``."""
+def _single_file(path: Path, allow_pickle: bool, field_name: str, kind: str) -> checkpoints.CheckpointKind:
+    """The checks before a single-file load: pickle gate, existence, then the file's family (read from its tensor
+    names: a file of another family fails here, before any loading)."""
+    _check_single_file(path, allow_pickle, field_name)
+    if not path.is_file():
+        what = {checkpoints.SD15: "base model", checkpoints.SD15_CONTROLNET: "ControlNet"}.get(kind, kind.upper())
+        raise _not_found(what.replace("LORA", "LoRA"), str(path), FileNotFoundError(f"no such file: {path}"))
+    return checkpoints.check_checkpoint(path, kind, field_name)
+
+
+def _offline_config(kind: str) -> dict:
+    """``from_single_file`` arguments that take the configuration from our package data, not the hub."""
+    return {"config": str(checkpoints.config_folder(kind)), "local_files_only": True}
+
+
+def _load_model(cls, what: str, field_name: str, ident: str, allow_pickle: bool, kind: str, **kwargs):
+    """``cls`` (a diffusers model class) from a single file of ``kind`` (configured from our package data, no
+    network) or, through ``from_pretrained``, a hub id or folder, behind the pickle gate; any loading failure is a
+    ModelNotFound naming ``what`` and ``ident``."""
     path = Path(ident)
     cache_only = False
+    if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        _single_file(path, allow_pickle, field_name, kind)
     try:
         if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-            _check_single_file(path, allow_pickle, field_name)
-            if not path.is_file():
-                raise FileNotFoundError(f"no such file: {path}")
-            return cls.from_single_file(str(path), **kwargs)
+            extra = {"subfolder": "vae"} if kind == checkpoints.VAE else {}
+            return cls.from_single_file(str(path), **_offline_config(kind), **extra, **kwargs)
         _check_folder(ident, allow_pickle, field_name)
         cache_only = use_local_cache_only(ident)
         return cls.from_pretrained(
@@ -167,7 +184,8 @@ def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
     """A ControlNetModel from a hub id, a folder or a single file."""
     from diffusers import ControlNetModel
 
-    return _load_model(ControlNetModel, "ControlNet", "controlnet", ident, allow_pickle, dtype=dtype)
+    kind = checkpoints.SD15_CONTROLNET
+    return _load_model(ControlNetModel, "ControlNet", "controlnet", ident, allow_pickle, kind, torch_dtype=dtype)
 
 
 def load_vae(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
@@ -179,7 +197,7 @@ def load_vae(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
 
     path = Path(ident)
     extra = {"subfolder": "vae"} if path.is_dir() and (path / "vae" / "config.json").is_file() else {}
-    return _load_model(AutoencoderKL, "VAE", "vae", ident, allow_pickle, torch_dtype=dtype, **extra)
+    return _load_model(AutoencoderKL, "VAE", "vae", ident, allow_pickle, checkpoints.VAE, torch_dtype=dtype, **extra)
 
 
 def _swap_vae(pipe, vae, ident: str) -> None:
@@ -193,6 +211,66 @@ def _swap_vae(pipe, vae, ident: str) -> None:
             f"{ident}: {vae.config.latent_channels} channels, factor {factor}",
         )
     pipe.register_modules(vae=vae)
+
+
+def _load_base(model: str, controlnets: Sequence[str], dt: torch.dtype, allow_pickle: bool, vae: str | None):
+    """The base pipeline with its ControlNets from a hub id, folder or single file, with ``vae`` in it."""
+    from .pipeline import FrescoPipeline
+
+    path = Path(model)
+    single = path.suffix.lower() in SINGLE_FILE_SUFFIXES
+    found = _single_file(path, allow_pickle, "model", checkpoints.SD15) if single else None
+    baked_vae = found is None or found.has_vae
+    if not baked_vae and vae is None:
+        raise ConfigError("vae", f"a VAE (--vae ID|PATH), as {path} has no VAE weights", None)
+    nets = [load_controlnet(c, dt, allow_pickle) for c in controlnets]
+    cn = nets[0] if len(nets) == 1 else (nets or None)  # none: the UNet alone
+    cache_only = False
+    try:
+        if single:
+            # a checkpoint without a VAE takes the chosen one at load time (there is nothing to convert)
+            given = {} if baked_vae else {"vae": load_vae(vae, dt, allow_pickle)}
+            config = _offline_config(checkpoints.SD15)
+            pipe = FrescoPipeline.from_single_file(str(path), controlnet=cn, torch_dtype=dt, **config, **given)
+        else:
+            _check_folder(model, allow_pickle, "model")
+            cache_only = use_local_cache_only(model)
+            pipe = FrescoPipeline.from_pretrained(
+                model,
+                controlnet=cn,
+                dtype=dt,
+                local_files_only=cache_only,
+                use_safetensors=_safetensors_only(allow_pickle),
+            )
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise _not_found("base model", model, e, cache_only) from e
+    if vae is not None and baked_vae:
+        _swap_vae(pipe, load_vae(vae, dt, allow_pickle), vae)
+    return pipe
+
+
+def _load_loras(pipe, loras: Sequence[LoraSpec], allow_pickle: bool) -> None:
+    """Each LoRA as its own adapter at its scale; single files are checked for their format first."""
+    names = []
+    for i, spec in enumerate(loras):
+        name = f"lora{i}"
+        if Path(spec.path).suffix.lower() in SINGLE_FILE_SUFFIXES:
+            _single_file(Path(spec.path), allow_pickle, "lora", checkpoints.LORA)  # LoHa, LoKr, ... fail here
+        _check_folder(spec.path, allow_pickle, "lora")
+        cache_only = use_local_cache_only(spec.path)
+        try:
+            pipe.load_lora_weights(
+                spec.path,
+                adapter_name=name,
+                local_files_only=cache_only,
+                use_safetensors=_safetensors_only(allow_pickle),
+            )
+        except Exception as e:
+            raise _not_found("LoRA", spec.path, e, cache_only) from e
+        names.append(name)
+    pipe.set_adapters(names, adapter_weights=[s.scale for s in loras])
 
 
 def load_pipeline(
@@ -209,65 +287,25 @@ def load_pipeline(
 ):
     """A ready :class:`~fresco_v2v.pipeline.FrescoPipeline` on its device.
 
-    ``model``: a hub id or a folder (``from_pretrained``), a single checkpoint file (``from_single_file``), or
-    a registered stack (:mod:`fresco_v2v.stacks`): "tiny", random (noise-like output), or "toy" / "toy:PATH", the
-    toy world's trained 128x128 stack (:mod:`fresco_v2v.toyworld`). Stacks bring their own ControlNets (one per
-    entry of ``controlnets``, whose ids are then ignored). ``vae``: another VAE for the model (:func:`load_vae`).
+    ``model``: a hub id or a folder (``from_pretrained``), a single SD1.x checkpoint file (``from_single_file``
+    with the configs shipped in :mod:`fresco_v2v.checkpoints`: no network), or a registered stack
+    (:mod:`fresco_v2v.stacks`): "tiny", random (noise-like output), or "toy" / "toy:PATH", the toy world's trained
+    128x128 stack (:mod:`fresco_v2v.toyworld`). Stacks bring their own ControlNets (one per entry of
+    ``controlnets``, whose ids are then ignored). ``vae``: another VAE for the model (:func:`load_vae`).
     """
-    from .pipeline import FrescoPipeline
-
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     stack = find_stack(model)
     if stack is not None:
         pipe = stack.build(model, len(controlnets), seed)
+        if vae is not None:
+            _swap_vae(pipe, load_vae(vae, dt, allow_pickle), vae)
     else:
-        nets = [load_controlnet(c, dt, allow_pickle) for c in controlnets]
-        cn = nets[0] if len(nets) == 1 else (nets or None)  # none: the UNet alone
-        path = Path(model)
-        cache_only = False
-        try:
-            if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-                _check_single_file(path, allow_pickle, "model")
-                if not path.is_file():
-                    raise FileNotFoundError(f"no such file: {path}")
-                pipe = FrescoPipeline.from_single_file(str(path), controlnet=cn, dtype=dt)
-            else:
-                _check_folder(model, allow_pickle, "model")
-                cache_only = use_local_cache_only(model)
-                pipe = FrescoPipeline.from_pretrained(
-                    model,
-                    controlnet=cn,
-                    dtype=dt,
-                    local_files_only=cache_only,
-                    use_safetensors=_safetensors_only(allow_pickle),
-                )
-        except ConfigError:
-            raise
-        except Exception as e:
-            raise _not_found("base model", model, e, cache_only) from e
-    if vae is not None:
-        _swap_vae(pipe, load_vae(vae, dt, allow_pickle), vae)
+        pipe = _load_base(model, controlnets, dt, allow_pickle, vae)
     # cast only when needed: diffusers warns on every .to(dtype), even a no-op one
     pipe = pipe.to(dev) if pipe.unet.dtype == dt else pipe.to(dev, dt)
     if loras:
-        names = []
-        for i, spec in enumerate(loras):
-            name = f"lora{i}"
-            _check_single_file(Path(spec.path), allow_pickle, "lora")
-            _check_folder(spec.path, allow_pickle, "lora")
-            cache_only = use_local_cache_only(spec.path)
-            try:
-                pipe.load_lora_weights(
-                    spec.path,
-                    adapter_name=name,
-                    local_files_only=cache_only,
-                    use_safetensors=_safetensors_only(allow_pickle),
-                )
-            except Exception as e:
-                raise _not_found("LoRA", spec.path, e, cache_only) from e
-            names.append(name)
-        pipe.set_adapters(names, adapter_weights=[s.scale for s in loras])
+        _load_loras(pipe, loras, allow_pickle)
     if freeu is True:
         pipe.enable_freeu(**FREEU_SD15)
     elif freeu:
