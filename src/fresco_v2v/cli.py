@@ -107,6 +107,8 @@ _RUN_FLAGS = (
     "controlnet_scale",
     "canny_low",
     "canny_high",
+    "depth_estimator",
+    "hed_annotator",
     "strength",
     "steps",
     "guidance_scale",
@@ -449,11 +451,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--lora", action="append", default=S, help="LoRA file PATH[:SCALE]; repeatable")
     t.add_argument(
-        "--controlnet", action="append", default=S, help="ControlNet type (canny), canny:ID_OR_PATH, or none"
+        "--controlnet",
+        action="append",
+        default=S,
+        help="ControlNet type (canny, depth, hed), TYPE:ID_OR_PATH for other weights, or none; repeat for several",
     )
     t.add_argument("--controlnet-scale", type=float, action="append", default=S, help="conditioning scale(s)")
     t.add_argument("--canny-low", type=int, default=S, help="canny low threshold (default 100)")
     t.add_argument("--canny-high", type=int, default=S, help="canny high threshold (default 200)")
+    t.add_argument(
+        "--depth-estimator", default=S, help="depth's annotator: a DPT hub id or folder (Intel/dpt-hybrid-midas)"
+    )
+    t.add_argument(
+        "--hed-annotator",
+        default=S,
+        help="hed's annotator: hub repo, folder or ControlNetHED.pth (default lllyasviel/Annotators)",
+    )
     t.add_argument("--strength", type=float, default=S, help="SDEdit strength in (0, 1] (default 0.75)")
     t.add_argument("--steps", type=int, default=S, help="denoising steps (default 20)")
     t.add_argument("--guidance-scale", type=float, default=S, help="classifier-free guidance (default 7.5)")

@@ -200,8 +200,18 @@ FREEU_SD15 = {"b1": 1.2, "b2": 1.4, "s1": 0.9, "s2": 0.2}
 
 #: Default base model: SD1.5 on the hub (the paper's experiments use SD1.5-family models, §4).
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-#: ControlNet types whose condition needs no weights (OpenCV); a type may name its weights as "canny:ID_OR_PATH".
-CONTROLNET_TYPES = {"canny": "lllyasviel/sd-controlnet-canny"}
+#: ControlNet types and their default weights, lllyasviel's SD1.5 ControlNets (the authors' ``controlnet_type``
+#: canny / depth / hed); a type may name other weights as "TYPE:ID_OR_PATH". canny's condition needs no weights
+#: (OpenCV); depth's and hed's need an annotator (``depth_estimator``, ``hed_annotator``).
+CONTROLNET_TYPES = {
+    "canny": "lllyasviel/sd-controlnet-canny",
+    "depth": "lllyasviel/sd-controlnet-depth",
+    "hed": "lllyasviel/sd-controlnet-hed",
+}
+#: Depth annotator: MiDaS v3 DPT-hybrid, the depth model of the authors' (ControlNet's) depth annotator.
+DEFAULT_DEPTH_ESTIMATOR = "Intel/dpt-hybrid-midas"
+#: HED annotator weights: lllyasviel's ControlNetHED.pth in this hub repo (ControlNet 1.1's HED annotator).
+DEFAULT_HED_ANNOTATOR = "lllyasviel/Annotators"
 #: ``--controlnet none``: no ControlNet, the UNet alone (the authors' ``use_controlnet: False``).
 NO_CONTROLNET = "none"
 #: Added to every prompt, as the authors' tool does ("a_prompt"): documented choice.
@@ -229,6 +239,10 @@ class RunConfig:
     controlnet_scale: tuple[float, ...] = (1.0,)
     canny_low: int = 100  # ControlNet's canny annotator defaults
     canny_high: int = 200
+    #: The depth type's annotator: a transformers DPT depth estimator (hub id or folder).
+    depth_estimator: str = DEFAULT_DEPTH_ESTIMATOR
+    #: The hed type's annotator weights: a hub repo with ControlNetHED.pth, a folder, or the file.
+    hed_annotator: str = DEFAULT_HED_ANNOTATOR
     strength: float = 0.75  # SDEdit strength (§3.1); the authors' examples use 0.75
     steps: int = 20  # the authors' configs (num_inference_steps: 20)
     guidance_scale: float = 7.5  # SD's usual classifier-free guidance
@@ -414,6 +428,9 @@ class RunConfig:
             need(isinstance(getattr(self, name), bool), name, "true or false (unquoted in YAML)", getattr(self, name))
         for name in ("prompt", "model", "negative_prompt", "added_prompt", "flow", "device", "dtype"):
             need(isinstance(getattr(self, name), str), name, "a text", getattr(self, name))
+        for name in ("depth_estimator", "hed_annotator"):
+            v = getattr(self, name)
+            need(path(v) and bool(str(v).strip()), name, "a hub id, folder or file", v)
         need(path(self.input), "input", "a video file path", self.input)
         need(path(self.output), "output", "a folder path", self.output)
         vae_ok = self.vae is None or (path(self.vae) and bool(str(self.vae).strip()))

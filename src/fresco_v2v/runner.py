@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame, propagation_config
-from .control import canny_condition
+from .control import condition_images, load_condition_annotators
 from .correspondence import build_correspondence
 from .errors import Cancelled, ConfigError, FrescoError, InputError, OutOfMemory
 from .flow import (
@@ -413,6 +413,7 @@ def translate_video(
     keyframe_flows = _KeyframeFlows(estimator, frames, batches, state)
     translated: dict[int, np.ndarray] = {}
     pipe = pipeline
+    annotators: dict | None = None
     anchors: AnchorLatents | None = None
     bar = tqdm(total=len(batches), desc="keyframe batches", unit="batch", disable=not progress)
     try:  # closed on every exit, so a Stop or Ctrl-C message starts on its own line
@@ -437,7 +438,15 @@ def translate_video(
             ]
             types = cfg.controlnet_types
             scales = list(cfg.controlnet_scale) * (len(types) if len(cfg.controlnet_scale) == 1 else 1) if types else []
-            controls = [canny_condition(batch_frames, cfg.canny_low, cfg.canny_high)] * len(types)
+            if annotators is None:  # loaded once per run, with the pipeline: depth and hed need weights
+                annotators = load_condition_annotators(
+                    types,
+                    depth_estimator=cfg.depth_estimator,
+                    hed_annotator=cfg.hed_annotator,
+                    allow_pickle=cfg.allow_pickle,
+                    device=pipe.device,
+                )
+            controls = condition_images(types, batch_frames, annotators, cfg.canny_low, cfg.canny_high)
             masks = _foreground_masks(cfg, batch, batch_frames.shape[1:3]) if cfg.background_smoothing > 0 else None
             try:
                 flows = keyframe_flows(b) if len(batch) > 1 else None

@@ -69,3 +69,23 @@ def make_sd15_architecture_pipeline(seed: int = 0):
     return FrescoPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, controlnet=controlnet, scheduler=scheduler
     )
+
+
+def wake_controlnets(pipe, seed: int = 0, std: float = 0.5):
+    """Give ``pipe``'s ControlNets random output convolutions (``from_unet`` zero-initialises them, so the
+    conditions of an untrained ControlNet reach nothing): a test can then see conditions reach the UNet."""
+    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+    nets = pipe.controlnet.nets if isinstance(pipe.controlnet, MultiControlNetModel) else [pipe.controlnet]
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for net in nets:
+            for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * std)
+            # the condition encoder at He scale: torch's default init shrinks a sparse edge map ~1000x over its
+            # 8 convolutions, which would hide the condition behind the latent
+            for conv in net.controlnet_cond_embedding.modules():
+                if isinstance(conv, torch.nn.Conv2d):
+                    fan_in = conv.weight[0].numel()
+                    conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+    return pipe

@@ -459,7 +459,9 @@ def _translate_tab(gr, session: WebSession) -> None:
                     label="LoRAs", lines=2, placeholder="style.safetensors:0.8", info="PATH[:SCALE], one per line"
                 )
                 controlnet = gr.Textbox(
-                    label="ControlNet", value="canny", info="canny, or canny:ID_OR_PATH; several: comma-separated"
+                    label="ControlNet",
+                    value="canny",
+                    info="canny, depth, hed (TYPE:ID_OR_PATH for other weights) or none; several: comma-separated",
                 )
                 more = gr.Code(
                     label="More options (YAML, the names of a --config file)",
