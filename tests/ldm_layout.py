@@ -100,8 +100,9 @@ def ldm_checkpoint(unet: dict, vae: dict, text_encoder: dict) -> tuple[dict, dic
     return out, origin
 
 
-def ldm_controlnet(controlnet: dict) -> tuple[dict, dict]:
-    """A diffusers ControlNetModel state dict -> lllyasviel's ``control_model.*`` layout (and the origin map)."""
+def ldm_controlnet(controlnet: dict, prefix: str = "control_model.") -> tuple[dict, dict]:
+    """A diffusers ControlNetModel state dict -> lllyasviel's layout (and the origin map): ``control_model.*`` as in
+    the 1.0 files and many .safetensors conversions, or no prefix (``prefix=""``) as in ControlNet 1.1's .pth."""
     out, origin = {}, {}
     for name, t in controlnet.items():
         if m := re.match(r"controlnet_cond_embedding\.(conv_in|blocks\.(\d+)|conv_out)\.(.*)", name):
@@ -113,7 +114,7 @@ def ldm_controlnet(controlnet: dict) -> tuple[dict, dict]:
             ldm = f"middle_block_out.0.{m[1]}"
         else:
             ldm = _unet_name(name)
-        out["control_model." + ldm], origin["control_model." + ldm] = t, name
+        out[prefix + ldm], origin[prefix + ldm] = t, name
     return out, origin
 
 

@@ -53,15 +53,15 @@ sizes = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
 weights = {k: random_state_dict(m, torch.float16, seed=i) for i, (k, m) in enumerate(models.items())}
 ldm, _ = ldm_checkpoint(weights["unet"], weights["vae"], weights["text_encoder"])
 save_file(ldm, work / "civitai_model.safetensors")
-cn, _ = ldm_controlnet(weights["controlnet"])
-save_file(cn, work / "control_v11p_sd15_canny.safetensors")
+cn, _ = ldm_controlnet(weights["controlnet"], prefix="")  # ControlNet 1.1's .pth: a pickled plain state dict
+torch.save(cn, work / "control_v11p_sd15_canny.pth")
 ldm_keys = len(ldm)
 del ldm, cn
 write_test_video(work / "in.mp4", moving_square_clip(2, 64, 64, 16, (8, 8), (2, 1)))
 args = build_parser().parse_args([
     "translate", str(work / "in.mp4"), "--prompt", "a cat", "--output", str(work / "out"),
     "--model", str(work / "civitai_model.safetensors"),
-    "--controlnet", "canny:" + str(work / "control_v11p_sd15_canny.safetensors"), "--dtype", "float16",
+    "--controlnet", "canny:" + str(work / "control_v11p_sd15_canny.pth"), "--allow-pickle", "--dtype", "float16",
     "--device", "cpu",
 ])
 pipe = load_run_pipeline(run_config_from_args(args))
@@ -83,8 +83,9 @@ print("REPORT" + json.dumps(report))
 
 def test_real_layout_single_file_loads_offline(tmp_path):
     """Point 2 of issue 19: SD1.5's full-size architecture (random fp16 weights, 2.1 GB) in the original LDM key
-    layout, and an SD1.5 ControlNet in lllyasviel's, load through the CLI's path with no network and an empty
-    HF_HOME; every tensor lands where it came from. About 40 s and 7 GB of memory on the development machine."""
+    layout, and an SD1.5 ControlNet in lllyasviel's (a 1.1-style .pth), load through the CLI's path with no
+    network and an empty HF_HOME; every tensor lands where it came from. About 45 s and 7 GB of memory on the
+    development machine."""
     hf_home = tmp_path / "hf_home"
     hf_home.mkdir()
     env = {
@@ -282,3 +283,25 @@ def test_unsupported_lora_files_are_named(tmp_path, shapes, words):
     path = _write(tmp_path / "odd_lora.safetensors", shapes)
     with pytest.raises(ConfigError, match=f"^lora: .*odd_lora.safetensors.*{words}"):
         load_pipeline("tiny", ["tiny"], loras=[LoraSpec(str(path))])
+
+
+def test_single_file_vae_loads_offline(tmp_path, monkeypatch):
+    """A VAE file in the layout of stabilityai's vae-ft-mse-840000-ema-pruned.safetensors (the authors' VAE; LDM
+    names without a prefix) loads with no hub access, every tensor in place."""
+    from diffusers import AutoencoderKL
+    from ldm_layout import _vae_name, random_state_dict
+
+    with torch.device("meta"):
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(checkpoints.config_folder("sd15") / "vae"))
+    weights = random_state_dict(vae, torch.float16, seed=5)
+    ldm = {}
+    for name, t in weights.items():
+        key, conv = _vae_name(name)
+        ldm[key] = t[:, :, None, None] if conv else t
+    save_file(ldm, tmp_path / "vae-ft-mse-840000-ema-pruned.safetensors")
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: pytest.fail("asked the hub"))
+    loaded = models.load_vae(str(tmp_path / "vae-ft-mse-840000-ema-pruned.safetensors"), torch.float16)
+    got = loaded.state_dict()
+    assert set(got) == set(weights)
+    assert all(torch.equal(got[k], weights[k].reshape(got[k].shape)) for k in weights)
+    assert loaded.config.scaling_factor == 0.18215
