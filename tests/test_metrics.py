@@ -337,18 +337,23 @@ def test_cli_offline_hub_id_is_unavailable_subprocess(videos):
 
 
 def test_unreachable_hub_loads_from_the_cache_only(monkeypatch):
-    from fresco_v2v import metrics
+    from fresco_v2v import models
 
-    monkeypatch.setattr(metrics, "use_local_cache_only", lambda ident: True)
+    monkeypatch.setattr(models, "use_local_cache_only", lambda ident: True)
     seen = []
 
     def loader(name, **kwargs):
         seen.append(kwargs)
         raise OSError("not in the cache")
 
-    with pytest.raises(ModelNotFound, match="not reachable, only the local cache was searched"):
-        metrics._load_pretrained(loader, "someone/clip", "CLIP model", model=True, dtype=torch.float32)
+    with pytest.raises(ModelNotFound, match="not reachable from here, so only the local cache was searched"):
+        models.load_transformers(loader, "someone/clip", "CLIP model", "clip_model", dtype=torch.float32)
     with pytest.raises(ModelNotFound):
-        metrics._load_pretrained(loader, "someone/clip", "CLIP tokenizer")
-    assert seen[0] == {"local_files_only": True, "adapter_kwargs": {"local_files_only": True}, "dtype": torch.float32}
+        models.load_transformers(loader, "someone/clip", "CLIP tokenizer", "clip_model", weights=False)
+    assert seen[0] == {
+        "local_files_only": True,
+        "adapter_kwargs": {"local_files_only": True},
+        "dtype": torch.float32,
+        "use_safetensors": True,  # the pickle gate: hub repos with only .bin weights need allow_pickle
+    }
     assert seen[1] == {"local_files_only": True}

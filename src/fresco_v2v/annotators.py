@@ -201,17 +201,8 @@ def load_depth_estimator(ident: str = DEFAULT_DEPTH, allow_pickle: bool = False)
     """
     from transformers import DPTForDepthEstimation
 
-    cache_only = False
-    try:
-        models._check_folder(ident, allow_pickle, "depth")
-        cache_only = models.use_local_cache_only(ident)
-        model = DPTForDepthEstimation.from_pretrained(
-            ident, local_files_only=cache_only, use_safetensors=None if allow_pickle else True
-        )
-    except ConfigError:
-        raise
-    except Exception as e:  # OSError, hub errors, ValueError, ...
-        raise models._not_found("depth estimator", ident, e, cache_only) from e
+    loader = DPTForDepthEstimation.from_pretrained
+    model = models.load_transformers(loader, ident, "depth estimator", "depth_estimator", allow_pickle=allow_pickle)
     logger.info("loaded the depth estimator %s", ident)
     return model.eval()
 

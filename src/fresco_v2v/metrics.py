@@ -21,7 +21,9 @@ their grid. CLIP ViT-L/14 at 224 px gives a 16 x 16 token grid: coarser than VGG
 values are not comparable with Table 1; rankings of methods evaluated with the same network are. Any other
 transformers vision model (ViT, DINOv2, ConvNeXt, ResNet, ...) can be named instead (``feature_model``).
 
-CLIP and the feature network are loaded with transformers from a hub id or a local folder. When a model cannot be
+CLIP and the feature network are loaded with transformers from a hub id or a local folder, through
+:func:`fresco_v2v.models.load_transformers` (the loaders' one offline policy, pickle gate and error style; weights
+must be .safetensors unless ``allow_pickle``). When a model cannot be
 loaded (offline, no weights, not a CLIP model), its metrics are reported in ``EvaluationResult.unavailable`` with
 the reason, and the other metrics still run.
 
@@ -47,7 +49,7 @@ import torch.nn.functional as F
 from .errors import ConfigError, InputError, ModelNotFound
 from .flow import FlowEstimator, get_flow_estimator, sequence_flows, warp
 from .losses import gram_distance, normalize_tokens
-from .models import use_local_cache_only
+from .models import load_transformers, use_local_cache_only
 
 logger = logging.getLogger(__name__)
 
@@ -184,32 +186,6 @@ def preprocess_frames(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are "name" or "owner/name"; anything else with a separator, or a leading ./ ~ /, is meant as a folder.
-    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
-
-
-def _load_pretrained(loader: Callable[..., Any], name: str, what: str, *, model: bool = False, **kwargs) -> Any:
-    """``loader(name)`` with a failure turned into :class:`ModelNotFound` that says what to pass instead.
-
-    Without a reachable hub, only the local cache is searched (``local_files_only``; for a ``model`` loader also in
-    the PEFT adapter lookup, which transformers runs with its own ``adapter_kwargs``).
-    """
-    if not Path(name).expanduser().exists() and _looks_like_path(name):
-        raise ModelNotFound(f"{what} {name!r}: no such folder (pass an existing folder or a hub id)")
-    local = Path(name).expanduser()
-    cache_only = use_local_cache_only(str(local))  # False for an existing folder
-    if cache_only and model:
-        kwargs["adapter_kwargs"] = {"local_files_only": True}
-    try:
-        return loader(str(local) if local.exists() else name, local_files_only=cache_only, **kwargs)
-    except Exception as e:  # transformers raises OSError, ValueError, HF errors...: all mean "cannot load this"
-        logger.debug("loading %s %r failed", what, name, exc_info=True)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        offline = " (the hub is not reachable, only the local cache was searched: pass a local folder)"
-        raise ModelNotFound(f"{what} {name!r} could not be loaded{offline if cache_only else ''}: {first}") from None
-
-
 def _preprocessor_stats(name: str, default_size: int) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
     """(size, mean, std) from the model's preprocessor_config.json when it has one, else CLIP's constants."""
     from transformers.utils import cached_file
@@ -299,7 +275,11 @@ def _check_depth(depth: float) -> None:
 
 
 def load_clip(
-    name: str = DEFAULT_CLIP_MODEL, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    name: str = DEFAULT_CLIP_MODEL,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
 ) -> ClipScorer:
     """Load a CLIP-style model (and its tokenizer) with transformers from a hub id or a local folder.
 
@@ -308,13 +288,15 @@ def load_clip(
     """
     from transformers import AutoModel, AutoTokenizer
 
-    model = _load_pretrained(AutoModel.from_pretrained, name, "CLIP model", model=True, dtype=dtype)
+    loader = AutoModel.from_pretrained
+    model = load_transformers(loader, name, "CLIP model", "clip_model", allow_pickle=allow_pickle, dtype=dtype)
     if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
         raise ModelNotFound(f"CLIP model {name!r} is a {model.config.model_type!r} model, not an image-text model")
     model = model.to(device).eval()
     tokenizer, tokenizer_error = None, None
     try:
-        tokenizer = _load_pretrained(AutoTokenizer.from_pretrained, name, "CLIP tokenizer")
+        loader = AutoTokenizer.from_pretrained
+        tokenizer = load_transformers(loader, name, "CLIP tokenizer", "clip_model", weights=False)
     except ModelNotFound as e:
         tokenizer_error = str(e)
     vision = getattr(model.config, "vision_config", model.config)
@@ -339,12 +321,14 @@ def load_feature_network(
     depth: float = DEFAULT_FEATURE_DEPTH,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
 ) -> FeatureNetwork:
     """Load any transformers vision model (a CLIP-style model's vision tower is used) as Spat-Con's network."""
     from transformers import AutoModel
 
     _check_depth(depth)
-    model = _load_pretrained(AutoModel.from_pretrained, name, "feature model", model=True, dtype=dtype)
+    loader = AutoModel.from_pretrained
+    model = load_transformers(loader, name, "feature model", "feature_model", allow_pickle=allow_pickle, dtype=dtype)
     module = getattr(model, "vision_model", model).to(device).eval()
     cfg = getattr(model.config, "vision_config", model.config)
     size = getattr(cfg, "image_size", 224)

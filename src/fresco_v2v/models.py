@@ -96,14 +96,20 @@ def use_local_cache_only(ident: str) -> bool:
     return True
 
 
-def _not_found(what: str, ident: str, err: Exception, cache_only: bool = False) -> ModelNotFound:
+def _not_found(
+    what: str, ident: str, err: Exception, cache_only: bool = False, single_file: bool = True
+) -> ModelNotFound:
     where = "the Hugging Face hub is not reachable from here, so only the local cache was searched; "
     where = where if cache_only else ""
+    local = (
+        "a local folder in diffusers layout (with model_index.json or config.json), or a single .safetensors file, "
+        "e.g. --model ./models/my_model.safetensors"
+        if single_file
+        else "a local folder (with config.json and the weights, as save_pretrained writes it)"
+    )
     hint = (
-        "Offline or without access to the hub? Pass a local folder in diffusers layout (with model_index.json or "
-        "config.json), or a single .safetensors file, e.g. --model ./models/my_model.safetensors; or download it "
-        f"once with `huggingface-cli download {ident}` while online. A repo with only pickle (.bin) weights loads "
-        "with --allow-pickle, if you trust it."
+        f"Offline or without access to the hub? Pass {local}; or download it once with `huggingface-cli download "
+        f"{ident}` while online. A repo with only pickle (.bin) weights loads with --allow-pickle, if you trust it."
     )
     return ModelNotFound(
         f"could not load {what} '{ident}': {where}{type(err).__name__}: {str(err).splitlines()[0][:300]}. {hint}"
@@ -140,6 +146,33 @@ def _check_folder(ident: str, allow_pickle: bool, field_name: str) -> None:
 def _safetensors_only(allow_pickle: bool) -> bool | None:
     """diffusers' ``use_safetensors``: True refuses a hub repo or folder without .safetensors weights."""
     return None if allow_pickle else True
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else with a separator, or a leading ./ ~ /, is meant as a folder.
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+
+
+def load_transformers(
+    loader, ident: str, what: str, field_name: str, *, weights: bool = True, allow_pickle: bool = False, **kwargs
+):
+    """``loader(ident)`` (a transformers ``from_pretrained``: a model, or a tokenizer with ``weights=False``) from a
+    hub id or a folder, with the policy of every loader here: the pickle gate on weights, the local cache only when
+    the hub cannot be reached (also for the PEFT adapter lookup transformers runs), failures as ModelNotFound."""
+    local = Path(ident).expanduser()
+    if not local.exists() and _looks_like_path(ident):
+        raise ModelNotFound(f"{what} {ident!r}: no such folder (pass an existing folder or a hub id)")
+    if weights:
+        _check_folder(str(local), allow_pickle, field_name)
+        kwargs.setdefault("use_safetensors", _safetensors_only(allow_pickle))
+    cache_only = use_local_cache_only(str(local))  # False for an existing folder
+    if cache_only and weights:
+        kwargs["adapter_kwargs"] = {"local_files_only": True}
+    try:
+        return loader(str(local) if local.exists() else ident, local_files_only=cache_only, **kwargs)
+    except Exception as e:  # transformers raises OSError, ValueError, hub errors...: all mean "cannot load this"
+        logger.debug("loading %s %r failed", what, ident, exc_info=True)
+        raise _not_found(what, ident, e, cache_only, single_file=False) from e
 
 
 def _single_file(path: Path, allow_pickle: bool, field_name: str, kind: str) -> checkpoints.CheckpointKind:
