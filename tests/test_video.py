@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fresco_v2v import ConfigError, InputError
-from fresco_v2v.testing import shifted_texture_clip, write_test_video
+from fresco_v2v.testing import moving_square_clip, shifted_texture_clip, write_test_video
 from fresco_v2v.video import FrameTimes, frame_times, plan_fit, read_video, write_video
 
 NTSC = Fraction(30000, 1001)
@@ -309,3 +309,42 @@ def test_audio_stays_in_sync_when_the_video_starts_later(tmp_path, clip_frames, 
         assert kept == ("aac" if codec == "pcm_s16le" else codec)  # remuxed (MP3 too), or re-encoded to AAC
     # and the output audio is as long as the source's after frame 0 (2.0 - 0.48 s), within a packet or two
     assert abs(len(sig) / sr - 1.52) < 0.06
+
+
+def test_scan_video_visits_each_frame_once_in_order(tmp_path):
+    """The streaming pass sees exactly the frames read_video keeps, in order, with the same rate, size and audio."""
+    from fresco_v2v.video import scan_video
+
+    src = write_test_video(tmp_path / "in.mp4", moving_square_clip(7, 64, 96, 16, (4, 4), (5, 3)), 25)
+    seen: list[tuple[int, np.ndarray]] = []
+    info = scan_video(src, lambda i, f: seen.append((i, f.copy())), short_side=64, max_frames=6)
+    clip = read_video(src, short_side=64, max_frames=6)
+    assert [i for i, _ in seen] == list(range(6)) == list(range(info.num_frames))
+    assert all(np.array_equal(f, g) for (_, f), g in zip(seen, clip.frames))
+    assert (info.fps, info.size, info.source_frame_count) == (clip.fps, clip.size, clip.source_frame_count)
+    assert info.duration == clip.duration and info.audio == clip.audio
+
+
+@pytest.mark.parametrize("kind", ["constant", "variable", "rotated"])
+def test_frame_reader_random_access_matches_read_video(tmp_path, kind):
+    """Forward, backward (a seek), repeated and far reads give exactly read_video's frames, for a constant-rate, a
+    variable-rate and a phone-rotated file; the cache stays bounded."""
+    from fresco_v2v.video import FrameReader, scan_video
+
+    frames = moving_square_clip(40, 64, 96, 16, (4, 4), (1, 1))
+    extra = {
+        "constant": {},
+        "variable": {"timestamps": [0.05 * i + (0.3 if i > 20 else 0.0) for i in range(40)]},
+        "rotated": {"display_rotation": 90},
+    }[kind]
+    # keyframes every 8 frames, so a backward read really seeks to a keyframe before the target
+    src = write_test_video(tmp_path / f"{kind}.mp4", frames, 25, audio_codec=None, gop=8, **extra)
+    want = read_video(src, short_side=64).frames
+    with FrameReader(scan_video(src, short_side=64), cache=4) as reader:
+        assert len(reader) == len(want)
+        for i in [0, 1, 2, 30, 31, 5, 5, 39, 17, 16, 0, 38]:
+            assert np.array_equal(reader[i], want[i]), i
+            assert len(reader._cache) <= 4
+        assert np.array_equal(reader.take([12, 3, 12]), want[[12, 3, 12]])
+        with pytest.raises(IndexError):
+            reader[40]

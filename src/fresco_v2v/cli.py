@@ -14,17 +14,27 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import ConfigError, FrescoError, InputError
-from .keyframes import DEFAULT_BATCH_SIZE, DEFAULT_S_MAX, DEFAULT_S_MIN, frame_distances, plan_batches, select_keyframes
-from .video import DEFAULT_SHORT_SIDE, describe_rate, read_video
+from .keyframes import DEFAULT_BATCH_SIZE, DEFAULT_S_MAX, DEFAULT_S_MIN, FrameDistances, plan_batches, select_keyframes
+from .video import DEFAULT_SHORT_SIDE, describe_rate, read_video, scan_video
 
 
 def _cmd_keyframes(args: argparse.Namespace) -> int:
-    clip = read_video(args.input, short_side=args.resolution, max_frames=args.max_frames)
-    keys = select_keyframes(frame_distances(clip.frames), args.s_min, args.s_max)
+    # one decoding pass that keeps only Alg. 1's distances: memory does not grow with the video
+    distances = FrameDistances()
+    from tqdm import tqdm
+
+    with tqdm(desc="reading frames", unit="frame", disable=True if args.quiet else None) as bar:
+
+        def visit(i: int, frame) -> None:
+            distances.add(frame)
+            bar.update(1)
+
+        info = scan_video(args.input, visit, short_side=args.resolution, max_frames=args.max_frames)
+    keys = select_keyframes(distances.values, args.s_min, args.s_max)
     batches = plan_batches(keys, args.batch_size)
     print(
-        f"{args.input}: {clip.num_frames} frames at {describe_rate(clip.fps, clip.times is not None)}, "
-        f"{clip.size[0]}x{clip.size[1]} after resizing"
+        f"{args.input}: {info.num_frames} frames at {describe_rate(info.fps, info.times is not None)}, "
+        f"{info.size[0]}x{info.size[1]} after resizing"
     )
     print(f"keyframes ({len(keys)}, s_min={args.s_min}, s_max={args.s_max}): {' '.join(map(str, keys))}")
     for i, b in enumerate(batches):
@@ -413,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--resolution", type=int, default=DEFAULT_SHORT_SIDE, help="short side in px (default %(default)s)")
     k.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    k.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     k.set_defaults(func=_cmd_keyframes)
 
     e = sub.add_parser("evaluate", help="the paper's Table 1 metrics (Pixel-MSE, Tem-Con, Fram-Acc, Spat-Con)")

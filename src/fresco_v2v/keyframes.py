@@ -25,31 +25,50 @@ DEFAULT_BATCH_SIZE = 8
 DISTANCE_BLUR_SIGMA = 1.5
 
 
+def _distance_image(frame: np.ndarray) -> np.ndarray:
+    """[H, W, C] uint8 -> [h, w, C] float64 in [0, 1]: the frame as Alg. 1 compares it (fixed size, blurred)."""
+    small = cv2.resize(np.asarray(frame), DISTANCE_SIZE, interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(small, (0, 0), DISTANCE_BLUR_SIGMA).astype(np.float64) / 255.0
+
+
+class FrameDistances:
+    """Alg. 1 line 2 while frames stream past: ``add`` each frame in order; ``values`` holds d_0..d_i.
+
+    Keeps only the previous frame's small blurred copy, so memory does not grow with the video (8 bytes a frame).
+    """
+
+    def __init__(self) -> None:
+        self._previous: np.ndarray | None = None
+        self._values: list[float] = []
+
+    def add(self, frame: np.ndarray) -> None:
+        small = _distance_image(frame)
+        if self._previous is None:
+            self._values.append(0.0)
+        else:
+            self._values.append(float(np.sqrt(np.mean((small - self._previous) ** 2))))
+        self._previous = small
+
+    @property
+    def values(self) -> np.ndarray:
+        """float64 [M]: d_0 = 0, d_i = distance of frame i to frame i-1."""
+        return np.asarray(self._values, dtype=np.float64)
+
+
 def frame_distances(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """d_i = L2 distance between frame i and frame i-1 (Alg. 1 line 2), d_0 = 0.
 
     frames: [M, H, W, 3] uint8 (or a sequence of such frames). Each frame is resized to ``DISTANCE_SIZE`` and blurred;
     the distance is the root-mean-square difference of the values in [0, 1], i.e. the L2 norm divided by the square
-    root of the number of values, so it is comparable across videos. Returns float64 [M].
+    root of the number of values, so it is comparable across videos. Returns float64 [M]. For a stream of frames,
+    :class:`FrameDistances` gives the same values frame by frame.
     """
     if len(frames) == 0:
         raise ConfigError("frames", "at least one frame", "none")
-    small = (
-        np.stack(
-            [
-                cv2.GaussianBlur(
-                    cv2.resize(np.asarray(f), DISTANCE_SIZE, interpolation=cv2.INTER_AREA), (0, 0), DISTANCE_BLUR_SIGMA
-                )
-                for f in frames
-            ]
-        ).astype(np.float64)
-        / 255.0
-    )  # [M, h, w, C]
-    d = np.zeros(len(small))
-    if len(small) > 1:
-        diff = small[1:] - small[:-1]
-        d[1:] = np.sqrt(np.mean(diff.reshape(len(diff), -1) ** 2, axis=1))
-    return d
+    acc = FrameDistances()
+    for f in frames:
+        acc.add(f)
+    return acc.values
 
 
 def _validate_steps(num_frames: int, s_min: int, s_max: int) -> None:

@@ -81,13 +81,15 @@ def write_test_video(
     timestamps: Sequence[float] | None = None,
     video_start: float = 0.0,
     amplitude: float = 0.2,
+    gop: int | None = None,
 ) -> Path:
     """Encode ``frames`` to ``path`` (mp4, mkv, ... by suffix) with an optional sine tone, for I/O tests.
 
     ``display_rotation``: degrees counter-clockwise written to the container's display matrix (as phones do).
     ``timestamps``: each frame's time in seconds, for a variable-rate video (time base 1/90000, as in MPEG-TS);
     ``fps`` is then only the stream's nominal rate. ``video_start``: when the first frame is shown (s); the audio
-    starts at 0 and is silent until then, so the tone begins with frame 0.
+    starts at 0 and is silent until then, so the tone begins with frame 0. ``gop``: a keyframe every ``gop``
+    frames (for seeking tests); None: the encoder's default.
     """
     path = Path(path)
     rate = Fraction(fps)
@@ -99,8 +101,10 @@ def write_test_video(
         vs.codec_context.time_base = tb
         if display_rotation:
             vs.set_display_rotation(display_rotation)
+        if gop is not None:
+            vs.codec_context.gop_size = gop
         if video_codec == "libx264":
-            vs.options = {"crf": "12", "preset": "ultrafast"}
+            vs.options = {"crf": "12", "preset": "ultrafast"} | ({"keyint": str(gop)} if gop else {})
         astream = out.add_stream(audio_codec, rate=sample_rate) if audio_codec else None
         if astream is not None:
             astream.layout = "stereo"

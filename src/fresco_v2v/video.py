@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -241,6 +241,15 @@ def display_quarter_turns(frame: av.VideoFrame) -> int | None:
     return None if angle % 90 else (int(angle) // 90) % 4
 
 
+def _upright_rgb(frame: av.VideoFrame, fit: FrameFit | None) -> np.ndarray:
+    """[H, W, 3] uint8 RGB of a decoded frame, turned upright (display matrix) and fitted when ``fit`` is given."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = display_quarter_turns(frame)  # None (not a quarter turn): used as stored (scan_video warned once)
+    if turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, turns))  # np.rot90 turns counter-clockwise, like rotation
+    return fit.apply(rgb) if fit is not None else rgb
+
+
 def iter_frames(
     path: str | os.PathLike,
     fit: FrameFit | None = None,
@@ -264,13 +273,9 @@ def iter_frames(
             for frame in container.decode(stream):
                 if max_frames is not None and n >= max_frames:
                     break
-                rgb = frame.to_ndarray(format="rgb24")
-                turns = display_quarter_turns(frame)  # None (not a quarter turn): read_video warned once
-                if turns:
-                    rgb = np.ascontiguousarray(np.rot90(rgb, turns))  # np.rot90 turns counter-clockwise, like rotation
                 if pts is not None:
                     pts.append(frame.pts)
-                yield fit.apply(rgb) if fit is not None else rgb
+                yield _upright_rgb(frame, fit)
                 n += 1
         except av.FFmpegError as e:
             if n == 0:
@@ -278,22 +283,38 @@ def iter_frames(
             logger.warning("%s: decoding stopped after %d frames (%s); keeping those", p, n, e)
 
 
-def read_video(
-    path: str | os.PathLike,
-    *,
-    short_side: int | None = DEFAULT_SHORT_SIDE,
-    fit: str = "crop",
-    multiple: int = MODEL_MULTIPLE,
-    max_frames: int | None = None,
-) -> Clip:
-    """Read any ffmpeg-readable video into a :class:`Clip` at the model's frame size (see the module docstring).
+@dataclass
+class VideoInfo:
+    """Everything about a video but its frames (what :func:`scan_video` learns in one decoding pass)."""
 
-    Raises :class:`InputError` naming the file for: a missing file, a file that is not a video, no video stream,
-    zero decodable frames, and frames smaller than ``MIN_SOURCE_SIDE`` pixels on a side.
-    """
-    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
-        raise ConfigError("max_frames", "a positive integer or None", max_frames)
-    p, container = _open_input(path)
+    path: Path
+    fps: Fraction
+    fit: FrameFit
+    audio: AudioTrack | None
+    num_frames: int
+    #: Frames in the file when it says so (the container's count), else the number decoded.
+    source_frame_count: int
+    #: The frames' own timestamps for a variable-rate video (``fps`` is then its average rate); None: constant rate.
+    times: FrameTimes | None = None
+    #: Each frame's presentation timestamp in the stream's time base (None where the file gives none): what
+    #: :class:`FrameReader` seeks by. Small: one integer a frame.
+    pts: tuple[int | None, ...] = ()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(W, H) of the frames at the model's size."""
+        return self.fit.size
+
+    @property
+    def duration(self) -> float:
+        if self.times is not None:  # the last frame is shown for one average period
+            return self.times.seconds(self.num_frames - 1) + float(1 / self.fps)
+        return float(self.num_frames / self.fps)
+
+
+def _probe(p: Path) -> tuple[int, int, Fraction, Fraction | None, AudioTrack | None, int]:
+    """(upright width, height, rate, time base, audio, declared frame count) from the headers and the first frame."""
+    _, container = _open_input(p)
     with container:
         if not container.streams.video:
             raise InputError(f"{p}: has no video stream (is it an audio file?)")
@@ -313,37 +334,159 @@ def read_video(
                 )
                 turns = 0
         except (StopIteration, av.FFmpegError):
-            pass  # no decodable frame: iter_frames below says so
+            pass  # no decodable frame: the decoding pass says so
         if turns % 2:
             w0, h0 = h0, w0
             logger.info("%s: display rotation of %d degrees; frames are turned upright", p, 90 * turns)
+    return w0, h0, fps, time_base, audio, declared
+
+
+def scan_video(
+    path: str | os.PathLike,
+    visit: Callable[[int, np.ndarray], None] | None = None,
+    *,
+    short_side: int | None = DEFAULT_SHORT_SIDE,
+    fit: str = "crop",
+    multiple: int = MODEL_MULTIPLE,
+    max_frames: int | None = None,
+) -> VideoInfo:
+    """One decoding pass over a video at the model's frame size, calling ``visit(i, frame)`` for each frame and
+    keeping none of them: memory does not grow with the video's length (see the module docstring for the sizing).
+
+    Raises :class:`InputError` naming the file for: a missing file, a file that is not a video, no video stream,
+    zero decodable frames, and frames smaller than ``MIN_SOURCE_SIDE`` pixels on a side.
+    """
+    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+        raise ConfigError("max_frames", "a positive integer or None", max_frames)
+    p = Path(path)
+    w0, h0, fps, time_base, audio, declared = _probe(p)
     if min(w0, h0) < MIN_SOURCE_SIDE:
         raise InputError(f"{p}: frames are {w0}x{h0}; the model needs at least {MIN_SOURCE_SIDE} px on each side")
     plan = plan_fit((w0, h0), short_side, multiple, fit)
     pts: list[int | None] = []
-    frames = list(iter_frames(p, plan, max_frames, pts=pts))
-    if not frames:
+    n = 0
+    for n, frame in enumerate(iter_frames(p, plan, max_frames, pts=pts), start=1):
+        if visit is not None:
+            visit(n - 1, frame)
+    if n == 0:
         raise InputError(f"{p}: the video stream has no decodable frames")
     times = frame_times(pts, time_base, fps) if time_base else None
     if times is not None:
         logger.info("%s: variable frame rate (average %s fps); each frame keeps its own timestamp", p, fps)
     if audio is not None and pts and pts[0] is not None and time_base:
         audio = replace(audio, video_start=float(pts[0] * time_base))
-    clip = Clip(np.stack(frames), fps, p, plan, audio, declared or len(frames), times)
-    if audio is not None and max_frames is not None and len(frames) < (declared or len(frames) + 1):
-        clip.audio = audio = replace(audio, until=clip.duration)  # the audio ends with the last frame kept
+    info = VideoInfo(p, fps, plan, audio, n, declared or n, times, tuple(pts))
+    if audio is not None and max_frames is not None and n < (declared or n + 1):
+        info.audio = replace(audio, until=info.duration)  # the audio ends with the last frame kept
     logger.info(
         "read %s: %d frames at %s fps, %dx%d -> %dx%d (%s)%s",
         p,
-        len(frames),
+        n,
         fps,
         w0,
         h0,
         *plan.size,
         plan.mode,
-        f", audio {audio.codec}" if audio else ", no audio",
+        f", audio {info.audio.codec}" if info.audio else ", no audio",
     )
-    return clip
+    return info
+
+
+class FrameReader:
+    """The frames of a scanned video by index, decoded on demand at the model's size (:func:`scan_video`'s fit).
+
+    A read at or after the decoder's position decodes forward; a read behind it seeks to the stream's keyframe
+    before that frame (by its timestamp) and decodes forward from there. The last ``cache`` frames read stay in
+    memory, so neighbouring stages re-reading a few frames (a batch's anchor, a segment's keys) cost nothing; memory
+    does not grow with the video. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, info: VideoInfo, cache: int = 16):
+        self.info = info
+        self._cache: dict[int, np.ndarray] = {}
+        self._capacity = max(1, cache)
+        self._index = {p: i for i, p in enumerate(info.pts) if p is not None}
+        self._container = None
+        self._frames: Iterator[av.VideoFrame] | None = None
+        self._next = 0  # index of the frame the decoder yields next
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container, self._frames = None, None
+
+    def __len__(self) -> int:
+        return self.info.num_frames
+
+    def _restart(self, target: int) -> None:
+        """Position the decoder at or before frame ``target``: seek by its timestamp, else reopen at frame 0."""
+        self.close()
+        _, self._container = _open_input(self.info.path)
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        pts = self.info.pts[target] if target < len(self.info.pts) else None
+        if target > 0 and pts is not None and len(self._index) == self.info.num_frames:
+            self._container.seek(pts, stream=stream, backward=True, any_frame=False)
+            self._next = -1  # known from the first decoded frame's timestamp
+        else:
+            self._next = 0
+        self._frames = iter(self._container.decode(stream))
+
+    def _decode_next(self) -> tuple[int, av.VideoFrame]:
+        frame = next(self._frames)
+        index = self._index.get(frame.pts, self._next) if self._next < 0 else self._next
+        self._next = index + 1
+        return index, frame
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """[H, W, 3] uint8 RGB of frame ``i`` (0 <= i < len)."""
+        if not 0 <= i < self.info.num_frames:
+            raise IndexError(f"frame {i} of a {self.info.num_frames}-frame video")
+        if i in self._cache:
+            return self._cache[i]
+        if self._frames is None or not 0 <= self._next <= i:
+            self._restart(i)
+        while True:
+            try:
+                index, frame = self._decode_next()
+            except StopIteration:
+                raise InputError(f"{self.info.path}: frame {i} could not be decoded again") from None
+            if index == i:
+                rgb = _upright_rgb(frame, self.info.fit)
+                self._cache[i] = rgb
+                while len(self._cache) > self._capacity:
+                    self._cache.pop(next(iter(self._cache)))
+                return rgb
+            if index > i:  # the seek landed after the frame (should not happen with backward=True): start over
+                self._restart(0)
+
+    def take(self, indices: Sequence[int]) -> np.ndarray:
+        """[len(indices), H, W, 3] uint8: the frames at ``indices`` (read in increasing order)."""
+        got = {i: self[i] for i in sorted(set(indices))}
+        return np.stack([got[i] for i in indices])
+
+
+def read_video(
+    path: str | os.PathLike,
+    *,
+    short_side: int | None = DEFAULT_SHORT_SIDE,
+    fit: str = "crop",
+    multiple: int = MODEL_MULTIPLE,
+    max_frames: int | None = None,
+) -> Clip:
+    """Read any ffmpeg-readable video into a :class:`Clip` at the model's frame size: :func:`scan_video` keeping
+    the frames (for short clips; long ones stream through ``scan_video``)."""
+    frames: list[np.ndarray] = []
+    info = scan_video(
+        path, lambda i, f: frames.append(f), short_side=short_side, fit=fit, multiple=multiple, max_frames=max_frames
+    )
+    return Clip(np.stack(frames), info.fps, info.path, info.fit, info.audio, info.source_frame_count, info.times)
 
 
 def _atomic_target(path: Path) -> Path:
