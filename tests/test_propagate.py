@@ -684,7 +684,7 @@ def test_apply_colour_lookup_takes_the_better_side_by_its_trust():
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_propagate_stops_when_asked(workers, monkeypatch):
-    propagate_module = sys.modules["fresco_v2v.propagate"]
+    propagate_module = sys.modules["fresco_v2v.propagate.segments"]  # where propagate looks synthesize_frame up
 
     frames = shifted_texture_clip(12, 24, 32, (1, 0), seed=2)
     keys = [0, 5, 11]

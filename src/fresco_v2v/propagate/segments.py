@@ -1,0 +1,242 @@
+"""The propagation driver: key segments, the flows to the keys, and :func:`propagate` over the whole video."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import Cancelled, ConfigError
+from ..flow import FlowEstimator, compose_flows, get_flow_estimator
+from .config import PropagationConfig
+from .synthesis import _Key, frame_seed, prepare_key, synthesize_frame
+
+logger = logging.getLogger(__package__)
+
+
+@dataclass
+class FrameFlows:
+    """Candidate flows from one non-key frame to its left and right keys ([H, W, 2] float32, t -> key)."""
+
+    to_left: list[torch.Tensor] = field(default_factory=list)
+    to_right: list[torch.Tensor] = field(default_factory=list)
+
+
+def key_segments(num_frames: int, key_indices: Sequence[int]) -> list[tuple[int | None, int | None, list[int]]]:
+    """(left key or None, right key or None, the non-key frames between) for every stretch without keys."""
+    keys = list(key_indices)
+    out = []
+    bounds = [None, *keys, None]
+    for left, right in zip(bounds, bounds[1:]):
+        lo = 0 if left is None else left + 1
+        hi = num_frames if right is None else right
+        if hi > lo:
+            out.append((left, right, list(range(lo, hi))))
+    return out
+
+
+def estimate_propagation_flows(
+    frames: np.ndarray,
+    key_indices: Sequence[int],
+    config: PropagationConfig | None = None,
+    estimator: FlowEstimator | None = None,
+) -> dict[int, FrameFlows]:
+    """Flows from every non-key frame to its keys: direct (one estimate) and, if configured, chained.
+
+    frames: [N, H, W, 3] uint8. Chained flow t -> L = flow(t -> t-1) composed with flow(t-1 -> L), built outward
+    from the key, so one consecutive flow per frame and side. Returns {t: FrameFlows} (CPU tensors); pass it to
+    :func:`propagate` to reuse flows across several stylizations of the same video.
+    """
+    cfg = config or PropagationConfig()
+    frames = _check_frames(frames)
+    keys = _check_keys(key_indices, len(frames))
+    est = estimator or get_flow_estimator(cfg.flow)
+    out: dict[int, FrameFlows] = {}
+
+    def flow(a: int, b: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(est(frames[a], frames[b])))
+
+    for left, right, between in key_segments(len(frames), keys):
+        for t in between:
+            out[t] = FrameFlows()
+        for key, order, attr in ((left, between, "to_left"), (right, between[::-1], "to_right")):
+            if key is None:
+                continue
+            chained = None
+            for t in order:
+                direct = flow(t, key)
+                getattr(out[t], attr).append(direct)
+                if not cfg.chained_flow:
+                    continue
+                step = 1 if t > key else -1
+                if abs(t - key) == 1:
+                    chained = direct
+                else:
+                    chained = compose_flows(flow(t, t - step)[None], chained[None])[0]
+                    getattr(out[t], attr).append(chained)
+    return out
+
+
+def _check_frames(frames) -> np.ndarray:
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or len(arr) == 0:
+        raise ConfigError("frames", "[N >= 1, H, W, 3] uint8 RGB", f"{arr.dtype} {arr.shape}")
+    return arr
+
+
+def _check_keys(key_indices: Sequence[int], n: int) -> list[int]:
+    keys = [int(k) for k in key_indices]
+    if not keys or any(k < 0 or k >= n for k in keys) or any(b <= a for a, b in zip(keys, keys[1:])):
+        raise ConfigError("key_indices", f"strictly ascending frame indices in [0, {n - 1}], at least one", keys)
+    return keys
+
+
+def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float() / 255.0
+
+
+def propagate(
+    frames: np.ndarray | Sequence[np.ndarray],
+    key_indices: Sequence[int],
+    stylized_keys: Sequence[np.ndarray],
+    config: PropagationConfig | None = None,
+    *,
+    device: str | torch.device | None = None,
+    flows: dict[int, FrameFlows] | None = None,
+    estimator: FlowEstimator | None = None,
+    progress: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[np.ndarray]:
+    """Every frame of the video stylized from the stylized keyframes (paper §3.5).
+
+    frames: the source video, [N, H, W, 3] uint8 RGB (any H, W); key_indices: ascending frame indices of the keys;
+    stylized_keys: one [H, W, 3] uint8 RGB image per key. device: where the synthesis runs (default CPU);
+    flows: from :func:`estimate_propagation_flows`, to reuse them (computed per segment otherwise).
+    should_stop: asked before each frame and each key segment; when it returns True, the frames not started are
+    dropped and :class:`~fresco_v2v.errors.Cancelled` is raised (a user's Stop).
+    Returns N uint8 RGB frames; the keys are returned unchanged.
+    """
+    cfg = config or PropagationConfig()
+    if not isinstance(cfg, PropagationConfig):
+        raise ConfigError("config", "a PropagationConfig", type(cfg).__name__)
+    frames = _check_frames(frames)
+    n, h, w, _ = frames.shape
+    keys = _check_keys(key_indices, n)
+    _check_stylized_keys(stylized_keys, len(keys), h, w)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    run = _Run(frames, keys, stylized_keys, cfg, dev, should_stop)
+    est = estimator or get_flow_estimator(cfg.flow)
+
+    out: list[np.ndarray | None] = [None] * n
+    for k, s in zip(keys, stylized_keys):
+        out[k] = np.array(s, copy=True)
+    workers = cfg.workers if cfg.workers is not None else (torch.get_num_threads() if dev.type == "cpu" else 1)
+    segments = key_segments(n, keys)
+    bar = tqdm(total=sum(len(b) for _, _, b in segments), desc="propagating", unit="frame", disable=not progress)
+    threads = torch.get_num_threads()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="propagate") if workers > 1 else None
+    if pool is not None and dev.type == "cpu":
+        torch.set_num_threads(max(1, threads // workers))  # the same total: `workers` frames at a time
+    in_flight: list[dict] = []  # per segment: {future: frame index}
+
+    def collect(futures: dict) -> None:
+        for fut in as_completed(futures):
+            out[futures[fut]] = fut.result()
+            bar.update(1)
+
+    try:
+        for left, right, between in segments:
+            run.check_stop()
+            logger.info("propagating frames %d-%d from keys %s, %s", between[0], between[-1], left, right)
+            seg_flows = flows
+            if seg_flows is None or any(t not in seg_flows for t in between):
+                seg_flows = _segment_flows(frames, left, right, between, cfg, est)
+            jobs = run.segment_jobs(left, right, between, seg_flows)
+            if pool is None:
+                for t, sides in jobs.items():
+                    out[t] = run.render(t, sides)
+                    bar.update(1)
+            else:
+                in_flight.append({pool.submit(run.render, t, sides): t for t, sides in jobs.items()})
+                # Two segments in flight: the workers go on with this one while the next one's key state and flows
+                # are prepared here, and no worker idles at a segment's end. More would hold more key states
+                # (~100 MB each at 512x512).
+                while len(in_flight) > 1:
+                    collect(in_flight.pop(0))
+        while in_flight:
+            collect(in_flight.pop(0))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+            torch.set_num_threads(threads)
+        bar.close()
+    return out  # type: ignore[return-value]
+
+
+def _check_stylized_keys(stylized_keys: Sequence[np.ndarray], num_keys: int, h: int, w: int) -> None:
+    if len(stylized_keys) != num_keys:
+        raise ConfigError("stylized_keys", f"{num_keys} images (one per key)", len(stylized_keys))
+    for i, s in enumerate(stylized_keys):
+        s = np.asarray(s)
+        if s.shape != (h, w, 3) or s.dtype != np.uint8:
+            raise ConfigError(f"stylized_keys[{i}]", f"a [{h}, {w}, 3] uint8 RGB image", f"{s.dtype} {s.shape}")
+
+
+def _segment_flows(
+    frames: np.ndarray, left: int | None, right: int | None, between: list[int], cfg: PropagationConfig, est
+) -> dict[int, FrameFlows]:
+    """The flows of one key segment's frames ({frame index: FrameFlows}), estimated over the segment alone."""
+    sub = [k for k in (left, right) if k is not None]
+    lo, hi = min(between + sub), max(between + sub)
+    local = estimate_propagation_flows(frames[lo : hi + 1], [k - lo for k in sub], cfg, est)
+    return {t + lo: v for t, v in local.items()}
+
+
+class _Run:
+    """One :func:`propagate` call's inputs and the key states in use; renders its frames (from any thread)."""
+
+    def __init__(self, frames: np.ndarray, keys: list[int], stylized_keys, cfg: PropagationConfig, dev, should_stop):
+        self.frames, self.keys, self.stylized_keys = frames, keys, stylized_keys
+        self.cfg, self.dev, self.should_stop = cfg, dev, should_stop
+        self.cache: dict[int, _Key] = {}
+
+    def key_state(self, k: int) -> _Key:
+        if k not in self.cache:
+            if len(self.cache) >= 2:  # segments go left to right: only the current two keys are needed again
+                self.cache.pop(min(self.cache))
+            src = _to_tensor(self.frames[k], self.dev)
+            sty = _to_tensor(np.asarray(self.stylized_keys[self.keys.index(k)]), self.dev)
+            self.cache[k] = prepare_key(k, src, sty, self.cfg)
+        return self.cache[k]
+
+    def check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled(f"propagation stopped (of {len(self.frames) - len(self.keys)} frames to render)")
+
+    def segment_jobs(self, left: int | None, right: int | None, between: list[int], seg_flows: dict[int, FrameFlows]):
+        """{t: sides} for the frames of one segment, sides as :func:`synthesize_frame` takes them."""
+        jobs = {}
+        with torch.no_grad():  # the keys' states are built here, before any thread reads them
+            for t in between:
+                ff = seg_flows[t]
+                if left is not None and right is not None:
+                    wl = (right - t) / (right - left)
+                    sides = [(self.key_state(left), ff.to_left, wl), (self.key_state(right), ff.to_right, 1.0 - wl)]
+                elif left is not None:
+                    sides = [(self.key_state(left), ff.to_left, 1.0)]
+                else:
+                    sides = [(self.key_state(right), ff.to_right, 1.0)]
+                jobs[t] = sides
+        return jobs
+
+    def render(self, t: int, sides) -> np.ndarray:
+        self.check_stop()
+        gen = torch.Generator(device=self.dev).manual_seed(frame_seed(self.cfg.seed, t))
+        with torch.no_grad():
+            res = synthesize_frame(_to_tensor(self.frames[t], self.dev), sides, self.cfg, gen)
+        return (res * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
