@@ -45,10 +45,10 @@ from .flow import (
     chain_of,
     get_flow_estimator,
 )
-from .keyframes import frame_distances, plan_batches, select_keyframes
+from .keyframes import FrameDistances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
-from .video import MODEL_MULTIPLE, describe_rate, read_video, write_video
+from .video import MODEL_MULTIPLE, FrameReader, VideoInfo, describe_rate, read_video, scan_video, write_video
 
 logger = logging.getLogger(__name__)
 STATE_DIR = ".fresco"
@@ -131,7 +131,8 @@ def load_chain(state: Path) -> tuple[int, BidirectionalFlow] | None:
 class _KeyframeFlows:
     """The keyframe flows of each batch (§3.2 through the frames in between, §3.5 anchors), estimated once a run."""
 
-    def __init__(self, estimator, frames: np.ndarray, batches: list[list[int]], state: Path):
+    def __init__(self, estimator, frames, batches: list[list[int]], state: Path):
+        """``frames``: indexable by frame index and slice (a :class:`FrameReader`, or an array)."""
         self.estimator = estimator
         self.frames, self.batches, self.state = frames, batches, state
         self.stats = KeyframeFlowStats()
@@ -354,6 +355,258 @@ def resume_hint(out: Path, finished: int, total: int | None = None) -> str:
     )
 
 
+@dataclass
+class RunPlan:
+    """Stage 1's result, what every later stage reads: the video (no frames: :class:`VideoInfo`), the keyframes
+    and batches, the output and state folders, and each stage's seconds as they finish."""
+
+    cfg: RunConfig
+    info: VideoInfo
+    keys: list[int]
+    batches: list[list[int]]
+    out: Path
+    state: Path
+    #: When each frame is shown, for keyframe prompts given as times on a variable-rate video; None: constant rate.
+    frame_seconds: list[float] | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _BatchModels:
+    """What the batches load on first need (only when a batch is not already finished): pipeline, annotators."""
+
+    cfg: RunConfig
+    pipe: object | None = None
+    load: Callable | None = None
+    annotators: dict | None = None
+
+    def get(self):
+        if self.pipe is None:
+            self.pipe = (self.load or load_run_pipeline)(self.cfg)
+        if self.annotators is None:  # loaded once per run: depth and hed need weights
+            self.annotators = load_condition_annotators(
+                self.cfg.controlnet_types,
+                depth_estimator=self.cfg.depth_estimator,
+                hed_annotator=self.cfg.hed_annotator,
+                allow_pickle=self.cfg.allow_pickle,
+                device=self.pipe.device,
+            )
+        return self.pipe, self.annotators
+
+
+def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> RunPlan:
+    """Stages 1-2: one decoding pass keeping only Alg. 1's distances (exact rate, timestamps, audio; bad input fails
+    before OUTDIR is touched), the keyframes (Alg. 1) and batches (§3.5), and the output folder."""
+    t0 = time.perf_counter()
+    distances = FrameDistances()
+    with tqdm(desc="reading frames", unit="frame", disable=not progress, leave=False) as bar:
+
+        def visit(i: int, frame: np.ndarray) -> None:
+            distances.add(frame)
+            bar.update(1)
+
+        info = scan_video(cfg.input, visit, short_side=cfg.resolution, max_frames=cfg.max_frames)
+    t1 = time.perf_counter()
+    keys = select_keyframes(distances.values, cfg.s_min, cfg.s_max)
+    batches = plan_batches(keys, cfg.batch_size)
+    if cfg.background_smoothing > 0:  # a missing mask must fail now, not after hours of earlier batches
+        missing = [k for k in keys if not (Path(cfg.foreground_masks) / f"{k:04d}.png").is_file()]
+        if missing:
+            raise InputError(
+                f"{cfg.foreground_masks}: no foreground mask for keyframes {missing[:10]} "
+                f"(expected files like {missing[0]:04d}.png)"
+            )
+    out = Path(cfg.output)
+    state = _prepare_output(out, cfg, overwrite)
+    write_json(state / RUN_CONFIG, {"config": cfg.to_dict()})
+    # a time in keyframe_prompts ("2.5s") names the frame shown then: a variable-rate clip says when that is
+    frame_seconds = [info.times.seconds(i) for i in range(info.num_frames)] if info.times is not None else None
+    logger.info("%d frames, %d keyframes in %d batches", info.num_frames, len(keys), len(batches))
+    plan = RunPlan(cfg, info, keys, batches, out, state, frame_seconds)
+    plan.seconds["read"] = t1 - t0  # the decoding pass, with Alg. 1's distances
+    plan.seconds["keyframes"] = time.perf_counter() - t1
+    return plan
+
+
+def _read_finished_batch(plan: RunPlan, b: int, translated: dict[int, np.ndarray]) -> AnchorLatents | None:
+    """The anchors of batch ``b`` if it finished in an earlier run (its keyframes read back into ``translated``)."""
+    done = plan.state / f"batch_{b:04d}.pt"
+    pngs = [plan.out / "keyframes" / f"{k:04d}.png" for k in plan.batches[b]]
+    if not (done.is_file() and all(p.is_file() for p in pngs)):
+        return None
+    for k, p in zip(plan.batches[b], pngs):
+        translated[k] = read_png(p)
+    logger.info("batch %d already done; resumed from %s", b, done)
+    return load_anchors(done)
+
+
+def _translate_batch(plan: RunPlan, b: int, frames: np.ndarray, models: _BatchModels, flows, anchors, progress, stop):
+    """One keyframe batch through the pipeline (§3.5: anchors of the earlier batches); out of memory says what to
+    lower."""
+    cfg, batch = plan.cfg, plan.batches[b]
+    pipe, annotators = models.get()
+    fps = float(plan.info.fps)
+    prompts = [
+        prompt_for_frame(cfg.prompt, cfg.added_prompt, cfg.keyframe_prompts, k, fps, plan.frame_seconds) for k in batch
+    ]
+    types = cfg.controlnet_types
+    scales = list(cfg.controlnet_scale) * (len(types) if len(cfg.controlnet_scale) == 1 else 1) if types else []
+    controls = condition_images(types, frames, annotators, cfg.canny_low, cfg.canny_high)
+    masks = _foreground_masks(cfg, batch, frames.shape[1:3]) if cfg.background_smoothing > 0 else None
+    try:
+        corr = None
+        if flows is not None:
+            attention_rule, loss_rule = cfg.fresco.token_occlusion
+            corr = build_correspondence(
+                frames,
+                flows,
+                factors=pipe.decoder_factors,
+                attention_occlusion=attention_rule,
+                loss_occlusion=loss_rule,
+            )
+        return pipe(
+            frames,
+            prompts,
+            negative_prompt=cfg.negative_prompt,
+            num_inference_steps=cfg.steps,
+            strength=cfg.strength,
+            guidance_scale=cfg.guidance_scale,
+            controlnet_conditioning_scale=scales,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            fresco=cfg.fresco,
+            correspondence=corr,
+            control_images=controls,
+            anchors=anchors if b > 0 else None,
+            foreground_masks=masks,
+            background_smoothing=cfg.background_smoothing,
+            shared_step_noise=cfg.shared_step_noise,
+            clip_skip=cfg.clip_skip,
+            show_progress=progress,
+            should_stop=stop,
+        )
+    except Cancelled as e:
+        raise _stopped(e, plan.out, b, len(plan.batches)) from None
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e):
+            raise  # MPS reports running out of memory as a RuntimeError
+        h, w = frames.shape[1:3]
+        raise OutOfMemory(
+            f"out of memory translating batch {b} ({len(batch)} frames of {w}x{h}) on {pipe.device}: "
+            f"{str(e).splitlines()[0]}. Lower --batch-size (now {cfg.batch_size}; the paper uses 6-8) or "
+            f"--resolution (now {cfg.resolution}), or use --dtype float16 on a GPU; a changed setting "
+            "starts over (another -o, or --overwrite: the finished batches were made with the old one)."
+            f"{_finished_hint(plan.state, plan.out, len(plan.batches))}"
+        ) from None
+
+
+def translate_batches(
+    plan: RunPlan, reader: FrameReader, flows: _KeyframeFlows, models: _BatchModels, progress=True, should_stop=None
+) -> dict[int, np.ndarray]:
+    """Stage 3: every keyframe batch in order, each reading only its frames; finished batches (from this or an
+    earlier run) are read back, not redone. Returns the translated keyframes by frame index."""
+    t0 = time.perf_counter()
+    translated: dict[int, np.ndarray] = {}
+    anchors: AnchorLatents | None = None
+    bar = tqdm(total=len(plan.batches), desc="keyframe batches", unit="batch", disable=not progress)
+    try:  # closed on every exit, so a Stop or Ctrl-C message starts on its own line
+        for b, batch in enumerate(plan.batches):
+            finished = _read_finished_batch(plan, b, translated)
+            if finished is not None:
+                anchors = finished
+                bar.update(1)
+                continue
+            if should_stop is not None and should_stop():
+                raise _stopped(Cancelled("stopped"), plan.out, b, len(plan.batches))
+            batch_flows = flows(b) if len(batch) > 1 else None
+            result = _translate_batch(plan, b, reader.take(batch), models, batch_flows, anchors, progress, should_stop)
+            new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
+            for k, img in zip(batch, result.frames):
+                if k in new:
+                    translated[k] = img
+                    write_png(plan.out / "keyframes" / f"{k:04d}.png", img)
+                else:
+                    translated.setdefault(k, img)
+            save_anchors(plan.state / f"batch_{b:04d}.pt", result.anchors)  # marks the batch finished
+            if batch_flows is not None:  # after: a kill in between costs the next batch one batch's flows, not all
+                save_chain(plan.state, b, flows.chain(b))
+            anchors = result.anchors
+            bar.update(1)
+    finally:
+        bar.close()
+    plan.seconds["translate"] = time.perf_counter() - t0
+    return translated
+
+
+def propagate_frames(
+    plan: RunPlan,
+    reader: FrameReader,
+    translated: dict[int, np.ndarray],
+    estimator,
+    device,
+    progress=True,
+    should_stop=None,
+) -> list[np.ndarray]:
+    """Stage 4: every other frame from the keyframes (§3.5), colorized when asked (§4.3). Still whole-video: the
+    propagation reads all frames at once (streaming segments is the next step of the bounded-memory issue)."""
+    t0 = time.perf_counter()
+    cfg, keys, n = plan.cfg, plan.keys, plan.info.num_frames
+    stylized_keys = [translated[k] for k in keys]
+    frames = reader.take(range(n)) if (cfg.propagation and len(keys) < n) or cfg.colorize else None
+    if cfg.propagation and len(keys) < n:
+        from .propagate import propagate
+
+        try:
+            video_frames = propagate(
+                frames,
+                keys,
+                stylized_keys,
+                cfg.propagation_config(),
+                device=device,
+                estimator=estimator,
+                progress=progress,
+                should_stop=should_stop,
+            )
+        except Cancelled as e:
+            raise _stopped(e, plan.out, len(plan.batches), len(plan.batches)) from None
+    else:
+        # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
+        nearest = np.abs(np.arange(n)[:, None] - np.array(keys)[None]).argmin(1)
+        video_frames = [stylized_keys[i] for i in nearest]
+    if cfg.colorize:
+        video_frames = [colorize(f, s) for f, s in zip(video_frames, frames)]
+    plan.seconds["propagate"] = time.perf_counter() - t0
+    return video_frames
+
+
+def assemble(plan: RunPlan, video_frames: list[np.ndarray], flow_report: dict) -> RunResult:
+    """Stage 5: the video at the input's exact rate (or timestamps) with its audio, and the run report."""
+    t0 = time.perf_counter()
+    info, cfg = plan.info, plan.cfg
+    video_path = plan.out / "video.mp4"
+    audio_note = encode_video(video_path, video_frames, info)
+    plan.seconds["encode"] = time.perf_counter() - t0
+    report = {
+        "input": str(cfg.input),
+        "frames": info.num_frames,
+        "fps": f"{info.fps.numerator}/{info.fps.denominator}",
+        "frame_timing": "constant rate" if info.times is None else "variable rate: each frame keeps its timestamp",
+        "size": list(info.size),
+        "source_size": list(info.fit.source_size),
+        "fit": info.fit.mode,
+        "audio": audio_note,
+        "keyframes": plan.keys,
+        "batches": plan.batches,
+        "seed": cfg.seed,
+        "seconds": plan.seconds,
+        "keyframe_flow": flow_report,
+        "versions": package_versions(),
+        "config": cfg.to_dict(),
+        "note": model_note(cfg.model),
+    }
+    write_json(plan.out / "run.json", report)
+    return RunResult(plan.out, video_path, plan.keys, plan.batches, report, video_frames)
+
+
 def translate_video(
     cfg: RunConfig,
     *,
@@ -363,7 +616,8 @@ def translate_video(
     load_pipeline=None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunResult:
-    """Run every stage for ``cfg`` (see the module docstring).
+    """Run every stage for ``cfg`` (see the module docstring): read and plan, translate batches, propagate,
+    assemble.
 
     ``pipeline`` reuses an already loaded FrescoPipeline; ``load_pipeline(cfg)`` replaces ``load_run_pipeline`` (e.g.
     a cache). Either way the model is loaded only once the input has been read and a batch needs it.
@@ -377,191 +631,17 @@ def translate_video(
     device = resolve_device(cfg.device)
     # flow backends are loaded now: a missing GMFlow checkpoint fails before any work, not hours later
     estimator = get_flow_estimator(cfg.flow, device=device)
-    propagation_cfg = cfg.propagation_config()
-    same = propagation_cfg.flow == cfg.flow
-    propagation_estimator = estimator if same else get_flow_estimator(propagation_cfg.flow, device=device)
-    seconds: dict[str, float] = {}
-
-    # 1. Read the video at the model's size (exact rate, audio reference); bad input fails before OUTDIR is touched
-    t0 = time.perf_counter()
-    clip = read_video(cfg.input, short_side=cfg.resolution, max_frames=cfg.max_frames)
-    frames = clip.frames
-    seconds["read"] = time.perf_counter() - t0
-    out = Path(cfg.output)
-    state = _prepare_output(out, cfg, overwrite)
-    write_json(state / RUN_CONFIG, {"config": cfg.to_dict()})
-
-    # a time in keyframe_prompts ("2.5s") names the frame shown then: a variable-rate clip says when that is
-    frame_seconds = [clip.times.seconds(i) for i in range(clip.num_frames)] if clip.times is not None else None
-
-    # 2. Keyframes (Alg. 1) and batches (§3.5)
-    t0 = time.perf_counter()
-    keys = select_keyframes(frame_distances(frames), cfg.s_min, cfg.s_max)
-    batches = plan_batches(keys, cfg.batch_size)
-    seconds["keyframes"] = time.perf_counter() - t0
-    if cfg.background_smoothing > 0:  # a missing mask must fail now, not after hours of earlier batches
-        missing = [k for k in keys if not (Path(cfg.foreground_masks) / f"{k:04d}.png").is_file()]
-        if missing:
-            raise InputError(
-                f"{cfg.foreground_masks}: no foreground mask for keyframes {missing[:10]} "
-                f"(expected files like {missing[0]:04d}.png)"
-            )
-    logger.info("%d frames, %d keyframes in %d batches", clip.num_frames, len(keys), len(batches))
-
-    # 3. Batched translation with anchors; finished batches are read back
-    t0 = time.perf_counter()
-    keyframe_flows = _KeyframeFlows(estimator, frames, batches, state)
-    translated: dict[int, np.ndarray] = {}
-    pipe = pipeline
-    annotators: dict | None = None
-    anchors: AnchorLatents | None = None
-    bar = tqdm(total=len(batches), desc="keyframe batches", unit="batch", disable=not progress)
-    try:  # closed on every exit, so a Stop or Ctrl-C message starts on its own line
-        for b, batch in enumerate(batches):
-            done = state / f"batch_{b:04d}.pt"
-            pngs = [out / "keyframes" / f"{k:04d}.png" for k in batch]
-            if done.is_file() and all(p.is_file() for p in pngs):
-                anchors = load_anchors(done)
-                for k, p in zip(batch, pngs):
-                    translated[k] = read_png(p)
-                logger.info("batch %d already done; resumed from %s", b, done)
-                bar.update(1)
-                continue
-            if should_stop is not None and should_stop():
-                raise _stopped(Cancelled("stopped"), out, b, len(batches))
-            if pipe is None:
-                pipe = (load_pipeline or load_run_pipeline)(cfg)
-            batch_frames = frames[batch]
-            prompts = [
-                prompt_for_frame(cfg.prompt, cfg.added_prompt, cfg.keyframe_prompts, k, float(clip.fps), frame_seconds)
-                for k in batch
-            ]
-            types = cfg.controlnet_types
-            scales = list(cfg.controlnet_scale) * (len(types) if len(cfg.controlnet_scale) == 1 else 1) if types else []
-            if annotators is None:  # loaded once per run, with the pipeline: depth and hed need weights
-                annotators = load_condition_annotators(
-                    types,
-                    depth_estimator=cfg.depth_estimator,
-                    hed_annotator=cfg.hed_annotator,
-                    allow_pickle=cfg.allow_pickle,
-                    device=pipe.device,
-                )
-            controls = condition_images(types, batch_frames, annotators, cfg.canny_low, cfg.canny_high)
-            masks = _foreground_masks(cfg, batch, batch_frames.shape[1:3]) if cfg.background_smoothing > 0 else None
-            try:
-                flows = keyframe_flows(b) if len(batch) > 1 else None
-                corr = None
-                if flows is not None:
-                    attention_rule, loss_rule = cfg.fresco.token_occlusion
-                    corr = build_correspondence(
-                        batch_frames,
-                        flows,
-                        factors=pipe.decoder_factors,
-                        attention_occlusion=attention_rule,
-                        loss_occlusion=loss_rule,
-                    )
-                result = pipe(
-                    batch_frames,
-                    prompts,
-                    negative_prompt=cfg.negative_prompt,
-                    num_inference_steps=cfg.steps,
-                    strength=cfg.strength,
-                    guidance_scale=cfg.guidance_scale,
-                    controlnet_conditioning_scale=scales,
-                    generator=torch.Generator().manual_seed(cfg.seed),
-                    fresco=cfg.fresco,
-                    correspondence=corr,
-                    control_images=controls,
-                    anchors=anchors if b > 0 else None,
-                    foreground_masks=masks,
-                    background_smoothing=cfg.background_smoothing,
-                    shared_step_noise=cfg.shared_step_noise,
-                    clip_skip=cfg.clip_skip,
-                    show_progress=progress,
-                    should_stop=should_stop,
-                )
-            except Cancelled as e:
-                raise _stopped(e, out, b, len(batches)) from None
-            except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e):
-                    raise  # MPS reports running out of memory as a RuntimeError
-                h, w = batch_frames.shape[1:3]
-                raise OutOfMemory(
-                    f"out of memory translating batch {b} ({len(batch)} frames of {w}x{h}) on {pipe.device}: "
-                    f"{str(e).splitlines()[0]}. Lower --batch-size (now {cfg.batch_size}; the paper uses 6-8) or "
-                    f"--resolution (now {cfg.resolution}), or use --dtype float16 on a GPU; a changed setting "
-                    "starts over (another -o, or --overwrite: the finished batches were made with the old one)."
-                    f"{_finished_hint(state, out, len(batches))}"
-                ) from None
-            new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
-            for k, img in zip(batch, result.frames):
-                if k in new:
-                    translated[k] = img
-                    write_png(out / "keyframes" / f"{k:04d}.png", img)
-                else:
-                    translated.setdefault(k, img)
-            save_anchors(done, result.anchors)  # marks the batch finished
-            if flows is not None:  # after: a kill in between costs the next batch one batch's flows, not all
-                save_chain(state, b, keyframe_flows.chain(b))
-            anchors = result.anchors
-            bar.update(1)
-    finally:
-        bar.close()
-    seconds["translate"] = time.perf_counter() - t0
-
-    # 4. Propagation of every other frame from the keyframes (§3.5)
-    t0 = time.perf_counter()
-    stylized_keys = [translated[k] for k in keys]
-    if cfg.propagation and len(keys) < clip.num_frames:
-        from .propagate import propagate
-
-        try:
-            video_frames = propagate(
-                frames,
-                keys,
-                stylized_keys,
-                propagation_cfg,
-                device=device,
-                estimator=propagation_estimator,
-                progress=progress,
-                should_stop=should_stop,
-            )
-        except Cancelled as e:
-            raise _stopped(e, out, len(batches), len(batches)) from None
-    else:
-        # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
-        nearest = np.abs(np.arange(clip.num_frames)[:, None] - np.array(keys)[None]).argmin(1)
-        video_frames = [stylized_keys[i] for i in nearest]
-    if cfg.colorize:
-        video_frames = [colorize(f, s) for f, s in zip(video_frames, frames)]
-    seconds["propagate"] = time.perf_counter() - t0
-
-    # 5. Encode at the exact input rate with the input's audio
-    t0 = time.perf_counter()
-    video_path = out / "video.mp4"
-    audio_note = encode_video(video_path, video_frames, clip)
-    seconds["encode"] = time.perf_counter() - t0
-
-    report = {
-        "input": str(cfg.input),
-        "frames": clip.num_frames,
-        "fps": f"{clip.fps.numerator}/{clip.fps.denominator}",
-        "frame_timing": "constant rate" if clip.times is None else "variable rate: each frame keeps its timestamp",
-        "size": list(clip.size),
-        "source_size": list(clip.fit.source_size),
-        "fit": clip.fit.mode,
-        "audio": audio_note,
-        "keyframes": keys,
-        "batches": batches,
-        "seed": cfg.seed,
-        "seconds": seconds,
-        "keyframe_flow": keyframe_flows.report(),
-        "versions": package_versions(),
-        "config": cfg.to_dict(),
-        "note": model_note(cfg.model),
-    }
-    write_json(out / "run.json", report)
-    return RunResult(out, video_path, keys, batches, report, video_frames)
+    propagation_flow = cfg.propagation_config().flow
+    propagation_estimator = (
+        estimator if propagation_flow == cfg.flow else get_flow_estimator(propagation_flow, device=device)
+    )
+    plan = read_and_plan(cfg, overwrite, progress)
+    with FrameReader(plan.info, cache=2 * cfg.s_max + 2) as reader:
+        flows = _KeyframeFlows(estimator, reader, plan.batches, plan.state)
+        models = _BatchModels(cfg, pipeline, load_pipeline)
+        translated = translate_batches(plan, reader, flows, models, progress, should_stop)
+        video_frames = propagate_frames(plan, reader, translated, propagation_estimator, device, progress, should_stop)
+    return assemble(plan, video_frames, flows.report())
 
 
 # -- propagation of the user's own keyframes (`fresco propagate`, the web UI's second tab) --------------------------

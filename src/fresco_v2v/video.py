@@ -444,8 +444,10 @@ class FrameReader:
         self._next = index + 1
         return index, frame
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        """[H, W, 3] uint8 RGB of frame ``i`` (0 <= i < len)."""
+    def __getitem__(self, i: int | slice) -> np.ndarray:
+        """[H, W, 3] uint8 RGB of frame ``i`` (0 <= i < len); a slice gives [n, H, W, 3]."""
+        if isinstance(i, slice):
+            return self.take(range(*i.indices(self.info.num_frames)))
         if not 0 <= i < self.info.num_frames:
             raise IndexError(f"frame {i} of a {self.info.num_frames}-frame video")
         if i in self._cache:
