@@ -159,7 +159,9 @@ def main() -> None:
                         fresco=with_overrides(with_window_axis(fresco_cfgs[name], args.opt_window_axis), args.set),
                         shared_step_noise=args.shared_step_noise,
                     )
-                    out = np.stack(translate_video(cfg, overwrite=True, progress=False, pipeline=pipe).frames)
+                    out = np.stack(
+                        translate_video(cfg, overwrite=True, progress=False, pipeline=pipe, keep_frames=True).frames
+                    )
             seconds = time.perf_counter() - t0
             row[name] = {**score(frames, out, truth, flows, truth_flicker), "s": seconds}
             print(f"  {name:<10}" + "".join(f"{row[name][c]:>14.4f}" for c in cols), flush=True)

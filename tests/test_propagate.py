@@ -709,3 +709,41 @@ def test_propagate_stops_when_asked(workers, monkeypatch):
     with pytest.raises(Cancelled, match=r"propagation stopped \(of 9 frames to render\)"):
         propagate(frames, keys, [frames[k] for k in keys], cfg, should_stop=stop_on_third_question)
     assert len(rendered) < 9  # the frames after the Stop were not rendered
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_iter_propagate_streams_from_a_frame_source(tmp_path, workers, monkeypatch):
+    """From a FrameReader (frames decoded on demand) and keys read lazily, iter_propagate yields exactly what
+    propagate returns for the decoded array, in order, and yields the first frames before the last segment is
+    rendered: at most two segments are held."""
+    from fresco_v2v.propagate import iter_propagate
+    from fresco_v2v.runner import KeyImages, write_png
+    from fresco_v2v.testing import write_test_video
+    from fresco_v2v.video import FrameReader, read_video, scan_video
+
+    src = write_test_video(tmp_path / "in.mp4", shifted_texture_clip(16, 64, 64, (1, 0), seed=3), 24, gop=4)
+    frames = read_video(src, short_side=64).frames
+    keys = [0, 5, 10, 15]
+    paths = []
+    for k in keys:
+        paths.append(tmp_path / f"{k:04d}.png")
+        write_png(paths[-1], 255 - frames[k])
+    cfg = PropagationConfig(workers=workers)
+    want = propagate(frames, keys, [255 - frames[k] for k in keys], cfg)
+    segments = sys.modules["fresco_v2v.propagate.segments"]
+    rendered = []
+    real = segments.synthesize_frame
+
+    def counting(*a, **k):
+        rendered.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(segments, "synthesize_frame", counting)
+    with FrameReader(scan_video(src, short_side=64), cache=4) as reader:
+        stream = iter_propagate(reader, keys, KeyImages(paths), cfg)
+        first = next(stream)
+        rendered_before_first = len(rendered)
+        got = [first, *stream]
+    assert len(got) == len(want) == 16
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert rendered_before_first <= 8 < len(rendered) == 12  # two segments of 4 frames, of three

@@ -52,7 +52,7 @@ def test_translate_end_to_end(src, tmp_path, capsys):
     keys = report["keyframes"]
     assert sorted(int(p.stem) for p in (tmp_path / "run" / "keyframes").glob("*.png")) == keys
     assert report["fps"] == "30000/1001" and report["audio"].startswith("kept") and "noise-like" in report["note"]
-    assert set(report["seconds"]) >= {"read", "keyframes", "translate", "propagate", "encode"}
+    assert set(report["seconds"]) >= {"read", "keyframes", "translate", "propagate_and_encode"}  # streamed together
     assert {"torch", "diffusers", "fresco-v2v"} <= set(report["versions"])
     assert not [p for p in (tmp_path / "run").rglob("*partial*")]
 
@@ -134,13 +134,13 @@ def test_propagation_options_reach_the_propagation(src, tmp_path, monkeypatch):
     from fresco_v2v import propagate as stage
 
     seen = []
-    real = stage.propagate
+    real = stage.iter_propagate
 
     def spy(frames, keys, stylized, config=None, **kw):
         seen.append(config)
         return real(frames, keys, stylized, config, **kw)
 
-    monkeypatch.setattr(stage, "propagate", spy)
+    monkeypatch.setattr(stage, "iter_propagate", spy)  # the runner streams: it calls iter_propagate
     assert translate(src, tmp_path / "run", "--propagation-option", "colour_lookup=true") == 0
     assert [c.colour_lookup for c in seen] == [True]
     report = json.loads((tmp_path / "run" / "run.json").read_text())

@@ -23,7 +23,7 @@ import platform
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -48,7 +48,7 @@ from .flow import (
 from .keyframes import FrameDistances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
-from .video import MODEL_MULTIPLE, FrameReader, VideoInfo, describe_rate, read_video, scan_video, write_video
+from .video import MODEL_MULTIPLE, FrameReader, VideoInfo, describe_rate, scan_video, write_video
 
 logger = logging.getLogger(__name__)
 STATE_DIR = ".fresco"
@@ -173,19 +173,30 @@ def colorize(result: np.ndarray, source: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
-def encode_video(path: Path, frames, clip) -> str:
-    """Write ``frames`` at the clip's exact rate (a variable-rate clip: at its frames' own timestamps) with its audio;
-    an unreadable audio stream costs the audio, not the video (a warning says so). Returns what happened to the
-    audio, for the report."""
+def encode_video(path: Path, make_frames: Callable[[], Iterable[np.ndarray]], clip) -> str:
+    """Write the frames of ``make_frames()`` as they come, at the clip's exact rate (a variable-rate clip: at its
+    frames' own timestamps) with its audio. An unreadable audio stream costs the audio, not the video: the frames
+    are made again (deterministic) and written without it, with a warning. Returns what happened to the audio."""
     if clip.audio is None:
-        write_video(path, frames, clip.fps, times=clip.times)
+        write_video(path, make_frames(), clip.fps, times=clip.times)
         return "none in the input"
+    making_failed: list[BaseException] = []
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            yield from make_frames()
+        except BaseException as e:  # the frames' own failure (or a Stop) is not the audio's
+            making_failed.append(e)
+            raise
+
     try:
-        write_video(path, frames, clip.fps, audio=clip.audio, times=clip.times)
+        write_video(path, frames(), clip.fps, audio=clip.audio, times=clip.times)
         return f"kept ({clip.audio.codec})"
     except Exception as e:
+        if making_failed:
+            raise
         logger.warning("%s: the audio could not be carried over (%s); writing the video without it", clip.path, e)
-        write_video(path, frames, clip.fps, times=clip.times)
+        write_video(path, make_frames(), clip.fps, times=clip.times)
         return f"dropped: {e}"
 
 
@@ -428,14 +439,32 @@ def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True
     return plan
 
 
-def _read_finished_batch(plan: RunPlan, b: int, translated: dict[int, np.ndarray]) -> AnchorLatents | None:
-    """The anchors of batch ``b`` if it finished in an earlier run (its keyframes read back into ``translated``)."""
+class KeyImages(Sequence):
+    """Images read from their files when indexed (the last one kept): the translated keyframes, whose number grows
+    with the video, never all in memory."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = list(paths)
+        self._last: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._last is None or self._last[0] != i:
+            self._last = (i, read_png(self.paths[i]))
+        return self._last[1]
+
+
+def _keyframe_png(plan: RunPlan, k: int) -> Path:
+    return plan.out / "keyframes" / f"{k:04d}.png"
+
+
+def _read_finished_batch(plan: RunPlan, b: int) -> AnchorLatents | None:
+    """The anchors of batch ``b`` if it finished in an earlier run (its keyframes are on disk)."""
     done = plan.state / f"batch_{b:04d}.pt"
-    pngs = [plan.out / "keyframes" / f"{k:04d}.png" for k in plan.batches[b]]
-    if not (done.is_file() and all(p.is_file() for p in pngs)):
+    if not (done.is_file() and all(_keyframe_png(plan, k).is_file() for k in plan.batches[b])):
         return None
-    for k, p in zip(plan.batches[b], pngs):
-        translated[k] = read_png(p)
     logger.info("batch %d already done; resumed from %s", b, done)
     return load_anchors(done)
 
@@ -501,16 +530,15 @@ def _translate_batch(plan: RunPlan, b: int, frames: np.ndarray, models: _BatchMo
 
 def translate_batches(
     plan: RunPlan, reader: FrameReader, flows: _KeyframeFlows, models: _BatchModels, progress=True, should_stop=None
-) -> dict[int, np.ndarray]:
+) -> KeyImages:
     """Stage 3: every keyframe batch in order, each reading only its frames; finished batches (from this or an
-    earlier run) are read back, not redone. Returns the translated keyframes by frame index."""
+    earlier run) are not redone. Returns the translated keyframes (OUTDIR/keyframes/NNNN.png), in key order."""
     t0 = time.perf_counter()
-    translated: dict[int, np.ndarray] = {}
     anchors: AnchorLatents | None = None
     bar = tqdm(total=len(plan.batches), desc="keyframe batches", unit="batch", disable=not progress)
     try:  # closed on every exit, so a Stop or Ctrl-C message starts on its own line
         for b, batch in enumerate(plan.batches):
-            finished = _read_finished_batch(plan, b, translated)
+            finished = _read_finished_batch(plan, b)
             if finished is not None:
                 anchors = finished
                 bar.update(1)
@@ -522,10 +550,7 @@ def translate_batches(
             new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
             for k, img in zip(batch, result.frames):
                 if k in new:
-                    translated[k] = img
-                    write_png(plan.out / "keyframes" / f"{k:04d}.png", img)
-                else:
-                    translated.setdefault(k, img)
+                    write_png(_keyframe_png(plan, k), img)
             save_anchors(plan.state / f"batch_{b:04d}.pt", result.anchors)  # marks the batch finished
             if batch_flows is not None:  # after: a kill in between costs the next batch one batch's flows, not all
                 save_chain(plan.state, b, flows.chain(b))
@@ -534,57 +559,62 @@ def translate_batches(
     finally:
         bar.close()
     plan.seconds["translate"] = time.perf_counter() - t0
-    return translated
+    return KeyImages([_keyframe_png(plan, k) for k in plan.keys])
 
 
 def propagate_frames(
     plan: RunPlan,
     reader: FrameReader,
-    translated: dict[int, np.ndarray],
+    stylized_keys: KeyImages,
     estimator,
     device,
     progress=True,
     should_stop=None,
-) -> list[np.ndarray]:
-    """Stage 4: every other frame from the keyframes (§3.5), colorized when asked (§4.3). Still whole-video: the
-    propagation reads all frames at once (streaming segments is the next step of the bounded-memory issue)."""
-    t0 = time.perf_counter()
+) -> Iterator[np.ndarray]:
+    """Stage 4: every frame in order, the others propagated from the keyframes segment by segment (§3.5) and
+    colorized when asked (§4.3), as the encoder takes them: memory holds a few segments, not the video."""
     cfg, keys, n = plan.cfg, plan.keys, plan.info.num_frames
-    stylized_keys = [translated[k] for k in keys]
-    frames = reader.take(range(n)) if (cfg.propagation and len(keys) < n) or cfg.colorize else None
     if cfg.propagation and len(keys) < n:
-        from .propagate import propagate
+        from .propagate import iter_propagate
 
-        try:
-            video_frames = propagate(
-                frames,
-                keys,
-                stylized_keys,
-                cfg.propagation_config(),
-                device=device,
-                estimator=estimator,
-                progress=progress,
-                should_stop=should_stop,
-            )
-        except Cancelled as e:
-            raise _stopped(e, plan.out, len(plan.batches), len(plan.batches)) from None
+        frames = iter_propagate(
+            reader,
+            keys,
+            stylized_keys,
+            cfg.propagation_config(),
+            device=device,
+            estimator=estimator,
+            progress=progress,
+            should_stop=should_stop,
+        )
     else:
         # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
         nearest = np.abs(np.arange(n)[:, None] - np.array(keys)[None]).argmin(1)
-        video_frames = [stylized_keys[i] for i in nearest]
-    if cfg.colorize:
-        video_frames = [colorize(f, s) for f, s in zip(video_frames, frames)]
-    plan.seconds["propagate"] = time.perf_counter() - t0
-    return video_frames
+        frames = (stylized_keys[i] for i in nearest)
+    try:
+        for t, frame in enumerate(frames):
+            yield colorize(frame, reader[t]) if cfg.colorize else frame
+    except Cancelled as e:
+        raise _stopped(e, plan.out, len(plan.batches), len(plan.batches)) from None
 
 
-def assemble(plan: RunPlan, video_frames: list[np.ndarray], flow_report: dict) -> RunResult:
-    """Stage 5: the video at the input's exact rate (or timestamps) with its audio, and the run report."""
+def assemble(plan: RunPlan, make_frames: Callable[[], Iterator[np.ndarray]], flow_report: dict, keep: bool = False):
+    """Stage 5: the frames of ``make_frames()`` encoded as they come, at the input's exact rate (or timestamps) with
+    its audio, and the run report. ``keep``: also return the frames (short clips, benchmarks)."""
     t0 = time.perf_counter()
     info, cfg = plan.info, plan.cfg
+    kept: list[np.ndarray] = []
+
+    def frames() -> Iterator[np.ndarray]:
+        kept.clear()
+        for f in make_frames():
+            if keep:
+                kept.append(f)
+            yield f
+
     video_path = plan.out / "video.mp4"
-    audio_note = encode_video(video_path, video_frames, info)
-    plan.seconds["encode"] = time.perf_counter() - t0
+    audio_note = encode_video(video_path, frames, info)
+    plan.seconds["propagate_and_encode"] = time.perf_counter() - t0
     report = {
         "input": str(cfg.input),
         "frames": info.num_frames,
@@ -604,7 +634,7 @@ def assemble(plan: RunPlan, video_frames: list[np.ndarray], flow_report: dict) -
         "note": model_note(cfg.model),
     }
     write_json(plan.out / "run.json", report)
-    return RunResult(plan.out, video_path, plan.keys, plan.batches, report, video_frames)
+    return RunResult(plan.out, video_path, plan.keys, plan.batches, report, kept)
 
 
 def translate_video(
@@ -615,9 +645,10 @@ def translate_video(
     pipeline=None,
     load_pipeline=None,
     should_stop: Callable[[], bool] | None = None,
+    keep_frames: bool = False,
 ) -> RunResult:
-    """Run every stage for ``cfg`` (see the module docstring): read and plan, translate batches, propagate,
-    assemble.
+    """Run every stage for ``cfg`` (see the module docstring): read and plan, translate batches, propagate and
+    assemble (frames go to the encoder as they are made; ``keep_frames`` also returns them in ``RunResult.frames``).
 
     ``pipeline`` reuses an already loaded FrescoPipeline; ``load_pipeline(cfg)`` replaces ``load_run_pipeline`` (e.g.
     a cache). Either way the model is loaded only once the input has been read and a batch needs it.
@@ -640,8 +671,11 @@ def translate_video(
         flows = _KeyframeFlows(estimator, reader, plan.batches, plan.state)
         models = _BatchModels(cfg, pipeline, load_pipeline)
         translated = translate_batches(plan, reader, flows, models, progress, should_stop)
-        video_frames = propagate_frames(plan, reader, translated, propagation_estimator, device, progress, should_stop)
-    return assemble(plan, video_frames, flows.report())
+
+        def make_frames() -> Iterator[np.ndarray]:
+            return propagate_frames(plan, reader, translated, propagation_estimator, device, progress, should_stop)
+
+        return assemble(plan, make_frames, flows.report(), keep_frames)
 
 
 # -- propagation of the user's own keyframes (`fresco propagate`, the web UI's second tab) --------------------------
@@ -693,7 +727,7 @@ def propagate_video(
     ``should_stop``: as for :func:`translate_video` (asked before every frame).
     """
     from .models import resolve_device
-    from .propagate import propagate
+    from .propagate import iter_propagate
 
     config = propagation_config(dict(options or {}), "options")
     estimator = get_flow_estimator(config.flow, device=resolve_device(device))  # a missing checkpoint fails now
@@ -708,30 +742,34 @@ def propagate_video(
                 f"{first}: is {kw}x{kh}; keyframes must be the video's frames at a short side that is a multiple of "
                 f"{MODEL_MULTIPLE} (as fresco translate writes them)"
             )
-    clip = read_video(input, short_side=resolution, max_frames=max_frames)
-    h, w = clip.frames.shape[1:3]
-    keys, images = [], []
+    info = scan_video(input, short_side=resolution, max_frames=max_frames)  # one pass, no frame kept
+    w, h = info.size
+    keys, paths = [], []
     for idx, p in keyframes:
-        if idx >= clip.num_frames:
-            raise InputError(f"{p}: frame {idx} is past the video's last frame ({clip.num_frames - 1})")
+        if idx >= info.num_frames:
+            raise InputError(f"{p}: frame {idx} is past the video's last frame ({info.num_frames - 1})")
         img = read_png(p)
         if img.shape[:2] != (h, w):
             raise InputError(
                 f"{p}: is {img.shape[1]}x{img.shape[0]}, the video frames are {w}x{h} (at resolution {resolution})"
             )
         keys.append(idx)
-        images.append(img)
-    frames = propagate(
-        clip.frames,
-        keys,
-        images,
-        config,
-        device=resolve_device(device),
-        estimator=estimator,
-        progress=progress,
-        should_stop=should_stop,
-    )
+        paths.append(p)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    audio = encode_video(out, frames, clip)
-    return PropagationResult(out, len(frames), keys, audio, describe_rate(clip.fps, clip.times is not None))
+    with FrameReader(info, cache=4) as reader:
+
+        def make_frames() -> Iterator[np.ndarray]:  # frames go to the encoder as each key segment finishes
+            return iter_propagate(
+                reader,
+                keys,
+                KeyImages(paths),
+                config,
+                device=resolve_device(device),
+                estimator=estimator,
+                progress=progress,
+                should_stop=should_stop,
+            )
+
+        audio = encode_video(out, make_frames, info)
+    return PropagationResult(out, info.num_frames, keys, audio, describe_rate(info.fps, info.times is not None))

@@ -56,7 +56,7 @@ from .filters import (
     sample_channels,
     window_max,
 )
-from .segments import FrameFlows, estimate_propagation_flows, key_segments, propagate
+from .segments import FrameFlows, estimate_propagation_flows, iter_propagate, key_segments, propagate
 from .synthesis import (
     blend_candidates,
     flow_candidate,
@@ -99,6 +99,7 @@ __all__ = [
     "poisson_fuse",
     "prepare_key",
     "propagate",
+    "iter_propagate",
     "residual_coefficients",
     "restore_detail",
     "sample_channels",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
@@ -82,11 +82,17 @@ def estimate_propagation_flows(
     return out
 
 
-def _check_frames(frames) -> np.ndarray:
-    arr = np.asarray(frames)
-    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or len(arr) == 0:
-        raise ConfigError("frames", "[N >= 1, H, W, 3] uint8 RGB", f"{arr.dtype} {arr.shape}")
-    return arr
+def _check_frames(frames):
+    """An array as is (checked), a list as an array, or a frame source (len, [i], [a:b]) checked on its first frame."""
+    if isinstance(frames, (np.ndarray, list, tuple)):
+        arr = np.asarray(frames)
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or len(arr) == 0:
+            raise ConfigError("frames", "[N >= 1, H, W, 3] uint8 RGB", f"{arr.dtype} {arr.shape}")
+        return arr
+    first = np.asarray(frames[0]) if len(frames) else None
+    if first is None or first.ndim != 3 or first.shape[-1] != 3 or first.dtype != np.uint8:
+        raise ConfigError("frames", "a frame source of [H, W, 3] uint8 RGB frames", type(frames).__name__)
+    return frames
 
 
 def _check_keys(key_indices: Sequence[int], n: int) -> list[int]:
@@ -105,36 +111,48 @@ def propagate(
     key_indices: Sequence[int],
     stylized_keys: Sequence[np.ndarray],
     config: PropagationConfig | None = None,
+    **options,
+) -> list[np.ndarray]:
+    """Every frame of the video stylized from the stylized keyframes (paper §3.5), as a list: :func:`iter_propagate`
+    collected (its options: ``device``, ``flows``, ``estimator``, ``progress``, ``should_stop``)."""
+    return list(iter_propagate(frames, key_indices, stylized_keys, config, **options))
+
+
+def iter_propagate(
+    frames,
+    key_indices: Sequence[int],
+    stylized_keys: Sequence[np.ndarray],
+    config: PropagationConfig | None = None,
     *,
     device: str | torch.device | None = None,
     flows: dict[int, FrameFlows] | None = None,
     estimator: FlowEstimator | None = None,
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
-) -> list[np.ndarray]:
-    """Every frame of the video stylized from the stylized keyframes (paper §3.5).
+) -> Iterator[np.ndarray]:
+    """Every frame of the video stylized from the stylized keyframes (paper §3.5), yielded in frame order as each
+    key segment finishes: memory holds two segments, not the video.
 
-    frames: the source video, [N, H, W, 3] uint8 RGB (any H, W); key_indices: ascending frame indices of the keys;
-    stylized_keys: one [H, W, 3] uint8 RGB image per key. device: where the synthesis runs (default CPU);
-    flows: from :func:`estimate_propagation_flows`, to reuse them (computed per segment otherwise).
+    frames: the source video, indexable by frame index and by slice, with a length (an [N, H, W, 3] uint8 RGB array,
+    or a :class:`~fresco_v2v.video.FrameReader`, read from this thread only); key_indices: ascending frame indices
+    of the keys; stylized_keys: one [H, W, 3] uint8 RGB image per key (a sequence, which may read each image when
+    indexed, as :class:`fresco_v2v.runner.KeyImages` does). device: where the synthesis runs (default
+    CPU); flows: from :func:`estimate_propagation_flows`, to reuse them (computed per segment otherwise).
     should_stop: asked before each frame and each key segment; when it returns True, the frames not started are
-    dropped and :class:`~fresco_v2v.errors.Cancelled` is raised (a user's Stop).
-    Returns N uint8 RGB frames; the keys are returned unchanged.
+    dropped and :class:`~fresco_v2v.errors.Cancelled` is raised (a user's Stop). The keys are yielded unchanged.
     """
     cfg = config or PropagationConfig()
     if not isinstance(cfg, PropagationConfig):
         raise ConfigError("config", "a PropagationConfig", type(cfg).__name__)
     frames = _check_frames(frames)
-    n, h, w, _ = frames.shape
+    n = len(frames)
+    h, w = np.asarray(frames[0]).shape[:2]
     keys = _check_keys(key_indices, n)
     _check_stylized_keys(stylized_keys, len(keys), h, w)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     run = _Run(frames, keys, stylized_keys, cfg, dev, should_stop)
     est = estimator or get_flow_estimator(cfg.flow)
-
-    out: list[np.ndarray | None] = [None] * n
-    for k, s in zip(keys, stylized_keys):
-        out[k] = np.array(s, copy=True)
+    key_position = {k: i for i, k in enumerate(keys)}  # keys are read when yielded: they may be read lazily
     workers = cfg.workers if cfg.workers is not None else (torch.get_num_threads() if dev.type == "cpu" else 1)
     segments = key_segments(n, keys)
     bar = tqdm(total=sum(len(b) for _, _, b in segments), desc="propagating", unit="frame", disable=not progress)
@@ -143,11 +161,22 @@ def propagate(
     if pool is not None and dev.type == "cpu":
         torch.set_num_threads(max(1, threads // workers))  # the same total: `workers` frames at a time
     in_flight: list[dict] = []  # per segment: {future: frame index}
+    done: dict[int, np.ndarray] = {}  # rendered frames not yet yielded (at most two segments')
+    next_out = 0
 
     def collect(futures: dict) -> None:
         for fut in as_completed(futures):
-            out[futures[fut]] = fut.result()
+            done[futures[fut]] = fut.result()
             bar.update(1)
+
+    def ready() -> Iterator[np.ndarray]:
+        nonlocal next_out
+        while next_out < n and (next_out in done or next_out in key_position):
+            if next_out in done:
+                yield done.pop(next_out)
+            else:
+                yield np.array(stylized_keys[key_position[next_out]], copy=True)
+            next_out += 1
 
     try:
         for left, right, between in segments:
@@ -158,24 +187,25 @@ def propagate(
                 seg_flows = _segment_flows(frames, left, right, between, cfg, est)
             jobs = run.segment_jobs(left, right, between, seg_flows)
             if pool is None:
-                for t, sides in jobs.items():
-                    out[t] = run.render(t, sides)
+                for t, job in jobs.items():
+                    done[t] = run.render(t, *job)
                     bar.update(1)
             else:
-                in_flight.append({pool.submit(run.render, t, sides): t for t, sides in jobs.items()})
+                in_flight.append({pool.submit(run.render, t, *job): t for t, job in jobs.items()})
                 # Two segments in flight: the workers go on with this one while the next one's key state and flows
                 # are prepared here, and no worker idles at a segment's end. More would hold more key states
                 # (~100 MB each at 512x512).
                 while len(in_flight) > 1:
                     collect(in_flight.pop(0))
+            yield from ready()
         while in_flight:
             collect(in_flight.pop(0))
+        yield from ready()
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
             torch.set_num_threads(threads)
         bar.close()
-    return out  # type: ignore[return-value]
 
 
 def _check_stylized_keys(stylized_keys: Sequence[np.ndarray], num_keys: int, h: int, w: int) -> None:
@@ -188,7 +218,7 @@ def _check_stylized_keys(stylized_keys: Sequence[np.ndarray], num_keys: int, h: 
 
 
 def _segment_flows(
-    frames: np.ndarray, left: int | None, right: int | None, between: list[int], cfg: PropagationConfig, est
+    frames, left: int | None, right: int | None, between: list[int], cfg: PropagationConfig, est
 ) -> dict[int, FrameFlows]:
     """The flows of one key segment's frames ({frame index: FrameFlows}), estimated over the segment alone."""
     sub = [k for k in (left, right) if k is not None]
@@ -200,7 +230,7 @@ def _segment_flows(
 class _Run:
     """One :func:`propagate` call's inputs and the key states in use; renders its frames (from any thread)."""
 
-    def __init__(self, frames: np.ndarray, keys: list[int], stylized_keys, cfg: PropagationConfig, dev, should_stop):
+    def __init__(self, frames, keys: list[int], stylized_keys, cfg: PropagationConfig, dev, should_stop):
         self.frames, self.keys, self.stylized_keys = frames, keys, stylized_keys
         self.cfg, self.dev, self.should_stop = cfg, dev, should_stop
         self.cache: dict[int, _Key] = {}
@@ -219,11 +249,12 @@ class _Run:
             raise Cancelled(f"propagation stopped (of {len(self.frames) - len(self.keys)} frames to render)")
 
     def segment_jobs(self, left: int | None, right: int | None, between: list[int], seg_flows: dict[int, FrameFlows]):
-        """{t: sides} for the frames of one segment, sides as :func:`synthesize_frame` takes them."""
+        """{t: (sides, target frame)} for the frames of one segment, sides as :func:`synthesize_frame` takes them."""
         jobs = {}
         with torch.no_grad():  # the keys' states are built here, before any thread reads them
             for t in between:
                 ff = seg_flows[t]
+                target = np.asarray(self.frames[t])  # read here: a frame source is read from one thread
                 if left is not None and right is not None:
                     wl = (right - t) / (right - left)
                     sides = [(self.key_state(left), ff.to_left, wl), (self.key_state(right), ff.to_right, 1.0 - wl)]
@@ -231,12 +262,12 @@ class _Run:
                     sides = [(self.key_state(left), ff.to_left, 1.0)]
                 else:
                     sides = [(self.key_state(right), ff.to_right, 1.0)]
-                jobs[t] = sides
+                jobs[t] = (sides, target)
         return jobs
 
-    def render(self, t: int, sides) -> np.ndarray:
+    def render(self, t: int, sides, target: np.ndarray) -> np.ndarray:
         self.check_stop()
         gen = torch.Generator(device=self.dev).manual_seed(frame_seed(self.cfg.seed, t))
         with torch.no_grad():
-            res = synthesize_frame(_to_tensor(self.frames[t], self.dev), sides, self.cfg, gen)
+            res = synthesize_frame(_to_tensor(target, self.dev), sides, self.cfg, gen)
         return (res * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
