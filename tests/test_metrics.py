@@ -357,3 +357,18 @@ def test_unreachable_hub_loads_from_the_cache_only(monkeypatch):
         "use_safetensors": True,  # the pickle gate: hub repos with only .bin weights need allow_pickle
     }
     assert seen[1] == {"local_files_only": True}
+
+
+def test_evaluate_videos_streams_and_matches_the_arrays(tmp_path):
+    """evaluate_videos reads both files through FrameReaders a chunk at a time; the figures are those of the
+    decoded arrays."""
+    from fresco_v2v.metrics import evaluate_frames, evaluate_videos
+    from fresco_v2v.testing import moving_square_clip, write_test_video
+    from fresco_v2v.video import read_video
+
+    a = write_test_video(tmp_path / "a.mp4", moving_square_clip(9, 64, 64, 16, (4, 4), (3, 2)), 24, audio_codec=None)
+    b = write_test_video(tmp_path / "b.mp4", 255 - moving_square_clip(9, 64, 64, 16, (4, 4), (3, 2)), 24)
+    streamed = evaluate_videos(a, b, batch_size=2)
+    whole = evaluate_frames(read_video(a, short_side=None).frames, read_video(b, short_side=None).frames, batch_size=2)
+    assert streamed.pixel_mse == pytest.approx(whole.pixel_mse, rel=1e-6) and streamed.pixel_mse > 0
+    assert streamed.num_frames == 9 and streamed.size == (64, 64)

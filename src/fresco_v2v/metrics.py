@@ -387,11 +387,26 @@ def pixel_mse_per_pair(
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def _check_pair(input_frames: np.ndarray, output_frames: np.ndarray, names: tuple[str, str]) -> None:
-    for arr, name in zip((input_frames, output_frames), names):
-        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or len(arr) == 0:
-            raise InputError(f"{name}: expected [T, H, W, 3] uint8 RGB frames, got {arr.dtype} {arr.shape}")
-    (ti, hi, wi), (to, ho, wo) = input_frames.shape[:3], output_frames.shape[:3]
+def _as_frames(frames):
+    """An array (or a list, as one), or a frame source kept as it is: len, [i] and [a:b] (a FrameReader)."""
+    return np.asarray(frames) if isinstance(frames, (np.ndarray, list, tuple)) else frames
+
+
+def _dtype_and_shape(frames) -> tuple[np.dtype, tuple[int, ...]]:
+    if isinstance(frames, np.ndarray):
+        return frames.dtype, frames.shape
+    first = np.asarray(frames[0]) if len(frames) else np.zeros((0,))
+    return first.dtype, (len(frames), *first.shape)
+
+
+def _check_pair(input_frames, output_frames, names: tuple[str, str]) -> None:
+    shapes = []
+    for frames, name in zip((input_frames, output_frames), names):
+        dtype, shape = _dtype_and_shape(frames)
+        if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8 or shape[0] == 0:
+            raise InputError(f"{name}: expected [T, H, W, 3] uint8 RGB frames, got {dtype} {shape}")
+        shapes.append(shape)
+    (ti, hi, wi), (to, ho, wo) = shapes[0][:3], shapes[1][:3]
     if ti != to:
         raise InputError(
             f"{names[0]} has {ti} frames but {names[1]} has {to}: the metrics compare frame t of one with frame t "
@@ -531,7 +546,8 @@ def evaluate_frames(
     progress: Progress | None = None,
     names: tuple[str, str] = ("input", "output"),
 ) -> EvaluationResult:
-    """All four metrics for an input video and its translation, both [T, H, W, 3] uint8 of the same shape.
+    """All four metrics for an input video and its translation, both [T, H, W, 3] uint8 of the same shape (arrays,
+    or frame sources read in chunks of ``batch_size``, such as :class:`~fresco_v2v.video.FrameReader`).
 
     ``clip_model``: a hub id, a local folder, an already loaded :class:`ClipScorer`, or None (Tem-Con, Fram-Acc and
     the default Spat-Con are then unavailable). ``feature_model``: Spat-Con's network (hub id, folder or loaded
@@ -539,7 +555,7 @@ def evaluate_frames(
     prompt and ``source_prompt`` a caption of the input; Fram-Acc needs both. Raises :class:`InputError` for
     frames of different counts or sizes.
     """
-    input_frames, output_frames = np.asarray(input_frames), np.asarray(output_frames)
+    input_frames, output_frames = _as_frames(input_frames), _as_frames(output_frames)
     _check_pair(input_frames, output_frames, names)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError("batch_size", "a positive integer", batch_size)
@@ -575,7 +591,7 @@ def evaluate_frames(
         **values,
         unavailable=unavailable,
         num_frames=t,
-        size=(int(input_frames.shape[2]), int(input_frames.shape[1])),
+        size=(int(_dtype_and_shape(input_frames)[1][2]), int(_dtype_and_shape(input_frames)[1][1])),
         flow=getattr(estimator, "name", type(estimator).__name__),
         clip_model=clip.name if clip is not None else (clip_model if isinstance(clip_model, str) else None),
         feature_model=net.name if net is not None else (feature_model if isinstance(feature_model, str) else None),
@@ -594,9 +610,12 @@ def evaluate_videos(
 
     Both are decoded at their own size (``short_side=None``, nothing cropped) or with their short side resized to
     ``short_side`` (aspect kept, no crop to a multiple of 64); ``max_frames`` keeps the first frames of each.
+    Frames are decoded as each metric reads them, a chunk at a time: memory does not grow with the videos' length.
     Keyword arguments go to :func:`evaluate_frames`.
     """
-    from .video import read_video
+    from .video import FrameReader, scan_video
 
-    clips = [read_video(p, short_side=short_side, multiple=1, max_frames=max_frames) for p in (input_path, output_path)]
-    return evaluate_frames(clips[0].frames, clips[1].frames, names=(str(input_path), str(output_path)), **kwargs)
+    infos = [scan_video(p, short_side=short_side, multiple=1, max_frames=max_frames) for p in (input_path, output_path)]
+    cache = 2 * int(kwargs.get("batch_size", DEFAULT_BATCH_SIZE)) + 2
+    with FrameReader(infos[0], cache) as a, FrameReader(infos[1], cache) as b:
+        return evaluate_frames(a, b, names=(str(input_path), str(output_path)), **kwargs)
