@@ -16,14 +16,16 @@ written to a temporary name and renamed, so a killed run never leaves a truncate
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import platform
 import re
 import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -48,7 +50,16 @@ from .flow import (
 from .keyframes import FrameDistances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
-from .video import MODEL_MULTIPLE, FrameReader, VideoInfo, describe_rate, scan_video, write_video
+from .video import (
+    MODEL_MULTIPLE,
+    FrameReader,
+    FrameTimes,
+    VideoInfo,
+    concatenate_video,
+    describe_rate,
+    scan_video,
+    write_video,
+)
 
 logger = logging.getLogger(__name__)
 STATE_DIR = ".fresco"
@@ -173,31 +184,58 @@ def colorize(result: np.ndarray, source: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
-def encode_video(path: Path, make_frames: Callable[[], Iterable[np.ndarray]], clip) -> str:
-    """Write the frames of ``make_frames()`` as they come, at the clip's exact rate (a variable-rate clip: at its
-    frames' own timestamps) with its audio. An unreadable audio stream costs the audio, not the video: the frames
-    are made again (deterministic) and written without it, with a warning. Returns what happened to the audio."""
+#: About this many frames per chunk file of the output (a chunk ends at a keyframe): a run killed while propagating
+#: resumes at its first unfinished chunk. Our choice: a few seconds of video, so little is redone.
+CHUNK_FRAMES = 120
+
+
+def chunk_starts(num_frames: int, keys: Sequence[int], every: int | None = None) -> list[int]:
+    """First frames of the output's chunks: 0, then each first key at least ``every`` (default ``CHUNK_FRAMES``)
+    frames after the last start."""
+    every = CHUNK_FRAMES if every is None else every
+    starts = [0]
+    for k in keys:
+        if k - starts[-1] >= every and k < num_frames:
+            starts.append(int(k))
+    return starts
+
+
+def encode_video(
+    path: Path, make_frames: Callable[[int], Iterator[np.ndarray]], clip, chunks: Path, starts: Sequence[int]
+) -> str:
+    """The frames of ``make_frames(start)`` (frames ``start``.. in order) encoded chunk by chunk into ``chunks/``
+    as they come (each file complete or absent), then remuxed into ``path`` with the clip's audio at its exact rate
+    (a variable-rate clip: its frames' own timestamps): no second encode. Finished chunks are not made again, so
+    a rerun after a kill resumes at the first unfinished one; the chunks are deleted once ``path`` is written.
+    An unreadable audio stream costs the audio, not the video (a warning says so). Returns what happened to the
+    audio, for the report."""
+    chunks.mkdir(parents=True, exist_ok=True)
+    ends = [*starts[1:], clip.num_frames]
+    files = [chunks / f"chunk_{c:04d}.mp4" for c in range(len(starts))]
+    first = next((c for c, f in enumerate(files) if not f.is_file()), len(files))
+    if first:
+        logger.info(
+            "%d of %d chunks already done; resuming at frame %d", first, len(files), starts[min(first, len(starts) - 1)]
+        )
+    if first < len(files):
+        stream = iter(make_frames(starts[first]))
+        for c in range(first, len(files)):
+            a, b = starts[c], ends[c]
+            times = FrameTimes(clip.times.pts[a:b], clip.times.time_base) if clip.times is not None else None
+            write_video(files[c], itertools.islice(stream, b - a), clip.fps, times=times)
     if clip.audio is None:
-        write_video(path, make_frames(), clip.fps, times=clip.times)
-        return "none in the input"
-    making_failed: list[BaseException] = []
-
-    def frames() -> Iterator[np.ndarray]:
+        note = "none in the input"
+        concatenate_video(files, starts, path, clip.fps, times=clip.times)
+    else:
         try:
-            yield from make_frames()
-        except BaseException as e:  # the frames' own failure (or a Stop) is not the audio's
-            making_failed.append(e)
-            raise
-
-    try:
-        write_video(path, frames(), clip.fps, audio=clip.audio, times=clip.times)
-        return f"kept ({clip.audio.codec})"
-    except Exception as e:
-        if making_failed:
-            raise
-        logger.warning("%s: the audio could not be carried over (%s); writing the video without it", clip.path, e)
-        write_video(path, make_frames(), clip.fps, times=clip.times)
-        return f"dropped: {e}"
+            concatenate_video(files, starts, path, clip.fps, audio=clip.audio, times=clip.times)
+            note = f"kept ({clip.audio.codec})"
+        except Exception as e:
+            logger.warning("%s: the audio could not be carried over (%s); writing the video without it", clip.path, e)
+            concatenate_video(files, starts, path, clip.fps, times=clip.times)
+            note = f"dropped: {e}"
+    shutil.rmtree(chunks, ignore_errors=True)
+    return note
 
 
 def rate_text(report: dict) -> str:
@@ -405,6 +443,29 @@ class _BatchModels:
         return self.pipe, self.annotators
 
 
+def disk_needed(info: VideoInfo, num_keys: int, num_batches: int, steps: int) -> int:
+    """Bytes a run writes at most, as an upper estimate: the video twice (its chunks, then the remuxed file) at a
+    tenth of raw yuv420p, one PNG per keyframe at raw RGB size, and each batch's anchor latents (float32)."""
+    w, h = info.size
+    video = info.num_frames * w * h * 3 // 2 // 10
+    anchors = num_batches * 2 * (steps + 1) * 4 * (h // 8) * (w // 8) * 4
+    return 2 * video + num_keys * w * h * 3 + anchors
+
+
+def check_disk_space(folder: Path, needed: int) -> None:
+    """InputError naming needed and available space when ``folder``'s file system has less than ``needed`` free."""
+    free = shutil.disk_usage(folder).free
+
+    def size(n: int) -> str:
+        return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+    if free < needed:
+        raise InputError(
+            f"{folder}: the run needs about {size(needed)} of disk (video chunks, the video, keyframes, resume "
+            f"state) and {size(free)} are free; free some space or choose another --output"
+        )
+
+
 def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> RunPlan:
     """Stages 1-2: one decoding pass keeping only Alg. 1's distances (exact rate, timestamps, audio; bad input fails
     before OUTDIR is touched), the keyframes (Alg. 1) and batches (§3.5), and the output folder."""
@@ -429,6 +490,7 @@ def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True
             )
     out = Path(cfg.output)
     state = _prepare_output(out, cfg, overwrite)
+    check_disk_space(out, disk_needed(info, len(keys), len(batches), cfg.steps))
     write_json(state / RUN_CONFIG, {"config": cfg.to_dict()})
     # a time in keyframe_prompts ("2.5s") names the frame shown then: a variable-rate clip says when that is
     frame_seconds = [info.times.seconds(i) for i in range(info.num_frames)] if info.times is not None else None
@@ -570,9 +632,11 @@ def propagate_frames(
     device,
     progress=True,
     should_stop=None,
+    start: int = 0,
 ) -> Iterator[np.ndarray]:
-    """Stage 4: every frame in order, the others propagated from the keyframes segment by segment (§3.5) and
-    colorized when asked (§4.3), as the encoder takes them: memory holds a few segments, not the video."""
+    """Stage 4: frames ``start``.. in order (``start``: 0 or a key), the others propagated from the keyframes
+    segment by segment (§3.5) and colorized when asked (§4.3), as the encoder takes them: memory holds a few
+    segments, not the video."""
     cfg, keys, n = plan.cfg, plan.keys, plan.info.num_frames
     if cfg.propagation and len(keys) < n:
         from .propagate import iter_propagate
@@ -586,34 +650,36 @@ def propagate_frames(
             estimator=estimator,
             progress=progress,
             should_stop=should_stop,
+            start=start,
         )
     else:
         # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
-        nearest = np.abs(np.arange(n)[:, None] - np.array(keys)[None]).argmin(1)
+        nearest = np.abs(np.arange(start, n)[:, None] - np.array(keys)[None]).argmin(1)
         frames = (stylized_keys[i] for i in nearest)
     try:
-        for t, frame in enumerate(frames):
+        for t, frame in enumerate(frames, start=start):
             yield colorize(frame, reader[t]) if cfg.colorize else frame
     except Cancelled as e:
         raise _stopped(e, plan.out, len(plan.batches), len(plan.batches)) from None
 
 
-def assemble(plan: RunPlan, make_frames: Callable[[], Iterator[np.ndarray]], flow_report: dict, keep: bool = False):
-    """Stage 5: the frames of ``make_frames()`` encoded as they come, at the input's exact rate (or timestamps) with
-    its audio, and the run report. ``keep``: also return the frames (short clips, benchmarks)."""
+def assemble(plan: RunPlan, make_frames: Callable[[int], Iterator[np.ndarray]], flow_report: dict, keep: bool = False):
+    """Stage 5: the frames of ``make_frames(start)`` encoded chunk by chunk as they come (resuming at the first
+    unfinished chunk), remuxed at the input's exact rate (or timestamps) with its audio, and the run report.
+    ``keep``: also return the frames made in this call (short clips, benchmarks)."""
     t0 = time.perf_counter()
     info, cfg = plan.info, plan.cfg
     kept: list[np.ndarray] = []
 
-    def frames() -> Iterator[np.ndarray]:
-        kept.clear()
-        for f in make_frames():
+    def frames(start: int) -> Iterator[np.ndarray]:
+        for f in make_frames(start):
             if keep:
                 kept.append(f)
             yield f
 
     video_path = plan.out / "video.mp4"
-    audio_note = encode_video(video_path, frames, info)
+    starts = chunk_starts(info.num_frames, plan.keys)
+    audio_note = encode_video(video_path, frames, info, plan.state / "chunks", starts)
     plan.seconds["propagate_and_encode"] = time.perf_counter() - t0
     report = {
         "input": str(cfg.input),
@@ -672,8 +738,10 @@ def translate_video(
         models = _BatchModels(cfg, pipeline, load_pipeline)
         translated = translate_batches(plan, reader, flows, models, progress, should_stop)
 
-        def make_frames() -> Iterator[np.ndarray]:
-            return propagate_frames(plan, reader, translated, propagation_estimator, device, progress, should_stop)
+        def make_frames(start: int) -> Iterator[np.ndarray]:
+            return propagate_frames(
+                plan, reader, translated, propagation_estimator, device, progress, should_stop, start
+            )
 
         return assemble(plan, make_frames, flows.report(), keep_frames)
 
@@ -757,9 +825,9 @@ def propagate_video(
         paths.append(p)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with FrameReader(info, cache=4) as reader:
+    with FrameReader(info, cache=4) as reader, tempfile.TemporaryDirectory(dir=out.parent) as chunks:
 
-        def make_frames() -> Iterator[np.ndarray]:  # frames go to the encoder as each key segment finishes
+        def make_frames(start: int) -> Iterator[np.ndarray]:  # frames go to the encoder as each segment finishes
             return iter_propagate(
                 reader,
                 keys,
@@ -769,7 +837,8 @@ def propagate_video(
                 estimator=estimator,
                 progress=progress,
                 should_stop=should_stop,
+                start=start,
             )
 
-        audio = encode_video(out, make_frames, info)
+        audio = encode_video(out, make_frames, info, Path(chunks), chunk_starts(info.num_frames, keys))
     return PropagationResult(out, info.num_frames, keys, audio, describe_rate(info.fps, info.times is not None))

@@ -576,6 +576,52 @@ def write_video(
     return out_path
 
 
+def concatenate_video(
+    chunks: Sequence[Path],
+    starts: Sequence[int],
+    path: str | os.PathLike,
+    fps: Fraction | int | float,
+    *,
+    audio: AudioTrack | None = None,
+    times: FrameTimes | None = None,
+) -> Path:
+    """One video from chunks that :func:`write_video` wrote (same size and settings, each from frame
+    ``starts[c]`` of the whole), by remuxing their packets: no second encode. Each chunk's packets are moved to the
+    time its first frame has in the whole (``fps``, or ``times`` for a variable-rate video); ``audio`` is remuxed
+    as :func:`write_video` does. The file appears at ``path`` only when complete."""
+    out_path = Path(path)
+    rate = Fraction(fps).limit_denominator(1_000_000)
+    tmp = _atomic_target(out_path)
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as out:
+            vout = a_in = a_out = None
+            for chunk, start in zip(chunks, starts):
+                with av.open(str(chunk)) as src:
+                    stream = src.streams.video[0]
+                    if vout is None:
+                        vout = out.add_stream_from_template(stream)
+                        if audio is not None:
+                            a_in, a_out, remux = _add_audio(out, audio)
+                    tb = stream.time_base
+                    begin = times.pts[start] * times.time_base if times is not None else Fraction(start) / rate
+                    packets = [p for p in src.demux(stream) if p.pts is not None and p.dts is not None]
+                    offset = round(begin / tb) - min(p.pts for p in packets)
+                    for packet in packets:
+                        packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
+                        packet.stream = vout
+                        out.mux(packet)
+            if vout is None:
+                raise ConfigError("chunks", "at least one chunk", "none")
+            if a_in is not None:
+                _copy_audio(a_in, a_out, audio, out, remux)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out_path)
+    logger.info("wrote %s from %d chunks%s", out_path, len(chunks), f", audio {audio.codec}" if audio else "")
+    return out_path
+
+
 def _add_audio(out, audio: AudioTrack):
     """Open the source audio and add the output stream: a copy of it, or AAC when mp4 cannot hold the codec."""
     try:

@@ -129,6 +129,7 @@ def iter_propagate(
     estimator: FlowEstimator | None = None,
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    start: int = 0,
 ) -> Iterator[np.ndarray]:
     """Every frame of the video stylized from the stylized keyframes (paper §3.5), yielded in frame order as each
     key segment finishes: memory holds two segments, not the video.
@@ -140,6 +141,8 @@ def iter_propagate(
     CPU); flows: from :func:`estimate_propagation_flows`, to reuse them (computed per segment otherwise).
     should_stop: asked before each frame and each key segment; when it returns True, the frames not started are
     dropped and :class:`~fresco_v2v.errors.Cancelled` is raised (a user's Stop). The keys are yielded unchanged.
+    start: 0, or a key index: yield frames ``start``.. only, rendering none before it (a resumed run). Every frame
+    is rendered from its own segment and seed, so the frames from ``start`` on are those of a run from 0.
     """
     cfg = config or PropagationConfig()
     if not isinstance(cfg, PropagationConfig):
@@ -149,12 +152,14 @@ def iter_propagate(
     h, w = np.asarray(frames[0]).shape[:2]
     keys = _check_keys(key_indices, n)
     _check_stylized_keys(stylized_keys, len(keys), h, w)
+    if start != 0 and start not in keys:
+        raise ConfigError("start", f"0 or a key index ({keys[:5]}...)", start)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     run = _Run(frames, keys, stylized_keys, cfg, dev, should_stop)
     est = estimator or get_flow_estimator(cfg.flow)
     key_position = {k: i for i, k in enumerate(keys)}  # keys are read when yielded: they may be read lazily
     workers = cfg.workers if cfg.workers is not None else (torch.get_num_threads() if dev.type == "cpu" else 1)
-    segments = key_segments(n, keys)
+    segments = [seg for seg in key_segments(n, keys) if seg[2][-1] >= start]
     bar = tqdm(total=sum(len(b) for _, _, b in segments), desc="propagating", unit="frame", disable=not progress)
     threads = torch.get_num_threads()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="propagate") if workers > 1 else None
@@ -162,7 +167,7 @@ def iter_propagate(
         torch.set_num_threads(max(1, threads // workers))  # the same total: `workers` frames at a time
     in_flight: list[dict] = []  # per segment: {future: frame index}
     done: dict[int, np.ndarray] = {}  # rendered frames not yet yielded (at most two segments')
-    next_out = 0
+    next_out = start
 
     def collect(futures: dict) -> None:
         for fut in as_completed(futures):
