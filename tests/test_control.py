@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 from test_annotators import random_hed, tiny_dpt
 
-from fresco_v2v.annotators import depth_condition, hed_condition
-from fresco_v2v.control import canny_condition, condition_images, load_condition_annotators
+from fresco_v2v.annotators import condition_images, depth_condition, hed_condition, load_condition_annotators
+from fresco_v2v.control import canny_condition
 from fresco_v2v.errors import ConfigError
 from fresco_v2v.testing import make_tiny_pipeline, moving_square_clip, wake_controlnets
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import models
+from .control import CANNY_HIGH, CANNY_LOW, canny_condition
 from .errors import ConfigError, ModelNotFound
 
 logger = logging.getLogger(__name__)
@@ -255,3 +256,42 @@ def depth_condition(
             depth = F.interpolate(depth[:, None].float(), size=frame_size, mode="bicubic", align_corners=False)
             out.append(_min_max(depth[:, 0]).cpu())  # [n, H, W]
     return torch.cat(out)[:, None].expand(-1, 3, -1, -1).contiguous()
+
+
+def load_condition_annotators(
+    types: tuple[str, ...],
+    *,
+    depth_estimator: str,
+    hed_annotator: str,
+    allow_pickle: bool = False,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.nn.Module]:
+    """The weights each ControlNet type's condition needs, loaded once per run: depth (a DPT depth estimator),
+    hed (the ControlNet HED network); canny needs none."""
+    kinds = {t.partition(":")[0] for t in types}
+    loaded: dict[str, torch.nn.Module] = {}
+    if "depth" in kinds:
+        loaded["depth"] = load_depth_estimator(depth_estimator, allow_pickle).to(device)
+    if "hed" in kinds:
+        loaded["hed"] = load_hed(hed_annotator, allow_pickle).to(device)
+    return loaded
+
+
+def condition_images(
+    types: tuple[str, ...],
+    frames: np.ndarray,
+    annotators: dict[str, torch.nn.Module],
+    canny_low: int = CANNY_LOW,
+    canny_high: int = CANNY_HIGH,
+) -> list[torch.Tensor]:
+    """One ``[N, 3, H, W]`` condition per ControlNet type ("TYPE" or "TYPE:WEIGHTS"), each from its own annotator;
+    a type listed twice is computed once."""
+    made: dict[str, torch.Tensor] = {}
+    for kind in dict.fromkeys(t.partition(":")[0] for t in types):
+        if kind == "canny":
+            made[kind] = canny_condition(frames, canny_low, canny_high)
+        elif kind in ("depth", "hed") and kind in annotators:
+            made[kind] = (depth_condition if kind == "depth" else hed_condition)(frames, annotators[kind])
+        else:
+            raise ConfigError("controlnet", "canny, depth or hed, with its annotator loaded", kind)
+    return [made[t.partition(":")[0]] for t in types]

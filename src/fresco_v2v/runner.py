@@ -36,8 +36,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from .annotators import condition_images, load_condition_annotators
 from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame, propagation_config
-from .control import condition_images, load_condition_annotators
 from .correspondence import build_correspondence
 from .errors import Cancelled, ConfigError, FrescoError, InputError, OutOfMemory
 from .flow import (

@@ -29,39 +29,22 @@ def make_sd15_architecture_pipeline(seed: int = 0):
     """The full-size SD1.5 + ControlNet architecture (same layer sizes, same compute) with random weights.
 
     For speed and memory benchmarks only: about 1.4 B parameters (5.7 GB in float32), built offline in tens of
-    seconds; its output is noise. UNet/VAE/CLIP sizes are SD1.5's (UNet channels 320-640-1280-1280, two layers a
-    block, 8 heads, cross-attention 768; VAE 128-256-512-512; CLIP ViT-L/14 text encoder, 12 layers of 768).
+    seconds; its output is noise. Built from the SD1.5 configs shipped for single-file loading
+    (:func:`fresco_v2v.checkpoints.config_folder`: UNet 320-640-1280-1280, two layers a block, 8 heads,
+    cross-attention 768; VAE 128-256-512-512; CLIP ViT-L/14's text tower and tokenizer).
     """
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    from .checkpoints import config_folder
     from .pipeline import FrescoPipeline
 
+    sd15 = config_folder("sd15")
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-    )
-    tokenizer = make_tiny_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(sd15 / "unet"))
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(sd15 / "vae"))
+    text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(sd15 / "text_encoder"))
+    tokenizer = CLIPTokenizer.from_pretrained(sd15 / "tokenizer")
     controlnet = ControlNetModel.from_unet(unet)
     scheduler = sd15_scheduler()
     for m in (unet, vae, text_encoder, controlnet):
