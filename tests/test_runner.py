@@ -566,3 +566,36 @@ def test_short_disk_fails_before_any_work_with_needed_and_available(src, tmp_pat
     err = capsys.readouterr().err
     assert re.search(r"needs about \d+\.\d MB of disk .* and 0\.0 MB are free", err), err
     assert not loaded and not (tmp_path / "run" / "keyframes" / "0000.png").exists()
+
+
+def test_every_long_stage_shows_its_progress_out_of_a_known_total(src, tmp_path, monkeypatch):
+    """Decoding, each keyframe batch (and its denoising), propagation per frame and assembling each show a bar
+    with a total, so a rate and the time left (the web UI shows the same bars: gradio tracks tqdm)."""
+    from tqdm.auto import tqdm
+
+    from fresco_v2v import pipeline, runner, video
+    from fresco_v2v.propagate import segments
+
+    closed = []
+
+    class Recording(tqdm):
+        def close(self):
+            if not self.disable:
+                closed.append((self.desc, self.total, self.n))
+            super().close()
+
+    for module in (video, runner, segments, pipeline):
+        monkeypatch.setattr(module, "tqdm", Recording)
+    loud = [a for a in FAST if a != "--quiet"]
+    assert main(["translate", str(src), "--prompt", "a painting", "-o", str(tmp_path / "run"), *loud]) == 0
+    stages = {}
+    for desc, total, n in closed:
+        stages.setdefault(desc, []).append((total, n))
+    assert {"reading frames", "keyframe batches", "denoising", "propagating", "assembling"} <= set(stages)
+    for desc in ("reading frames", "keyframe batches", "propagating", "assembling"):
+        assert all(total and total == n for total, n in stages[desc]), (desc, stages[desc])
+    assert stages["reading frames"] == [(12, 12)] and stages["propagating"][0][0] == 12 - len(
+        json.loads((tmp_path / "run" / "run.json").read_text())["keyframes"]
+    )
+    closed.clear()
+    assert translate(src, tmp_path / "quiet") == 0 and not closed  # --quiet: no bars at all

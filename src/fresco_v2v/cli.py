@@ -21,15 +21,13 @@ from .video import DEFAULT_SHORT_SIDE, describe_rate, read_video, scan_video
 def _cmd_keyframes(args: argparse.Namespace) -> int:
     # one decoding pass that keeps only Alg. 1's distances: memory does not grow with the video
     distances = FrameDistances()
-    from tqdm import tqdm
-
-    with tqdm(desc="reading frames", unit="frame", disable=True if args.quiet else None) as bar:
-
-        def visit(i: int, frame) -> None:
-            distances.add(frame)
-            bar.update(1)
-
-        info = scan_video(args.input, visit, short_side=args.resolution, max_frames=args.max_frames)
+    info = scan_video(
+        args.input,
+        lambda i, frame: distances.add(frame),
+        short_side=args.resolution,
+        max_frames=args.max_frames,
+        progress=not args.quiet,
+    )
     keys = select_keyframes(distances.values, args.s_min, args.s_max)
     batches = plan_batches(keys, args.batch_size)
     print(

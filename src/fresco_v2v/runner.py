@@ -16,6 +16,7 @@ written to a temporary name and renamed, so a killed run never leaves a truncate
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -150,7 +151,12 @@ def chunk_starts(num_frames: int, keys: Sequence[int], every: int | None = None)
 
 
 def encode_video(
-    path: Path, make_frames: Callable[[int], Iterator[np.ndarray]], clip, chunks: Path, starts: Sequence[int]
+    path: Path,
+    make_frames: Callable[[int], Iterator[np.ndarray]],
+    clip,
+    chunks: Path,
+    starts: Sequence[int],
+    progress: bool = False,
 ) -> str:
     """The frames of ``make_frames(start)`` (frames ``start``.. in order) encoded chunk by chunk into ``chunks/``
     as they come (each file complete or absent), then remuxed into ``path`` with the clip's audio at its exact rate
@@ -172,17 +178,22 @@ def encode_video(
             a, b = starts[c], ends[c]
             times = FrameTimes(clip.times.pts[a:b], clip.times.time_base) if clip.times is not None else None
             write_video(files[c], itertools.islice(stream, b - a), clip.fps, times=times)
-    if clip.audio is None:
-        note = "none in the input"
-        concatenate_video(files, starts, path, clip.fps, times=clip.times)
-    else:
-        try:
-            concatenate_video(files, starts, path, clip.fps, audio=clip.audio, times=clip.times)
-            note = f"kept ({clip.audio.codec})"
-        except Exception as e:
-            logger.warning("%s: the audio could not be carried over (%s); writing the video without it", clip.path, e)
-            concatenate_video(files, starts, path, clip.fps, times=clip.times)
-            note = f"dropped: {e}"
+    with tqdm(total=len(files), desc="assembling", unit="chunk", disable=not progress, leave=False) as bar:
+        join = functools.partial(
+            concatenate_video, files, starts, path, clip.fps, times=clip.times, on_chunk=bar.update
+        )
+        if clip.audio is None:
+            note = "none in the input"
+            join()
+        else:
+            try:
+                join(audio=clip.audio)
+                note = f"kept ({clip.audio.codec})"
+            except Exception as e:
+                logger.warning("%s: the audio could not be carried over (%s); writing it without", clip.path, e)
+                bar.reset()
+                join()
+                note = f"dropped: {e}"
     shutil.rmtree(chunks, ignore_errors=True)
     return note
 
@@ -420,13 +431,13 @@ def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True
     before OUTDIR is touched), the keyframes (Alg. 1) and batches (§3.5), and the output folder."""
     t0 = time.perf_counter()
     distances = FrameDistances()
-    with tqdm(desc="reading frames", unit="frame", disable=not progress, leave=False) as bar:
-
-        def visit(i: int, frame: np.ndarray) -> None:
-            distances.add(frame)
-            bar.update(1)
-
-        info = scan_video(cfg.input, visit, short_side=cfg.resolution, max_frames=cfg.max_frames)
+    info = scan_video(
+        cfg.input,
+        lambda i, frame: distances.add(frame),
+        short_side=cfg.resolution,
+        max_frames=cfg.max_frames,
+        progress=progress,
+    )
     t1 = time.perf_counter()
     keys = select_keyframes(distances.values, cfg.s_min, cfg.s_max)
     batches = plan_batches(keys, cfg.batch_size)
@@ -595,7 +606,13 @@ def propagate_frames(
         raise _stopped(e, plan.out, len(plan.batches), len(plan.batches)) from None
 
 
-def assemble(plan: RunPlan, make_frames: Callable[[int], Iterator[np.ndarray]], flow_report: dict, keep: bool = False):
+def assemble(
+    plan: RunPlan,
+    make_frames: Callable[[int], Iterator[np.ndarray]],
+    flow_report: dict,
+    keep: bool = False,
+    progress: bool = True,
+):
     """Stage 5: the frames of ``make_frames(start)`` encoded chunk by chunk as they come (resuming at the first
     unfinished chunk), remuxed at the input's exact rate (or timestamps) with its audio, and the run report.
     ``keep``: also return the frames made in this call (short clips, benchmarks)."""
@@ -611,7 +628,7 @@ def assemble(plan: RunPlan, make_frames: Callable[[int], Iterator[np.ndarray]], 
 
     video_path = plan.out / "video.mp4"
     starts = chunk_starts(info.num_frames, plan.keys)
-    audio_note = encode_video(video_path, frames, info, plan.state / "chunks", starts)
+    audio_note = encode_video(video_path, frames, info, plan.state / "chunks", starts, progress)
     plan.seconds["propagate_and_encode"] = time.perf_counter() - t0
     report = {
         "input": str(cfg.input),
@@ -675,7 +692,7 @@ def translate_video(
                 plan, reader, translated, propagation_estimator, device, progress, should_stop, start
             )
 
-        return assemble(plan, make_frames, flows.report(), keep_frames)
+        return assemble(plan, make_frames, flows.report(), keep_frames, progress)
 
 
 # -- propagation of the user's own keyframes (`fresco propagate`, the web UI's second tab) --------------------------
@@ -742,7 +759,7 @@ def propagate_video(
                 f"{first}: is {kw}x{kh}; keyframes must be the video's frames at a short side that is a multiple of "
                 f"{MODEL_MULTIPLE} (as fresco translate writes them)"
             )
-    info = scan_video(input, short_side=resolution, max_frames=max_frames)  # one pass, no frame kept
+    info = scan_video(input, short_side=resolution, max_frames=max_frames, progress=progress)  # no frame kept
     w, h = info.size
     keys, paths = [], []
     for idx, p in keyframes:
@@ -772,5 +789,6 @@ def propagate_video(
                 start=start,
             )
 
-        audio = encode_video(out, make_frames, info, Path(chunks), chunk_starts(info.num_frames, keys))
+        starts = chunk_starts(info.num_frames, keys)
+        audio = encode_video(out, make_frames, info, Path(chunks), starts, progress=progress)
     return PropagationResult(out, info.num_frames, keys, audio, describe_rate(info.fps, info.times is not None))

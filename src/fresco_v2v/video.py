@@ -25,6 +25,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
 from .errors import ConfigError, InputError
 
@@ -313,8 +314,10 @@ class VideoInfo:
         return float(self.num_frames / self.fps)
 
 
-def _probe(p: Path) -> tuple[int, int, Fraction, Fraction | None, AudioTrack | None, int]:
-    """(upright width, height, rate, time base, audio, declared frame count) from the headers and the first frame."""
+def _probe(p: Path) -> tuple[int, int, Fraction, Fraction | None, AudioTrack | None, int, int | None]:
+    """(upright width, height, rate, time base, audio, declared frame count, expected frame count) from the headers
+    and the first frame. The expected count (declared, else duration x rate; None if neither is known) is for
+    progress bars only."""
     _, container = _open_input(p)
     with container:
         if not container.streams.video:
@@ -325,6 +328,7 @@ def _probe(p: Path) -> tuple[int, int, Fraction, Fraction | None, AudioTrack | N
         time_base = Fraction(stream.time_base) if stream.time_base else None
         audio = _audio_track(p, container)
         declared = int(stream.frames or 0)
+        expected = declared or (round(container.duration / 1_000_000 * fps) if container.duration else None)
         turns = 0
         try:  # the display matrix travels with the frames: read it from the first one
             first = next(container.decode(stream))
@@ -339,7 +343,7 @@ def _probe(p: Path) -> tuple[int, int, Fraction, Fraction | None, AudioTrack | N
         if turns % 2:
             w0, h0 = h0, w0
             logger.info("%s: display rotation of %d degrees; frames are turned upright", p, 90 * turns)
-    return w0, h0, fps, time_base, audio, declared
+    return w0, h0, fps, time_base, audio, declared, expected
 
 
 def scan_video(
@@ -350,9 +354,11 @@ def scan_video(
     fit: str = "crop",
     multiple: int = MODEL_MULTIPLE,
     max_frames: int | None = None,
+    progress: bool = False,
 ) -> VideoInfo:
     """One decoding pass over a video at the model's frame size, calling ``visit(i, frame)`` for each frame and
     keeping none of them: memory does not grow with the video's length (see the module docstring for the sizing).
+    ``progress``: a "reading frames" bar with rate and time left (out of the frames the headers expect).
 
     Raises :class:`InputError` naming the file for: a missing file, a file that is not a video, no video stream,
     zero decodable frames, and frames smaller than ``MIN_SOURCE_SIDE`` pixels on a side.
@@ -360,15 +366,18 @@ def scan_video(
     if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
         raise ConfigError("max_frames", "a positive integer or None", max_frames)
     p = Path(path)
-    w0, h0, fps, time_base, audio, declared = _probe(p)
+    w0, h0, fps, time_base, audio, declared, expected = _probe(p)
     if min(w0, h0) < MIN_SOURCE_SIDE:
         raise InputError(f"{p}: frames are {w0}x{h0}; the model needs at least {MIN_SOURCE_SIDE} px on each side")
     plan = plan_fit((w0, h0), short_side, multiple, fit)
     pts: list[int | None] = []
     n = 0
-    for n, frame in enumerate(iter_frames(p, plan, max_frames, pts=pts), start=1):
-        if visit is not None:
-            visit(n - 1, frame)
+    total = min(expected, max_frames) if expected and max_frames else expected or max_frames
+    with tqdm(total=total, desc="reading frames", unit="frame", disable=not progress, leave=False) as bar:
+        for n, frame in enumerate(iter_frames(p, plan, max_frames, pts=pts), start=1):
+            if visit is not None:
+                visit(n - 1, frame)
+            bar.update(1)
     if n == 0:
         raise InputError(f"{p}: the video stream has no decodable frames")
     times = frame_times(pts, time_base, fps) if time_base else None
@@ -603,6 +612,7 @@ def concatenate_video(
     *,
     audio: AudioTrack | None = None,
     times: FrameTimes | None = None,
+    on_chunk: Callable[[], object] | None = None,
 ) -> Path:
     """One video from chunks that :func:`write_video` wrote (same size and settings, each from frame
     ``starts[c]`` of the whole), by remuxing their packets: no second encode. Each chunk's packets are moved to the
@@ -629,6 +639,8 @@ def concatenate_video(
                         packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
                         packet.stream = vout
                         out.mux(packet)
+                if on_chunk is not None:
+                    on_chunk()
             if vout is None:
                 raise ConfigError("chunks", "at least one chunk", "none")
             if a_in is not None:
