@@ -1,6 +1,7 @@
 """Peak memory and seconds per frame against video length (issue: long videos in bounded memory).
 
     python benchmarks/memory_scaling.py [--frames 300,1200,4800] [--commands keyframes,propagate,translate]
+        [--size 896x512] [--resolution 128] [--propagate-resolution N] [--propagate-option NAME=VALUE ...]
 
 Generates clips at 896x512, 30 fps (a textured square moving over a textured scene, encoded frame by frame, so
 making them needs no memory), then runs each command in a fresh interpreter and reads its peak RSS
@@ -8,7 +9,8 @@ making them needs no memory), then runs each command in a fresh interpreter and 
 ``keyframes`` also runs the whole-video path (``read_video`` + ``frame_distances``) on the same clips, as the
 before. Commands: ``fresco keyframes`` (at 512 px, the default); ``fresco propagate`` with keys every 10 frames and
 ``fresco translate --model tiny --steps 2``, both at ``--resolution`` (default 128 px short side: 224x128, the
-cheap setting that lets 4,800 frames run in minutes on a CPU; default propagation options).
+cheap setting that lets 4,800 frames run in minutes on a CPU; default propagation options unless
+``--propagate-option`` names others). ``--size 1280x720 --frames 18000`` is the 10-minute clip.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from fresco_v2v.synthetic import textured_image
 SIZE = (896, 512)
 FPS = Fraction(30)
 SQUARE = 160
-PROPAGATE_OPTIONS: list[str] = []
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -54,9 +55,9 @@ print("RESULT" + json.dumps({"rc": rc, "seconds": time.perf_counter() - t0,
 """
 
 
-def write_clip(path: Path, frames: int, seed: int = 0) -> Path:
+def write_clip(path: Path, frames: int, seed: int = 0, size: tuple[int, int] = SIZE) -> Path:
     """A textured square moving in a circle over a textured scene, encoded as it is drawn."""
-    w, h = SIZE
+    w, h = size
     scene = textured_image(h, w, seed)
     square = textured_image(SQUARE, SQUARE, seed + 1)
     with av.open(str(path), "w") as out:
@@ -75,12 +76,12 @@ def write_clip(path: Path, frames: int, seed: int = 0) -> Path:
     return path
 
 
-def write_keys(folder: Path, clip: Path, every: int, short_side: int) -> Path:
+def write_keys(folder: Path, clip: Path, every: int, short_side: int, size: tuple[int, int] = SIZE) -> Path:
     """Every ``every``-th frame at ``short_side`` as a 'stylized' keyframe NNNN.png (inverted colours), streamed."""
     from fresco_v2v.video import iter_frames, plan_fit
 
     folder.mkdir(exist_ok=True)
-    for i, frame in enumerate(iter_frames(clip, plan_fit(SIZE, short_side, 64, "crop"))):
+    for i, frame in enumerate(iter_frames(clip, plan_fit(size, short_side, 64, "crop"))):
         if i % every == 0:
             cv2.imwrite(str(folder / f"{i:04d}.png"), 255 - frame[..., ::-1])
     return folder
@@ -101,28 +102,37 @@ def main() -> None:
     parser.add_argument("--commands", default="keyframes")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--resolution", type=int, default=128, help="short side for propagate and translate")
+    parser.add_argument("--propagate-resolution", type=int, default=None, help="short side for propagate")
+    parser.add_argument("--propagate-option", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--size", default=f"{SIZE[0]}x{SIZE[1]}", help="the generated clips' WxH")
     args = parser.parse_args()
+    size = tuple(int(x) for x in args.size.lower().split("x"))
+    prop_res = args.propagate_resolution or args.resolution
+    prop_opts = [x for o in args.propagate_option for x in ("--option", o)]
     lengths = [int(x) for x in args.frames.split(",")]
     commands = args.commands.split(",")
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cores; device: cpu; dtype: float32 (uint8 frames); "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; clips {SIZE[0]}x{SIZE[1]} at {FPS} fps"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; clips {size[0]}x{size[1]} at {FPS} fps"
     )
+    print(f"translate at a {args.resolution} px short side; propagate at {prop_res} px, options: "
+          f"{', '.join(args.propagate_option) or 'the defaults'}")  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in lengths:
             t0 = time.perf_counter()
-            clip = write_clip(Path(tmp) / f"clip{n}.mp4", n)
+            clip = write_clip(Path(tmp) / f"clip{n}.mp4", n, size=size)
             print(f"{n} frames: generated in {time.perf_counter() - t0:.0f} s", flush=True)
             jobs = []
             if "keyframes" in commands:
                 jobs += [("keyframes (whole video, before)", "whole", str(clip))]
                 jobs += [("fresco keyframes", "cli", "keyframes", str(clip), "--quiet")]
             if "propagate" in commands:
-                keys = write_keys(Path(tmp) / f"keys{n}", clip, 10, args.resolution)
+                keys = write_keys(Path(tmp) / f"keys{n}", clip, 10, prop_res, size)
                 out = str(Path(tmp) / f"prop{n}.mp4")
-                jobs += [("fresco propagate", "cli", "propagate", str(clip), "--keys", str(keys), "-o", out)]
-                jobs[-1] = (*jobs[-1], *PROPAGATE_OPTIONS)
+                jobs += [
+                    ("fresco propagate", "cli", "propagate", str(clip), "--keys", str(keys), "-o", out, *prop_opts)
+                ]
             if "translate" in commands:
                 out = str(Path(tmp) / f"tr{n}")
                 tiny = ["--model", "tiny", "--resolution", str(args.resolution), "--steps", "2", "--quiet", "-o", out]

@@ -717,7 +717,7 @@ def test_iter_propagate_streams_from_a_frame_source(tmp_path, workers, monkeypat
     propagate returns for the decoded array, in order, and yields the first frames before the last segment is
     rendered: at most two segments are held."""
     from fresco_v2v.propagate import iter_propagate
-    from fresco_v2v.runner import KeyImages, write_png
+    from fresco_v2v.run_files import KeyImages, write_png
     from fresco_v2v.testing import write_test_video
     from fresco_v2v.video import FrameReader, read_video, scan_video
 

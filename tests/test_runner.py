@@ -149,12 +149,12 @@ def test_propagation_options_reach_the_propagation(src, tmp_path, monkeypatch):
 
 
 def test_unreadable_audio_continues_without_it(src, tmp_path, capsys, monkeypatch):
-    from fresco_v2v import video
+    from fresco_v2v import encode
 
     def broken(out, audio):
         raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
 
-    monkeypatch.setattr(video, "_add_audio", broken)
+    monkeypatch.setattr(encode, "_add_audio", broken)
     assert translate(src, tmp_path / "run") == 0
     report = json.loads((tmp_path / "run" / "run.json").read_text())
     assert report["audio"].startswith("dropped")
@@ -264,7 +264,7 @@ def test_propagate_command(src, tmp_path, capsys):
 
 
 def test_keyframe_files_by_index(tmp_path):
-    from fresco_v2v.runner import keyframe_files
+    from fresco_v2v.propagate.run import keyframe_files
 
     names = ["0012.png", "3.JPG", "notes.txt", "cover.png", "0007.jpeg", "20.webp"]
     assert keyframe_files(tmp_path / n for n in names) == [
@@ -512,10 +512,10 @@ def test_controlnet_none_runs_the_unet_alone(src, tmp_path, monkeypatch):
 def test_killed_propagation_resumes_at_its_first_unfinished_chunk(src, tmp_path, monkeypatch):
     """A run killed while encoding its propagated chunks, rerun, encodes only the unfinished chunks, from frames
     identical to an uninterrupted run's, and its video.mp4 is the uninterrupted run's byte for byte."""
-    from fresco_v2v import runner
+    from fresco_v2v import encode
 
-    monkeypatch.setattr(runner, "CHUNK_FRAMES", 4)
-    real = runner.write_video
+    monkeypatch.setattr(encode, "CHUNK_FRAMES", 4)
+    real = encode.write_video
     handed: dict[str, list[np.ndarray]] = {}
 
     def recording(path, frames, *a, **k):
@@ -523,7 +523,7 @@ def test_killed_propagation_resumes_at_its_first_unfinished_chunk(src, tmp_path,
         handed[path.name] = frames
         return real(path, frames, *a, **k)
 
-    monkeypatch.setattr(runner, "write_video", recording)
+    monkeypatch.setattr(encode, "write_video", recording)
     assert translate(src, tmp_path / "whole") == 0
     whole = dict(handed)
     handed.clear()
@@ -533,12 +533,12 @@ def test_killed_propagation_resumes_at_its_first_unfinished_chunk(src, tmp_path,
             raise KeyboardInterrupt
         return recording(path, frames, *a, **k)
 
-    monkeypatch.setattr(runner, "write_video", killed_at_third_chunk)
+    monkeypatch.setattr(encode, "write_video", killed_at_third_chunk)
     assert translate(src, tmp_path / "run") == 130  # the CLI's answer to Ctrl-C
     chunks = sorted(p.name for p in (tmp_path / "run" / ".fresco" / "chunks").glob("*.mp4"))
     assert chunks == ["chunk_0000.mp4", "chunk_0001.mp4"] and not (tmp_path / "run" / "video.mp4").exists()
     handed.clear()
-    monkeypatch.setattr(runner, "write_video", recording)
+    monkeypatch.setattr(encode, "write_video", recording)
     assert translate(src, tmp_path / "run") == 0
     assert sorted(handed) == sorted(set(whole) - {"chunk_0000.mp4", "chunk_0001.mp4"})  # only the rest is made
     for name, frames in handed.items():
@@ -556,10 +556,10 @@ def test_killed_propagation_resumes_at_its_first_unfinished_chunk(src, tmp_path,
 def test_short_disk_fails_before_any_work_with_needed_and_available(src, tmp_path, monkeypatch, capsys):
     import shutil as sh
 
-    from fresco_v2v import runner
+    from fresco_v2v import run_folder, runner
 
     usage = sh.disk_usage(tmp_path)
-    monkeypatch.setattr(runner.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    monkeypatch.setattr(run_folder.shutil, "disk_usage", lambda p: usage._replace(free=1000))
     loaded = []
     monkeypatch.setattr(runner, "load_run_pipeline", lambda cfg: loaded.append(1))
     assert translate(src, tmp_path / "run") == 2
@@ -573,7 +573,7 @@ def test_every_long_stage_shows_its_progress_out_of_a_known_total(src, tmp_path,
     with a total, so a rate and the time left (the web UI shows the same bars: gradio tracks tqdm)."""
     from tqdm.auto import tqdm
 
-    from fresco_v2v import pipeline, runner, video
+    from fresco_v2v import encode, pipeline, runner, video
     from fresco_v2v.propagate import segments
 
     closed = []
@@ -584,7 +584,7 @@ def test_every_long_stage_shows_its_progress_out_of_a_known_total(src, tmp_path,
                 closed.append((self.desc, self.total, self.n))
             super().close()
 
-    for module in (video, runner, segments, pipeline):
+    for module in (video, runner, segments, pipeline, encode):
         monkeypatch.setattr(module, "tqdm", Recording)
     loud = [a for a in FAST if a != "--quiet"]
     assert main(["translate", str(src), "--prompt", "a painting", "-o", str(tmp_path / "run"), *loud]) == 0

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from fresco_v2v import ConfigError, InputError
+from fresco_v2v.encode import write_video
 from fresco_v2v.testing import moving_square_clip, shifted_texture_clip, write_test_video
-from fresco_v2v.video import FrameTimes, frame_times, plan_fit, read_video, write_video
+from fresco_v2v.video import FrameTimes, frame_times, plan_fit, read_video
 
 NTSC = Fraction(30000, 1001)
 

@@ -222,7 +222,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         # every finished batch was saved as it finished (a batch is never half written): say how to use them
         from pathlib import Path
 
-        from .runner import STATE_DIR, resume_hint
+        from .run_folder import STATE_DIR, resume_hint
 
         finished = len(list((Path(cfg.output) / STATE_DIR).glob("batch_*.pt")))
         if finished:
@@ -244,7 +244,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import propagation_config
-    from .runner import keyframe_files, propagate_video
+    from .propagate.run import keyframe_files, propagate_video
 
     options = parse_options(args.option, "--option")
     propagation_config(options, "options")  # a wrong option fails before the folder is read

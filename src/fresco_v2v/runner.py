@@ -16,17 +16,10 @@ written to a temporary name and renamed, so a killed run never leaves a truncate
 
 from __future__ import annotations
 
-import functools
-import itertools
-import json
 import logging
-import os
 import platform
-import re
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -38,9 +31,10 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .annotators import condition_images, load_condition_annotators
-from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame, propagation_config
+from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame
 from .correspondence import build_correspondence
-from .errors import Cancelled, ConfigError, InputError, OutOfMemory
+from .encode import chunk_starts, encode_video
+from .errors import Cancelled, InputError, OutOfMemory
 from .flow import (
     BidirectionalFlow,
     KeyframeFlowStats,
@@ -51,31 +45,18 @@ from .flow import (
 from .keyframes import FrameDistances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
-from .run_files import (  # noqa: F401  (write_png, read_png, write_json: used by callers of the runner too)
-    CHAIN_FILE,
-    KeyImages,
-    load_anchors,
-    load_chain,
-    read_png,
-    save_anchors,
-    save_chain,
-    write_bytes_atomic,
-    write_json,
-    write_png,
+from .run_files import KeyImages, load_anchors, load_chain, save_anchors, save_chain, write_json, write_png
+from .run_folder import (
+    RUN_CONFIG,
+    check_disk_space,
+    disk_needed,
+    finished_hint,
+    prepare_output,
+    stopped_message,
 )
-from .video import (
-    MODEL_MULTIPLE,
-    FrameReader,
-    FrameTimes,
-    VideoInfo,
-    concatenate_video,
-    describe_rate,
-    scan_video,
-    write_video,
-)
+from .video import FrameReader, VideoInfo, describe_rate, scan_video
 
 logger = logging.getLogger(__name__)
-STATE_DIR = ".fresco"
 
 
 @dataclass
@@ -134,70 +115,6 @@ def colorize(result: np.ndarray, source: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
-#: About this many frames per chunk file of the output (a chunk ends at a keyframe): a run killed while propagating
-#: resumes at its first unfinished chunk. Our choice: a few seconds of video, so little is redone.
-CHUNK_FRAMES = 120
-
-
-def chunk_starts(num_frames: int, keys: Sequence[int], every: int | None = None) -> list[int]:
-    """First frames of the output's chunks: 0, then each first key at least ``every`` (default ``CHUNK_FRAMES``)
-    frames after the last start."""
-    every = CHUNK_FRAMES if every is None else every
-    starts = [0]
-    for k in keys:
-        if k - starts[-1] >= every and k < num_frames:
-            starts.append(int(k))
-    return starts
-
-
-def encode_video(
-    path: Path,
-    make_frames: Callable[[int], Iterator[np.ndarray]],
-    clip,
-    chunks: Path,
-    starts: Sequence[int],
-    progress: bool = False,
-) -> str:
-    """The frames of ``make_frames(start)`` (frames ``start``.. in order) encoded chunk by chunk into ``chunks/``
-    as they come (each file complete or absent), then remuxed into ``path`` with the clip's audio at its exact rate
-    (a variable-rate clip: its frames' own timestamps): no second encode. Finished chunks are not made again, so
-    a rerun after a kill resumes at the first unfinished one; the chunks are deleted once ``path`` is written.
-    An unreadable audio stream costs the audio, not the video (a warning says so). Returns what happened to the
-    audio, for the report."""
-    chunks.mkdir(parents=True, exist_ok=True)
-    ends = [*starts[1:], clip.num_frames]
-    files = [chunks / f"chunk_{c:04d}.mp4" for c in range(len(starts))]
-    first = next((c for c, f in enumerate(files) if not f.is_file()), len(files))
-    if first:
-        logger.info(
-            "%d of %d chunks already done; resuming at frame %d", first, len(files), starts[min(first, len(starts) - 1)]
-        )
-    if first < len(files):
-        stream = iter(make_frames(starts[first]))
-        for c in range(first, len(files)):
-            a, b = starts[c], ends[c]
-            times = FrameTimes(clip.times.pts[a:b], clip.times.time_base) if clip.times is not None else None
-            write_video(files[c], itertools.islice(stream, b - a), clip.fps, times=times)
-    with tqdm(total=len(files), desc="assembling", unit="chunk", disable=not progress, leave=False) as bar:
-        join = functools.partial(
-            concatenate_video, files, starts, path, clip.fps, times=clip.times, on_chunk=bar.update
-        )
-        if clip.audio is None:
-            note = "none in the input"
-            join()
-        else:
-            try:
-                join(audio=clip.audio)
-                note = f"kept ({clip.audio.codec})"
-            except Exception as e:
-                logger.warning("%s: the audio could not be carried over (%s); writing it without", clip.path, e)
-                bar.reset()
-                join()
-                note = f"dropped: {e}"
-    shutil.rmtree(chunks, ignore_errors=True)
-    return note
-
-
 def rate_text(report: dict) -> str:
     """The output's timing in a run report, for a summary line (``describe_rate``)."""
     return describe_rate(Fraction(report["fps"]), report.get("frame_timing", "constant rate") != "constant rate")
@@ -221,55 +138,6 @@ def package_versions() -> dict[str, str]:
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
-
-
-#: Fields that do not change the translated keyframes: changing them may resume a run.
-_RESUME_FREE = ("output", "propagation", "propagation_options", "colorize", "device", "dtype")
-
-
-def resume_signature(cfg: RunConfig) -> dict:
-    """What a resumed run must share with the run that started: every field that shapes the keyframes, the input
-    file's identity (size, modification time) and the dtype "auto" resolved to on this machine."""
-    from .models import resolve_device, resolve_dtype
-
-    sig = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
-    st = Path(cfg.input).stat()
-    sig["input_file"] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-    sig["resolved_dtype"] = str(resolve_dtype(cfg.dtype, resolve_device(cfg.device)))
-    return sig
-
-
-def _prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> Path:
-    """Create OUTDIR (checked writable) and its state folder; refuse to mix runs of different configs."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"{out}: the output folder is not writable ({e.strerror or e})") from None
-    state = out / STATE_DIR
-    saved = state / "config.json"
-    mine = json.loads(json.dumps(resume_signature(cfg), default=str))  # compared as stored: after a JSON round trip
-    if overwrite:
-        for p in (state, out / "keyframes"):
-            shutil.rmtree(p, ignore_errors=True)
-        for p in (out / "video.mp4", out / "run.json"):
-            p.unlink(missing_ok=True)
-    elif saved.is_file() and any(state.glob("batch_*.pt")):  # only a run with finished work is protected
-        theirs = json.loads(saved.read_text())
-        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if changed:
-            raise ConfigError(
-                "output",
-                f"a folder without a run of another configuration (changed: {', '.join(changed)}); pass --overwrite "
-                "to start over, or choose another --output",
-                str(out),
-            )
-    state.mkdir(exist_ok=True)
-    (out / "keyframes").mkdir(exist_ok=True)
-    write_json(saved, mine)
-    return state
 
 
 def _controlnet_ids(cfg: RunConfig) -> list[str]:
@@ -338,32 +206,6 @@ def _foreground_masks(cfg: RunConfig, batch: list[int], size: tuple[int, int]) -
     return np.stack(out)
 
 
-RUN_CONFIG = "run-config.json"  # in STATE_DIR: the whole RunConfig, a --config file to go on with a stopped run
-
-
-def _stopped(e: Cancelled, out: Path, finished: int, total: int) -> Cancelled:
-    """A Stop's message: what was kept and how to go on (a rerun resumes after the finished batches)."""
-    if not finished:
-        return Cancelled(f"{e}; no keyframe batch of {total} had finished, so there is nothing to go on from")
-    return Cancelled(f"{e}; {resume_hint(out, finished, total)}")
-
-
-def _finished_hint(state: Path, out: Path, total: int) -> str:
-    """`` `` + ``resume_hint`` when some batch has finished, else nothing."""
-    finished = len(list(state.glob("batch_*.pt")))
-    return f" {resume_hint(out, finished, total)} (on this device, with these settings)." if finished else ""
-
-
-def resume_hint(out: Path, finished: int, total: int | None = None) -> str:
-    """Where the finished batches are and the command that goes on from them (it works whatever flags the run was
-    started with, --overwrite included: the whole config is in the file)."""
-    count = f"{finished} of {total}" if total is not None else f"{finished}"
-    return (
-        f"{count} keyframe batches are finished and kept in {out} (keyframes/, {STATE_DIR}/). To go on from them: "
-        f"fresco translate --config {out / STATE_DIR / RUN_CONFIG}"
-    )
-
-
 @dataclass
 class RunPlan:
     """Stage 1's result, what every later stage reads: the video (no frames: :class:`VideoInfo`), the keyframes
@@ -403,29 +245,6 @@ class _BatchModels:
         return self.pipe, self.annotators
 
 
-def disk_needed(info: VideoInfo, num_keys: int, num_batches: int, steps: int) -> int:
-    """Bytes a run writes at most, as an upper estimate: the video twice (its chunks, then the remuxed file) at a
-    tenth of raw yuv420p, one PNG per keyframe at raw RGB size, and each batch's anchor latents (float32)."""
-    w, h = info.size
-    video = info.num_frames * w * h * 3 // 2 // 10
-    anchors = num_batches * 2 * (steps + 1) * 4 * (h // 8) * (w // 8) * 4
-    return 2 * video + num_keys * w * h * 3 + anchors
-
-
-def check_disk_space(folder: Path, needed: int) -> None:
-    """InputError naming needed and available space when ``folder``'s file system has less than ``needed`` free."""
-    free = shutil.disk_usage(folder).free
-
-    def size(n: int) -> str:
-        return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
-
-    if free < needed:
-        raise InputError(
-            f"{folder}: the run needs about {size(needed)} of disk (video chunks, the video, keyframes, resume "
-            f"state) and {size(free)} are free; free some space or choose another --output"
-        )
-
-
 def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> RunPlan:
     """Stages 1-2: one decoding pass keeping only Alg. 1's distances (exact rate, timestamps, audio; bad input fails
     before OUTDIR is touched), the keyframes (Alg. 1) and batches (§3.5), and the output folder."""
@@ -449,7 +268,7 @@ def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True
                 f"(expected files like {missing[0]:04d}.png)"
             )
     out = Path(cfg.output)
-    state = _prepare_output(out, cfg, overwrite)
+    state = prepare_output(out, cfg, overwrite)
     check_disk_space(out, disk_needed(info, len(keys), len(batches), cfg.steps))
     write_json(state / RUN_CONFIG, {"config": cfg.to_dict()})
     # a time in keyframe_prompts ("2.5s") names the frame shown then: a variable-rate clip says when that is
@@ -519,7 +338,7 @@ def _translate_batch(plan: RunPlan, b: int, frames: np.ndarray, models: _BatchMo
             should_stop=stop,
         )
     except Cancelled as e:
-        raise _stopped(e, plan.out, b, len(plan.batches)) from None
+        raise stopped_message(e, plan.out, b, len(plan.batches)) from None
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e):
             raise  # MPS reports running out of memory as a RuntimeError
@@ -529,7 +348,7 @@ def _translate_batch(plan: RunPlan, b: int, frames: np.ndarray, models: _BatchMo
             f"{str(e).splitlines()[0]}. Lower --batch-size (now {cfg.batch_size}; the paper uses 6-8) or "
             f"--resolution (now {cfg.resolution}), or use --dtype float16 on a GPU; a changed setting "
             "starts over (another -o, or --overwrite: the finished batches were made with the old one)."
-            f"{_finished_hint(plan.state, plan.out, len(plan.batches))}"
+            f"{finished_hint(plan.state, plan.out, len(plan.batches))}"
         ) from None
 
 
@@ -549,7 +368,7 @@ def translate_batches(
                 bar.update(1)
                 continue
             if should_stop is not None and should_stop():
-                raise _stopped(Cancelled("stopped"), plan.out, b, len(plan.batches))
+                raise stopped_message(Cancelled("stopped"), plan.out, b, len(plan.batches))
             batch_flows = flows(b) if len(batch) > 1 else None
             result = _translate_batch(plan, b, reader.take(batch), models, batch_flows, anchors, progress, should_stop)
             new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
@@ -603,7 +422,7 @@ def propagate_frames(
         for t, frame in enumerate(frames, start=start):
             yield colorize(frame, reader[t]) if cfg.colorize else frame
     except Cancelled as e:
-        raise _stopped(e, plan.out, len(plan.batches), len(plan.batches)) from None
+        raise stopped_message(e, plan.out, len(plan.batches), len(plan.batches)) from None
 
 
 def assemble(
@@ -696,99 +515,3 @@ def translate_video(
 
 
 # -- propagation of the user's own keyframes (`fresco propagate`, the web UI's second tab) --------------------------
-
-
-def keyframe_files(paths) -> list[tuple[int, Path]]:
-    """Keyframe images named by frame index (0000.png, 12.jpg, 7.webp) -> [(index, path)] in frame order.
-
-    Other files are ignored; two files for one frame (0012.png and 12.png) are an error that names both.
-    """
-    named: dict[int, Path] = {}
-    for p in map(Path, paths):
-        m = re.fullmatch(r"(\d+)\.(png|jpg|jpeg|webp)", p.name.lower())
-        if m is None:
-            continue
-        idx = int(m.group(1))
-        if idx in named:
-            raise InputError(f"{named[idx]} and {p}: two keyframes for frame {idx}")
-        named[idx] = p
-    return sorted(named.items())
-
-
-@dataclass
-class PropagationResult:
-    video: Path
-    frames: int
-    keyframes: list[int]
-    audio: str  # what happened to the input's audio
-    rate: str  # ``describe_rate`` of the output
-
-
-def propagate_video(
-    input: str | os.PathLike,
-    keyframes: list[tuple[int, Path]],
-    output: str | os.PathLike,
-    *,
-    resolution: int | None = None,
-    max_frames: int | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    options: dict | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> PropagationResult:
-    """Every frame of ``input`` rendered from the user's stylized ``keyframes`` (paper §3.5, ``propagate``).
-
-    The keyframes must be the video's frames at short side ``resolution`` (as `fresco translate` writes them; None:
-    the first keyframe's short side), named by frame index; the output keeps the frame count, the rate (or each
-    frame's timestamp) and the audio. ``options``: ``PropagationConfig`` fields by name (checked before any work).
-    ``should_stop``: as for :func:`translate_video` (asked before every frame).
-    """
-    from .models import resolve_device
-    from .propagate import iter_propagate
-
-    config = propagation_config(dict(options or {}), "options")
-    estimator = get_flow_estimator(config.flow, device=resolve_device(device))  # a missing checkpoint fails now
-    if not keyframes:
-        raise InputError("no keyframe images named by frame index (e.g. 0000.png, 0012.png)")
-    if resolution is None:
-        first = keyframes[0][1]
-        kh, kw = read_png(first).shape[:2]
-        resolution = min(kh, kw)
-        if resolution % MODEL_MULTIPLE:
-            raise InputError(
-                f"{first}: is {kw}x{kh}; keyframes must be the video's frames at a short side that is a multiple of "
-                f"{MODEL_MULTIPLE} (as fresco translate writes them)"
-            )
-    info = scan_video(input, short_side=resolution, max_frames=max_frames, progress=progress)  # no frame kept
-    w, h = info.size
-    keys, paths = [], []
-    for idx, p in keyframes:
-        if idx >= info.num_frames:
-            raise InputError(f"{p}: frame {idx} is past the video's last frame ({info.num_frames - 1})")
-        img = read_png(p)
-        if img.shape[:2] != (h, w):
-            raise InputError(
-                f"{p}: is {img.shape[1]}x{img.shape[0]}, the video frames are {w}x{h} (at resolution {resolution})"
-            )
-        keys.append(idx)
-        paths.append(p)
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FrameReader(info, cache=4) as reader, tempfile.TemporaryDirectory(dir=out.parent) as chunks:
-
-        def make_frames(start: int) -> Iterator[np.ndarray]:  # frames go to the encoder as each segment finishes
-            return iter_propagate(
-                reader,
-                keys,
-                KeyImages(paths),
-                config,
-                device=resolve_device(device),
-                estimator=estimator,
-                progress=progress,
-                should_stop=should_stop,
-                start=start,
-            )
-
-        starts = chunk_starts(info.num_frames, keys)
-        audio = encode_video(out, make_frames, info, Path(chunks), starts, progress=progress)
-    return PropagationResult(out, info.num_frames, keys, audio, describe_rate(info.fps, info.times is not None))

@@ -1,4 +1,5 @@
-"""`fresco ui`: a browser page over :func:`fresco_v2v.runner.translate_video` and ``propagate_video``.
+"""`fresco ui`: a browser page over :func:`fresco_v2v.runner.translate_video` and
+:func:`fresco_v2v.propagate.run.propagate_video`.
 
 A thin layer, like the CLI: the form's values become the same :class:`~fresco_v2v.config.RunConfig` that
 `fresco translate` builds (same names, same validation, same errors), and every run writes the same output folder
@@ -248,7 +249,8 @@ class WebSession:
 
     def translate(self, form: FormValues, progress: bool = True) -> RunOutput:
         from .models import model_note
-        from .runner import STATE_DIR, rate_text, translate_video
+        from .run_folder import STATE_DIR
+        from .runner import rate_text, translate_video
 
         with self._lock, self._stoppable("translate") as stop:
             folder = run_folder(self.output_root, form.prompt)
@@ -294,7 +296,9 @@ class WebSession:
     ) -> RunOutput:
         """The user's stylized keyframes propagated to every frame of ``video`` (``propagate_video``); ``options``:
         the Options box's YAML, ``PropagationConfig`` fields by name."""
-        from .runner import keyframe_files, package_versions, propagate_video, write_json
+        from .propagate.run import keyframe_files, propagate_video
+        from .run_files import write_json
+        from .runner import package_versions
 
         if not video:
             raise InputError("no video: upload a video first")

@@ -137,7 +137,7 @@ def iter_propagate(
     frames: the source video, indexable by frame index and by slice, with a length (an [N, H, W, 3] uint8 RGB array,
     or a :class:`~fresco_v2v.video.FrameReader`, read from this thread only); key_indices: ascending frame indices
     of the keys; stylized_keys: one [H, W, 3] uint8 RGB image per key (a sequence, which may read each image when
-    indexed, as :class:`fresco_v2v.runner.KeyImages` does). device: where the synthesis runs (default
+    indexed, as :class:`fresco_v2v.run_files.KeyImages` does). device: where the synthesis runs (default
     CPU); flows: from :func:`estimate_propagation_flows`, to reuse them (computed per segment otherwise).
     should_stop: asked before each frame and each key segment; when it returns True, the frames not started are
     dropped and :class:`~fresco_v2v.errors.Cancelled` is raised (a user's Stop). The keys are yielded unchanged.
