@@ -1,5 +1,6 @@
 """The output folder of a run: its resume state under OUTDIR/.fresco/, what a resumed run must share with the one
-that started, what a Stop says, and the disk a run needs (checked before any work)."""
+that started, its lock (one run at a time), what a Stop says, and the disk a run needs (checked before any
+work)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import Cancelled, ConfigError, InputError
+from .folder_lock import LOCK_FILE, FolderLock, lock_folder
 from .run_files import write_json
 from .video import VideoInfo
 
@@ -33,8 +35,10 @@ def resume_signature(cfg: RunConfig) -> dict:
     return sig
 
 
-def prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> Path:
-    """Create OUTDIR (checked writable) and its state folder; refuse to mix runs of different configs."""
+def prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> tuple[Path, FolderLock]:
+    """Create OUTDIR (checked writable) and its state folder, and take its lock (a second run into the folder stops
+    here, before anything is written or deleted); refuse to mix runs of different configs. Returns the state
+    folder and the lock, which the caller releases when the run ends."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -43,11 +47,23 @@ def prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> Path:
     except OSError as e:
         raise InputError(f"{out}: the output folder is not writable ({e.strerror or e})") from None
     state = out / STATE_DIR
+    lock = lock_folder(state)
+    try:
+        _check_or_clear(out, state, cfg, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return state, lock
+
+
+def _check_or_clear(out: Path, state: Path, cfg: RunConfig, overwrite: bool) -> None:
     saved = state / "config.json"
     mine = json.loads(json.dumps(resume_signature(cfg), default=str))  # compared as stored: after a JSON round trip
-    if overwrite:
-        for p in (state, out / "keyframes"):
-            shutil.rmtree(p, ignore_errors=True)
+    if overwrite:  # everything of the earlier run but the lock this run now holds
+        for p in state.iterdir():
+            if p.name != LOCK_FILE:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        shutil.rmtree(out / "keyframes", ignore_errors=True)
         for p in (out / "video.mp4", out / "run.json"):
             p.unlink(missing_ok=True)
     elif saved.is_file() and any(state.glob("batch_*.pt")):  # only a run with finished work is protected
@@ -60,10 +76,8 @@ def prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> Path:
                 "to start over, or choose another --output",
                 str(out),
             )
-    state.mkdir(exist_ok=True)
     (out / "keyframes").mkdir(exist_ok=True)
     write_json(saved, mine)
-    return state
 
 
 def stopped_message(e: Cancelled, out: Path, finished: int, total: int) -> Cancelled:

@@ -42,6 +42,7 @@ from .flow import (
     chain_of,
     get_flow_estimator,
 )
+from .folder_lock import FolderLock
 from .keyframes import FrameDistances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
@@ -219,6 +220,8 @@ class RunPlan:
     state: Path
     #: When each frame is shown, for keyframe prompts given as times on a variable-rate video; None: constant rate.
     frame_seconds: list[float] | None
+    #: The output folder's lock, held until the run ends (``translate_video`` releases it).
+    lock: FolderLock
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -268,13 +271,17 @@ def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True
                 f"(expected files like {missing[0]:04d}.png)"
             )
     out = Path(cfg.output)
-    state = prepare_output(out, cfg, overwrite)
-    check_disk_space(out, disk_needed(info, len(keys), len(batches), cfg.steps))
-    write_json(state / RUN_CONFIG, {"config": cfg.to_dict()})
+    state, lock = prepare_output(out, cfg, overwrite)
+    try:
+        check_disk_space(out, disk_needed(info, len(keys), len(batches), cfg.steps))
+        write_json(state / RUN_CONFIG, {"config": cfg.to_dict()})
+    except BaseException:
+        lock.release()
+        raise
     # a time in keyframe_prompts ("2.5s") names the frame shown then: a variable-rate clip says when that is
     frame_seconds = [info.times.seconds(i) for i in range(info.num_frames)] if info.times is not None else None
     logger.info("%d frames, %d keyframes in %d batches", info.num_frames, len(keys), len(batches))
-    plan = RunPlan(cfg, info, keys, batches, out, state, frame_seconds)
+    plan = RunPlan(cfg, info, keys, batches, out, state, frame_seconds, lock)
     plan.seconds["read"] = t1 - t0  # the decoding pass, with Alg. 1's distances
     plan.seconds["keyframes"] = time.perf_counter() - t1
     return plan
@@ -501,7 +508,7 @@ def translate_video(
         estimator if propagation_flow == cfg.flow else get_flow_estimator(propagation_flow, device=device)
     )
     plan = read_and_plan(cfg, overwrite, progress)
-    with FrameReader(plan.info, cache=2 * cfg.s_max + 2) as reader:
+    with plan.lock, FrameReader(plan.info, cache=2 * cfg.s_max + 2) as reader:
         flows = _KeyframeFlows(estimator, reader, plan.batches, plan.state)
         models = _BatchModels(cfg, pipeline, load_pipeline)
         translated = translate_batches(plan, reader, flows, models, progress, should_stop)
