@@ -110,3 +110,12 @@ def test_a_finished_or_failed_run_leaves_no_lock(src, tmp_path, monkeypatch):
     monkeypatch.setattr(run_folder.shutil, "disk_usage", lambda p: usage._replace(free=0))
     assert translate(src, tmp_path / "full") == 2  # fails after the lock was taken
     assert not (tmp_path / "full" / ".fresco" / LOCK_FILE).exists()
+
+
+def test_a_lock_this_process_left_behind_is_taken_over(tmp_path, caplog):
+    """A run of this process that could not remove its lock (a disk gone read-only) does not block the next."""
+    state = tmp_path / ".fresco"
+    write_lock(state, token="an-earlier-run-of-this-process")
+    with caplog.at_level(logging.WARNING), lock_folder(state):
+        pass
+    assert "no longer running" in caplog.text

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from .disk import PARTIAL, remove_quietly, write_failure
 from .errors import ConfigError, InputError
 from .video import AudioTrack, FrameTimes
 
@@ -36,7 +37,7 @@ _STANDARD_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "
 
 def _atomic_target(path: Path) -> Path:
     # Same folder, so the final os.replace is an atomic rename; the suffix keeps the container format guessable.
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    return path.with_name(f".{path.stem}{PARTIAL}{os.getpid()}{path.suffix}")
 
 
 @functools.cache
@@ -129,8 +130,11 @@ def write_video(
             out.mux(vstream.encode(None))
             if a_in is not None:
                 _copy_audio(a_in, a_out, audio, out, remux)
+    except OSError as e:  # a full or read-only disk: one message naming the file (our writes, not the input's)
+        remove_quietly(tmp)
+        raise write_failure(out_path, e) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise
     os.replace(tmp, out_path)
     logger.info("wrote %s: %d frames at %s fps%s", out_path, n, rate, f", audio {audio.codec}" if audio else "")
@@ -178,8 +182,11 @@ def concatenate_video(
                 raise ConfigError("chunks", "at least one chunk", "none")
             if a_in is not None:
                 _copy_audio(a_in, a_out, audio, out, remux)
+    except OSError as e:  # a full or read-only disk: one message naming the file (our writes, not the input's)
+        remove_quietly(tmp)
+        raise write_failure(out_path, e) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise
     os.replace(tmp, out_path)
     logger.info("wrote %s from %d chunks%s", out_path, len(chunks), f", audio {audio.codec}" if audio else "")

@@ -20,6 +20,11 @@ class ConfigError(FrescoError, ValueError):
         super().__init__(f"{field}: expected {expected}, got {given!r}")
 
 
+class WriteError(FrescoError):
+    """A file of the run could not be written (full disk, read-only folder, no permission); the message names the
+    file, the free space and what to do. Finished work is kept."""
+
+
 class ModelNotFound(FrescoError):
     """Model weights could not be found or loaded; the message says what to pass instead."""
 

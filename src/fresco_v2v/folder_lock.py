@@ -25,6 +25,11 @@ LOCK_FILE = "lock"
 _UNREADABLE_GRACE_S = 10.0
 
 
+#: Tokens of the locks this process holds now: a lock file with this process's pid and another token is a leftover
+#: of an earlier run of this process (the web UI serves many), not a live one.
+_HELD: set[str] = set()
+
+
 class FolderBusy(InputError):
     """Another live run holds the output folder."""
 
@@ -36,9 +41,13 @@ class FolderLock:
 
     def release(self) -> None:
         """Remove the lock if it is still this run's (a lock taken over by another run is left alone)."""
+        _HELD.discard(self.token)
         holder = _read(self.path)
         if holder is not None and holder.get("token") == self.token:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as e:  # a disk gone read-only: the next run on this host takes the stale lock over
+                logger.warning("%s: could not remove this run's lock (%s)", self.path, e.strerror or e)
 
     def __enter__(self) -> FolderLock:
         return self
@@ -101,6 +110,13 @@ def _create(path: Path, content: str) -> bool:
         aside.unlink(missing_ok=True)
 
 
+def _pid(holder: dict) -> int:
+    try:
+        return int(holder.get("pid", -1))
+    except (TypeError, ValueError):
+        return -1
+
+
 def _describe(holder: dict) -> str:
     started = holder.get("started")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, int | float) else "?"
@@ -116,6 +132,7 @@ def lock_folder(state: Path) -> FolderLock:
     content = json.dumps({"pid": os.getpid(), "host": host, "started": time.time(), "token": token})
     for _ in range(3):  # another run may take over a stale lock between our read and our retry
         if _create(path, content):
+            _HELD.add(token)
             return FolderLock(path, token)
         holder = _read(path)
         folder = state.parent
@@ -132,7 +149,7 @@ def lock_folder(state: Path) -> FolderLock:
                 f"{folder}: another run uses this output folder ({_describe(holder)}); choose another --output, or "
                 f"if that run has ended, delete {path}"
             )
-        elif holder.get("pid") == os.getpid() or _process_alive(int(holder.get("pid", -1))):
+        elif holder.get("token") in _HELD or (holder.get("pid") != os.getpid() and _process_alive(_pid(holder))):
             raise FolderBusy(
                 f"{folder}: another run uses this output folder ({_describe(holder)}); wait for it to finish or "
                 "choose another --output"

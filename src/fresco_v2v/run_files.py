@@ -4,8 +4,9 @@ killed run never leaves a truncated file in place."""
 
 from __future__ import annotations
 
+import io
 import json
-import os
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,19 +14,18 @@ import cv2
 import numpy as np
 import torch
 
+from .disk import write_bytes_atomic
 from .errors import FrescoError, InputError
 from .flow import BidirectionalFlow
 from .pipeline import AnchorLatents
 
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+logger = logging.getLogger(__name__)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = _tmp(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -47,14 +47,32 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def save_anchors(path: Path, anchors: AnchorLatents) -> None:
-    tmp = _tmp(path)
-    torch.save({"timesteps": anchors.timesteps, "first": anchors.first, "last": anchors.last}, tmp)
-    os.replace(tmp, path)
+    write_bytes_atomic(
+        path, _torch_bytes({"timesteps": anchors.timesteps, "first": anchors.first, "last": anchors.last})
+    )
+
+
+class DamagedState(FrescoError):
+    """A file of the resume state is empty, truncated or not ours: the work it stood for is redone."""
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        d = torch.load(path, weights_only=True)
+    except Exception as e:  # empty (EOFError), truncated (RuntimeError from the zip reader), or not a torch file
+        raise DamagedState(f"{path}: damaged ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise DamagedState(f"{path}: damaged (not a mapping)")
+    return d
 
 
 def load_anchors(path: Path) -> AnchorLatents:
-    d = torch.load(path, weights_only=True)
-    return AnchorLatents(list(d["timesteps"]), list(d["first"]), list(d["last"]))
+    """A finished batch's anchor latents; :class:`DamagedState` for a file that is not whole."""
+    d = _load_state(path)
+    try:
+        return AnchorLatents(list(d["timesteps"]), list(d["first"]), list(d["last"]))
+    except (KeyError, TypeError) as e:
+        raise DamagedState(f"{path}: damaged (missing {e})") from None
 
 
 CHAIN_FILE = "keyframe-chain.pt"  # in STATE_DIR: the last finished batch's flows from key 0 to its last key
@@ -62,20 +80,22 @@ CHAIN_FILE = "keyframe-chain.pt"  # in STATE_DIR: the last finished batch's flow
 
 def save_chain(state: Path, batch_index: int, chain: BidirectionalFlow) -> None:
     """What the next batch's anchor pair is built from (``flow.chain_of``), so a resumed run builds it the same."""
-    path = state / CHAIN_FILE
-    tmp = _tmp(path)
-    torch.save({"batch": batch_index, "fwd": chain.fwd, "bwd": chain.bwd}, tmp)
-    os.replace(tmp, path)
+    write_bytes_atomic(state / CHAIN_FILE, _torch_bytes({"batch": batch_index, "fwd": chain.fwd, "bwd": chain.bwd}))
 
 
 def load_chain(state: Path) -> tuple[int, BidirectionalFlow] | None:
-    """(the batch it was saved after, the chain), or None when no chain was saved."""
+    """(the batch it was saved after, the chain), or None when no chain was saved or the file is damaged (logged:
+    the chain is then rebuilt from the keyframes' flows)."""
     path = state / CHAIN_FILE
     if not path.is_file():
         return None
-    d = torch.load(path, weights_only=True)
-    none = torch.zeros(d["fwd"].shape[:3], dtype=torch.bool)
-    return int(d["batch"]), BidirectionalFlow(d["fwd"], d["bwd"], none, none.clone())
+    try:
+        d = _load_state(path)
+        none = torch.zeros(d["fwd"].shape[:3], dtype=torch.bool)
+        return int(d["batch"]), BidirectionalFlow(d["fwd"], d["bwd"], none, none.clone())
+    except (DamagedState, KeyError, TypeError, AttributeError) as e:
+        logger.warning("%s: %s; the keyframe chain is rebuilt", path, e)
+        return None
 
 
 class KeyImages(Sequence):

@@ -5,16 +5,19 @@ work)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from .config import RunConfig
+from .disk import PARTIAL
 from .errors import Cancelled, ConfigError, InputError
 from .folder_lock import LOCK_FILE, FolderLock, lock_folder
 from .run_files import write_json
 from .video import VideoInfo
 
+logger = logging.getLogger(__name__)
 STATE_DIR = ".fresco"
 RUN_CONFIG = "run-config.json"  # in STATE_DIR: the whole RunConfig, a --config file to go on with a stopped run
 
@@ -49,11 +52,22 @@ def prepare_output(out: Path, cfg: RunConfig, overwrite: bool) -> tuple[Path, Fo
     state = out / STATE_DIR
     lock = lock_folder(state)
     try:
+        remove_partial_files(out)
         _check_or_clear(out, state, cfg, overwrite)
     except BaseException:
         lock.release()
         raise
     return state, lock
+
+
+def remove_partial_files(out: Path) -> None:
+    """The temporaries that killed runs left in OUTDIR (this run holds its lock, so no other run is writing them)."""
+    folders = [out, out / "keyframes", out / STATE_DIR, out / STATE_DIR / "chunks"]
+    stale = [p for f in folders if f.is_dir() for p in f.iterdir() if PARTIAL in p.name or p.name.startswith(".write-")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        logger.info("%s: removed %d unfinished files of an earlier run that was killed", out, len(stale))
 
 
 def _check_or_clear(out: Path, state: Path, cfg: RunConfig, overwrite: bool) -> None:
@@ -67,7 +81,15 @@ def _check_or_clear(out: Path, state: Path, cfg: RunConfig, overwrite: bool) -> 
         for p in (out / "video.mp4", out / "run.json"):
             p.unlink(missing_ok=True)
     elif saved.is_file() and any(state.glob("batch_*.pt")):  # only a run with finished work is protected
-        theirs = json.loads(saved.read_text())
+        try:
+            theirs = json.loads(saved.read_text())
+            if not isinstance(theirs, dict):
+                raise ValueError("not a mapping")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(
+                f"{saved}: damaged ({e}), so it cannot tell which configuration made the finished keyframe batches "
+                f"in {out}; pass --overwrite to start over, or choose another --output"
+            ) from None
         changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if changed:
             raise ConfigError(

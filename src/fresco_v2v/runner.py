@@ -46,7 +46,17 @@ from .folder_lock import FolderLock
 from .keyframes import FrameDistances, plan_batches, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
-from .run_files import KeyImages, load_anchors, load_chain, save_anchors, save_chain, write_json, write_png
+from .run_files import (
+    DamagedState,
+    KeyImages,
+    load_anchors,
+    load_chain,
+    read_png,
+    save_anchors,
+    save_chain,
+    write_json,
+    write_png,
+)
 from .run_folder import (
     RUN_CONFIG,
     check_disk_space,
@@ -296,8 +306,16 @@ def _read_finished_batch(plan: RunPlan, b: int) -> AnchorLatents | None:
     done = plan.state / f"batch_{b:04d}.pt"
     if not (done.is_file() and all(_keyframe_png(plan, k).is_file() for k in plan.batches[b])):
         return None
+    try:
+        anchors = load_anchors(done)
+        for k in plan.batches[b]:
+            read_png(_keyframe_png(plan, k))
+    except (DamagedState, InputError) as e:  # an empty or cut-off file (a disk that filled up, a copy that broke)
+        logger.warning("%s; batch %d is done again (the other finished batches are kept)", e, b)
+        done.unlink(missing_ok=True)
+        return None
     logger.info("batch %d already done; resumed from %s", b, done)
-    return load_anchors(done)
+    return anchors
 
 
 def _translate_batch(plan: RunPlan, b: int, frames: np.ndarray, models: _BatchModels, flows, anchors, progress, stop):
