@@ -187,10 +187,13 @@ def iter_propagate(
         for left, right, between in segments:
             run.check_stop()
             logger.info("propagating frames %d-%d from keys %s, %s", between[0], between[-1], left, right)
+            lo = min(between + [k for k in (left, right) if k is not None])
+            hi = max(between + [k for k in (left, right) if k is not None])
+            seg = np.asarray(frames[lo : hi + 1])  # [L, H, W, 3]: the segment's source frames, read once
             seg_flows = flows
             if seg_flows is None or any(t not in seg_flows for t in between):
-                seg_flows = _segment_flows(frames, left, right, between, cfg, est)
-            jobs = run.segment_jobs(left, right, between, seg_flows)
+                seg_flows = _segment_flows(seg, lo, left, right, cfg, est)
+            jobs = run.segment_jobs(left, right, between, seg_flows, seg, lo)
             if pool is None:
                 for t, job in jobs.items():
                     done[t] = run.render(t, *job)
@@ -223,12 +226,11 @@ def _check_stylized_keys(stylized_keys: Sequence[np.ndarray], num_keys: int, h: 
 
 
 def _segment_flows(
-    frames, left: int | None, right: int | None, between: list[int], cfg: PropagationConfig, est
+    seg: np.ndarray, lo: int, left: int | None, right: int | None, cfg: PropagationConfig, est
 ) -> dict[int, FrameFlows]:
-    """The flows of one key segment's frames ({frame index: FrameFlows}), estimated over the segment alone."""
-    sub = [k for k in (left, right) if k is not None]
-    lo, hi = min(between + sub), max(between + sub)
-    local = estimate_propagation_flows(frames[lo : hi + 1], [k - lo for k in sub], cfg, est)
+    """The flows of one key segment's frames ({frame index: FrameFlows}), estimated over the segment alone
+    (``seg``: its frames ``lo``.., keys included)."""
+    local = estimate_propagation_flows(seg, [k - lo for k in (left, right) if k is not None], cfg, est)
     return {t + lo: v for t, v in local.items()}
 
 
@@ -240,11 +242,12 @@ class _Run:
         self.cfg, self.dev, self.should_stop = cfg, dev, should_stop
         self.cache: dict[int, _Key] = {}
 
-    def key_state(self, k: int) -> _Key:
+    def key_state(self, k: int, source: np.ndarray) -> _Key:
+        """Key ``k``'s state, prepared from its source frame ``source`` the first time it is needed."""
         if k not in self.cache:
             if len(self.cache) >= 2:  # segments go left to right: only the current two keys are needed again
                 self.cache.pop(min(self.cache))
-            src = _to_tensor(self.frames[k], self.dev)
+            src = _to_tensor(source, self.dev)
             sty = _to_tensor(np.asarray(self.stylized_keys[self.keys.index(k)]), self.dev)
             self.cache[k] = prepare_key(k, src, sty, self.cfg)
         return self.cache[k]
@@ -253,20 +256,32 @@ class _Run:
         if self.should_stop is not None and self.should_stop():
             raise Cancelled(f"propagation stopped (of {len(self.frames) - len(self.keys)} frames to render)")
 
-    def segment_jobs(self, left: int | None, right: int | None, between: list[int], seg_flows: dict[int, FrameFlows]):
-        """{t: (sides, target frame)} for the frames of one segment, sides as :func:`synthesize_frame` takes them."""
+    def segment_jobs(
+        self,
+        left: int | None,
+        right: int | None,
+        between: list[int],
+        seg_flows: dict[int, FrameFlows],
+        seg: np.ndarray,
+        lo: int,
+    ):
+        """{t: (sides, target frame)} for the frames of one segment (``seg``: its source frames ``lo``.., keys
+        included), sides as :func:`synthesize_frame` takes them."""
         jobs = {}
         with torch.no_grad():  # the keys' states are built here, before any thread reads them
             for t in between:
                 ff = seg_flows[t]
-                target = np.asarray(self.frames[t])  # read here: a frame source is read from one thread
+                target = seg[t - lo]
                 if left is not None and right is not None:
                     wl = (right - t) / (right - left)
-                    sides = [(self.key_state(left), ff.to_left, wl), (self.key_state(right), ff.to_right, 1.0 - wl)]
+                    sides = [
+                        (self.key_state(left, seg[left - lo]), ff.to_left, wl),
+                        (self.key_state(right, seg[right - lo]), ff.to_right, 1.0 - wl),
+                    ]
                 elif left is not None:
-                    sides = [(self.key_state(left), ff.to_left, 1.0)]
+                    sides = [(self.key_state(left, seg[left - lo]), ff.to_left, 1.0)]
                 else:
-                    sides = [(self.key_state(right), ff.to_right, 1.0)]
+                    sides = [(self.key_state(right, seg[right - lo]), ff.to_right, 1.0)]
                 jobs[t] = (sides, target)
         return jobs
 
