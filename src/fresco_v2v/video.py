@@ -257,6 +257,11 @@ def iter_frames(
     Frames are turned upright as the file's display matrix says (``display_quarter_turns``), as players show them.
     ``pts``: a list that receives each yielded frame's presentation timestamp (stream time base), when given.
     """
+    return (_upright_rgb(frame, fit) for frame in _decoded(path, max_frames, pts))
+
+
+def _decoded(path: str | os.PathLike, max_frames: int | None, pts: list[int | None] | None) -> Iterator[av.VideoFrame]:
+    """The video stream's decoded frames as they are (no conversion), recording their timestamps in ``pts``."""
     p, container = _open_input(path)
     with container:
         if not container.streams.video:
@@ -270,7 +275,7 @@ def iter_frames(
                     break
                 if pts is not None:
                     pts.append(frame.pts)
-                yield _upright_rgb(frame, fit)
+                yield frame
                 n += 1
         except av.FFmpegError as e:
             if n == 0:
@@ -367,7 +372,9 @@ def scan_video(
     n = 0
     total = min(expected, max_frames) if expected and max_frames else expected or max_frames
     with tqdm(total=total, desc="reading frames", unit="frame", disable=not progress, leave=False) as bar:
-        for n, frame in enumerate(iter_frames(p, plan, max_frames, pts=pts), start=1):
+        # without a visitor the frames are only counted and timed: no conversion to RGB, no resizing
+        frames = iter_frames(p, plan, max_frames, pts=pts) if visit is not None else _decoded(p, max_frames, pts)
+        for n, frame in enumerate(frames, start=1):
             if visit is not None:
                 visit(n - 1, frame)
             bar.update(1)
