@@ -146,3 +146,40 @@ def test_guided_layers_default_are_decoder_self_attention(tiny):
     assert names and all(n.startswith(("up_blocks.2", "up_blocks.3")) and n.endswith("attn1.processor") for n in names)
     with pytest.raises(ValueError, match="no self-attention"):
         guided_layer_names(tiny.unet, ("up_blocks.0",))
+
+
+def test_processor_composes_eq7_then_eq8_then_eq9_as_a_naive_oracle():
+    """The processor's order (§3.4): eq. 7 turns the queries into Q' with the reference pass's Q^r, K^r; eq. 8
+    attends Q' to the batch's unique tokens for V'; eq. 9 mixes V' along each trajectory, weighted by the layer's
+    own Q and K. Checked token by token with loops."""
+    from fresco_v2v.attention import FrescoAttnProcessor
+
+    n, hh, ww, g, h, d = 4, 32, 32, 2, 2, 3
+    corr = build_correspondence(random_frames(n, hh, ww, 3), random_flows(n, hh, ww, 3), factors=(8,))
+    sc = corr.for_tokens((hh // 8) * (ww // 8))
+    l = sc.num_tokens
+    cfg = AttentionConfig(lambda_s=5.0, lambda_t=3.0)
+    q, k, v = rand(g * n, h, l, d, seed=11), rand(g * n, h, l, d, seed=12), rand(g * n, h, l, d, seed=13)
+    qr, kr = rand(n, h, l, d, seed=14), rand(n, h, l, d, seed=15)  # one reference for both CFG halves
+    ctx = FrescoAttentionContext(cfg, num_frames=n, correspondence=corr, reference_qk={"layer": (qr, kr)})
+    out = FrescoAttnProcessor("layer", ctx)._fresco(q, k, v, StepConstraints(True, True, True))
+
+    unique = [int(u) for u in sc.unique_index]
+    expect = torch.empty_like(q)
+    for gi in range(g):
+        items = range(gi * n, gi * n + n)
+        q7 = {i: softmax_attn(qr[i % n], kr[i % n], q[i], 1 / (cfg.lambda_s * math.sqrt(d))) for i in items}  # eq. 7
+        ku = torch.stack([k[gi * n + u // l, :, u % l] for u in unique], dim=1)  # [h, U, d]
+        vu = torch.stack([v[gi * n + u // l, :, u % l] for u in unique], dim=1)
+        v8 = {i: softmax_attn(q7[i], ku, vu, 1 / math.sqrt(d)) for i in items}  # eq. 8: V'
+        for p in range(l):  # eq. 9, trajectory by trajectory, over V'
+            toks = [int(sc.traj_perm[j, p]) for j in range(n)]
+            seg = [int(sc.traj_segment[j, p]) for j in range(n)]
+            for j in range(n):
+                linked = [f for f in range(n) if seg[f] == seg[j]]
+                qi = q[gi * n + j, :, toks[j]]  # [h, d]
+                ks = torch.stack([k[gi * n + f, :, toks[f]] for f in linked], dim=1)  # [h, m, d]
+                vs = torch.stack([v8[gi * n + f][:, toks[f]] for f in linked], dim=1)
+                w = torch.softmax((ks @ qi[..., None])[..., 0] / (cfg.lambda_t * math.sqrt(d)), dim=-1)
+                expect[gi * n + j, :, toks[j]] = (w[..., None] * vs).sum(1)
+    torch.testing.assert_close(out, expect)

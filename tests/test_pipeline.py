@@ -11,7 +11,7 @@ from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig,
 from fresco_v2v.correspondence import build_correspondence
 from fresco_v2v.flow import DISFlow
 from fresco_v2v.optimization import decoder_hooks, optimize_features
-from fresco_v2v.testing import make_tiny_pipeline, moving_square_clip
+from fresco_v2v.testing import make_tiny_pipeline, moving_square_clip, wake_controlnets
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,8 @@ def clip():
 def run(pipe, frames, seed=0, **kw):
     kw.setdefault("num_inference_steps", 4)
     kw.setdefault("flow_estimator", DISFlow())  # consecutive frames: flows straight between them
-    return pipe(frames, "a painting of a dog", generator=torch.Generator().manual_seed(seed), **kw)
+    prompt = kw.pop("prompt", "a painting of a dog")
+    return pipe(frames, prompt, generator=torch.Generator().manual_seed(seed), **kw)
 
 
 def test_translates_four_frames_deterministically(pipe, clip):
@@ -117,6 +118,46 @@ def test_switches(pipe, clip, attention, optimization):
     assert bool(out.trace.optimization) == optimization.enabled
 
 
+SWITCHES = {
+    "eq. 7 spatial-guided attention": FrescoConfig(attention=AttentionConfig(spatial_guided=False)),
+    "eq. 8 cross-frame attention": FrescoConfig(attention=AttentionConfig(cross_frame=False)),
+    "eq. 9 temporal-guided attention": FrescoConfig(attention=AttentionConfig(temporal_guided=False)),
+    "eq. 5 temporal loss": FrescoConfig(optimization=OptimizationConfig(temporal=False)),
+    "eq. 6 spatial loss": FrescoConfig(optimization=OptimizationConfig(spatial=False)),
+    "the feature optimization": FrescoConfig(optimization=OptimizationConfig(enabled=False)),
+}
+
+
+@pytest.fixture(scope="module")
+def all_on(pipe, clip):
+    return run(pipe, clip[:3], num_inference_steps=4)
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_each_switch_changes_the_result_alone(pipe, clip, all_on, name):
+    """Turning one FRESCO term off changes the latents (same seed and frames): each term acts in a default run."""
+    off = run(pipe, clip[:3], num_inference_steps=4, fresco=SWITCHES[name])
+    change = (off.latents - all_on.latents).abs().mean() / all_on.latents.abs().mean()
+    assert change > 1e-3, f"{name} off changed the latents by {change:.2e} only"
+
+
+def test_everything_off_couples_no_frames_and_a_prompt_changes_its_own_frame(pipe, clip):
+    """Without FRESCO's attention and optimization the frames are independent: another prompt for frame 1 changes
+    frame 1 and leaves frames 0 and 2 exactly as they were; with FRESCO it changes frame 1 most."""
+    plain = FrescoConfig(
+        AttentionConfig(spatial_guided=False, cross_frame=False, temporal_guided=False),
+        OptimizationConfig(enabled=False),
+    )
+    a = run(pipe, clip[:3], prompt=["a photo of a dog", "a painting", "a cat"], fresco=plain)
+    b = run(pipe, clip[:3], prompt=["a photo of a dog", "a pencil drawing", "a cat"], fresco=plain)
+    torch.testing.assert_close(a.latents[[0, 2]], b.latents[[0, 2]], rtol=0, atol=0)
+    assert (a.latents[1] - b.latents[1]).abs().mean() > 1e-3
+    a = run(pipe, clip[:3], prompt=["a photo of a dog", "a painting", "a cat"])
+    b = run(pipe, clip[:3], prompt=["a photo of a dog", "a pencil drawing", "a cat"])
+    per_frame = (a.latents - b.latents).abs().mean(dim=(1, 2, 3))  # [3]
+    assert per_frame.argmax() == 1 and per_frame[1] > 1e-3
+
+
 def test_per_frame_prompts_and_no_guidance(pipe, clip):
     out = pipe(
         clip[:3],
@@ -130,16 +171,15 @@ def test_per_frame_prompts_and_no_guidance(pipe, clip):
 
 
 def test_several_controlnets():
-    pipe2 = make_tiny_pipeline(seed=0, num_controlnets=2)
-    out = run(
-        pipe2,
-        moving_square_clip(3, 64, 64, 16, (8, 8), (2, 2)),
-        controlnet_conditioning_scale=[1.0, 0.5],
-        num_inference_steps=2,
-    )
-    assert len(out.frames) == 3
+    pipe2 = wake_controlnets(make_tiny_pipeline(seed=0, num_controlnets=2))
+    frames = moving_square_clip(3, 64, 64, 16, (8, 8), (2, 2))
+    first_only = run(pipe2, frames, controlnet_conditioning_scale=[1.0, 0.0], num_inference_steps=2)
+    both = run(pipe2, frames, controlnet_conditioning_scale=[1.0, 0.5], num_inference_steps=2)
+    assert len(both.frames) == 3
+    # the second ControlNet (non-zero output layers) reaches the result
+    assert (both.latents - first_only.latents).abs().mean() > 1e-3 * first_only.latents.abs().mean()
     with pytest.raises(ConfigError, match="controlnet_conditioning_scale"):
-        run(pipe2, moving_square_clip(3, 64, 64, 16, (8, 8), (2, 2)), controlnet_conditioning_scale=[1.0])
+        run(pipe2, frames, controlnet_conditioning_scale=[1.0])
 
 
 @pytest.mark.parametrize(
