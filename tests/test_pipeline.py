@@ -371,3 +371,13 @@ def test_no_controlnet_equals_a_zero_controlnet(clip):
     assert bare.controlnet is None and bare.num_controlnets == 0
     a, b = run(bare, clip[:3]), run(zero, clip[:3])
     assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
+
+
+def test_background_smoothing_acts_on_the_background_only(pipe, clip):
+    """All-foreground masks leave every latent as without smoothing; all-background masks change them."""
+    plain = run(pipe, clip[:3])
+    fg = np.full((3, 64, 64), 255, np.uint8)
+    all_fg = run(pipe, clip[:3], background_smoothing=0.5, foreground_masks=fg)
+    all_bg = run(pipe, clip[:3], background_smoothing=0.5, foreground_masks=np.zeros_like(fg))
+    torch.testing.assert_close(all_fg.latents, plain.latents, rtol=0, atol=0)
+    assert (all_bg.latents - plain.latents).abs().mean() > 1e-3 * plain.latents.abs().mean()
