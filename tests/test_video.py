@@ -373,3 +373,44 @@ def test_frame_reader_random_access_matches_read_video(tmp_path, kind):
         assert np.array_equal(reader.take([12, 3, 12]), want[[12, 3, 12]])
         with pytest.raises(IndexError):
             reader[40]
+
+
+def _faststart_copy(src, dst):
+    """``src`` remuxed with its index first (as streaming sites serve mp4s), so a cut-off copy still opens."""
+    with av.open(str(src)) as i, av.open(str(dst), "w", options={"movflags": "faststart"}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for packet in i.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                o.mux(packet)
+    return dst
+
+
+def test_a_file_cut_off_anywhere_reads_its_first_frames_or_says_why(tmp_path):
+    """Cut at random offsets: each copy either fails with an InputError naming it, or gives the frames before the
+    cut, in order, with the audio ending at the last of them; never another exception."""
+    frames = moving_square_clip(40, 64, 64, 16, (4, 4), (1, 0))
+    full = _faststart_copy(write_test_video(tmp_path / "a.mp4", frames, 24), tmp_path / "fast.mp4")
+    whole = read_video(full, short_side=None)
+    data = full.read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for i, cut in enumerate(sorted(rng.integers(len(data) // 20, len(data) - 1, 12))):
+        part = tmp_path / f"cut{i}.mp4"
+        part.write_bytes(data[:cut])
+        try:
+            clip = read_video(part, short_side=None)
+        except InputError as e:
+            assert str(part) in str(e)
+            outcomes.add("refused")
+            continue
+        outcomes.add("read")
+        assert 0 < clip.num_frames <= whole.num_frames
+        assert np.array_equal(clip.frames[:-1], whole.frames[: clip.num_frames - 1])  # the last may be damaged
+        if clip.num_frames < whole.num_frames and clip.audio is not None:
+            assert clip.audio.until == pytest.approx(clip.num_frames / 24)
+    assert "read" in outcomes  # a faststart file cut in its media keeps the frames before the cut
+    index_last = tmp_path / "cut-index-last.mp4"  # the default layout has the index at the end: nothing to read
+    index_last.write_bytes((tmp_path / "a.mp4").read_bytes()[:-2000])
+    with pytest.raises(InputError, match=r"cut-index-last.mp4: (not a video file|its video stream cannot be read)"):
+        read_video(index_last)

@@ -321,6 +321,11 @@ def _probe(p: Path) -> tuple[int, int, Fraction, Fraction | None, AudioTrack | N
         if not container.streams.video:
             raise InputError(f"{p}: has no video stream (is it an audio file?)")
         stream = container.streams.video[0]
+        if stream.codec_context is None or not (stream.codec_context.width and stream.codec_context.height):
+            raise InputError(
+                f"{p}: its video stream cannot be read (no codec parameters: a file cut off before its index, or an "
+                "unsupported codec)"
+            )
         w0, h0 = stream.codec_context.width, stream.codec_context.height
         fps = _frame_rate(p, stream)
         time_base = Fraction(stream.time_base) if stream.time_base else None
@@ -386,7 +391,11 @@ def scan_video(
     if audio is not None and pts and pts[0] is not None and time_base:
         audio = replace(audio, video_start=float(pts[0] * time_base))
     info = VideoInfo(p, fps, plan, audio, n, declared or n, times, tuple(pts))
-    if audio is not None and max_frames is not None and n < (declared or n + 1):
+    trimmed = max_frames is not None and n < (declared or n + 1)  # asked for the first max_frames
+    ended_early = bool(declared) and n < declared and (max_frames is None or n < max_frames)  # a cut-off file
+    if ended_early:
+        logger.warning("%s: the video stream ends after %d of its %d frames; using those", p, n, declared)
+    if audio is not None and (trimmed or ended_early):
         info.audio = replace(audio, until=info.duration)  # the audio ends with the last frame kept
     logger.info(
         "read %s: %d frames at %s fps, %dx%d -> %dx%d (%s)%s",
