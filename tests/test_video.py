@@ -414,3 +414,38 @@ def test_a_file_cut_off_anywhere_reads_its_first_frames_or_says_why(tmp_path):
     index_last.write_bytes((tmp_path / "a.mp4").read_bytes()[:-2000])
     with pytest.raises(InputError, match=r"cut-index-last.mp4: (not a video file|its video stream cannot be read)"):
         read_video(index_last)
+
+
+def _encode(path, codec, pix_fmt, rgba, tags=None):
+    with av.open(str(path), "w") as o:
+        s = o.add_stream(codec, rate=24)
+        s.width, s.height, s.pix_fmt = rgba.shape[2], rgba.shape[1], pix_fmt
+        for name, value in (tags or {}).items():
+            setattr(s.codec_context, name, value)
+        for i, f in enumerate(rgba):
+            frame = av.VideoFrame.from_ndarray(f, format="rgba").reformat(format=pix_fmt)
+            frame.pts = i
+            o.mux(s.encode(frame))
+        o.mux(s.encode())
+    return path
+
+
+def test_alpha_hdr_and_10_bit_input_read_with_what_is_lost_said(tmp_path, caplog):
+    """An alpha channel is dropped (warned), HDR is converted without tone mapping (warned, naming PQ), 10-bit SDR
+    is rounded to 8 bits (logged); the frames read as 8-bit RGB either way."""
+    import logging
+
+    rgba = np.zeros((4, 64, 64, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = 200, 128
+    alpha = _encode(tmp_path / "alpha.mov", "qtrle", "argb", rgba)
+    hdr = _encode(tmp_path / "hdr.mp4", "libx264", "yuv420p10le", rgba, {"color_trc": 16, "color_primaries": 9})
+    ten = _encode(tmp_path / "ten.mp4", "libx264", "yuv420p10le", rgba)
+    with caplog.at_level(logging.INFO):
+        clips = [read_video(p, short_side=None) for p in (alpha, hdr, ten)]
+    assert all(c.frames.shape == (4, 64, 64, 3) and c.frames.dtype == np.uint8 for c in clips)
+    assert np.abs(clips[0].frames.astype(int) - 200).max() <= 2  # the colour as stored, alpha ignored
+    text = caplog.text
+    assert "alpha.mov: has an alpha channel (argb); it is dropped" in text
+    assert "hdr.mp4: is HDR video (PQ (SMPTE ST 2084)); frames are converted to 8-bit SDR without tone mapping" in text
+    assert "ten.mp4: 10-bit frames (yuv420p10le) are rounded to 8 bits" in text
+    assert "ten.mp4: is HDR" not in text

@@ -312,6 +312,33 @@ class VideoInfo:
         return float(self.num_frames / self.fps)
 
 
+#: Transfer characteristics of HDR video (ITU-T H.273): SMPTE ST 2084 (PQ) and ARIB STD-B67 (HLG).
+_HDR_TRANSFERS = {16: "PQ (SMPTE ST 2084)", 18: "HLG (ARIB STD-B67)"}
+
+
+def _warn_pixel_format(p: Path, codec_context) -> None:
+    """What the conversion to 8-bit RGB loses, said once per file: an alpha channel (dropped), HDR (no tone
+    mapping), more than 8 bits (rounded)."""
+    try:
+        fmt = av.VideoFormat(codec_context.pix_fmt) if codec_context.pix_fmt else None
+    except (ValueError, av.FFmpegError):
+        fmt = None
+    if fmt is None:
+        return
+    if any(c.is_alpha for c in fmt.components):
+        logger.warning("%s: has an alpha channel (%s); it is dropped: frames are used as opaque", p, fmt.name)
+    hdr = _HDR_TRANSFERS.get(codec_context.color_trc)
+    if hdr is not None:
+        logger.warning(
+            "%s: is HDR video (%s); frames are converted to 8-bit SDR without tone mapping, so colours look flat and "
+            "washed out: tone-map it to SDR first (e.g. ffmpeg's zscale and tonemap filters)",
+            p,
+            hdr,
+        )
+    elif max(c.bits for c in fmt.components) > 8:
+        logger.info("%s: %d-bit frames (%s) are rounded to 8 bits", p, max(c.bits for c in fmt.components), fmt.name)
+
+
 def _probe(p: Path) -> tuple[int, int, Fraction, Fraction | None, AudioTrack | None, int, int | None]:
     """(upright width, height, rate, time base, audio, declared frame count, expected frame count) from the headers
     and the first frame. The expected count (declared, else duration x rate; None if neither is known) is for
@@ -327,6 +354,7 @@ def _probe(p: Path) -> tuple[int, int, Fraction, Fraction | None, AudioTrack | N
                 "unsupported codec)"
             )
         w0, h0 = stream.codec_context.width, stream.codec_context.height
+        _warn_pixel_format(p, stream.codec_context)
         fps = _frame_rate(p, stream)
         time_base = Fraction(stream.time_base) if stream.time_base else None
         audio = _audio_track(p, container)
