@@ -366,3 +366,34 @@ def test_served_stop_does_not_wait_behind_the_run(src, tmp_path, monkeypatch):
         assert message.endswith("had finished, so there is nothing to go on from") and not list(tmp_path.iterdir())
     finally:
         app.close()
+
+
+def test_serving_beyond_this_machine_needs_a_login_or_no_auth(tmp_path, monkeypatch, capsys):
+    from fresco_v2v import webui
+    from fresco_v2v.cli import main
+
+    launched = []
+    monkeypatch.setattr(webui, "launch", lambda *a, **k: launched.append((a, k)))
+    root = ["--output-root", str(tmp_path / "runs")]
+    for exposed in (["--host", "0.0.0.0"], ["--share"]):
+        assert main(["ui", *exposed, *root]) == 2
+        assert "--auth USER:PASSWORD (or --no-auth)" in capsys.readouterr().err
+    assert not launched
+    assert main(["ui", "--host", "0.0.0.0", "--auth", "alice:s3:cret", *root]) == 0
+    assert launched[-1][1]["auth"] == ("alice", "s3:cret") and "without a login" not in capsys.readouterr().out
+    assert main(["ui", "--share", "--no-auth", *root]) == 0
+    assert launched[-1][1]["auth"] is None and "without a login (--no-auth)" in capsys.readouterr().out
+    assert main(["ui", *root]) == 0  # this machine only: no login needed
+    assert launched[-1][1]["auth"] is None and "warning" not in capsys.readouterr().out
+    assert main(["ui", "--host", "0.0.0.0", "--auth", "alice:", *root]) == 2
+    assert "auth: expected USER:PASSWORD" in capsys.readouterr().err
+
+
+def test_launch_hands_the_login_to_gradio(tmp_path, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    from fresco_v2v.webui import launch
+
+    seen = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
+    launch(host="0.0.0.0", output_root=tmp_path / "runs", auth=("alice", "pw"))
+    assert seen["auth"] == ("alice", "pw") and seen["server_name"] == "0.0.0.0"

@@ -350,15 +350,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .webui import launch
+    from .webui import launch, parse_auth
 
-    print(f"fresco ui: runs are saved under {Path(args.output_root).resolve()}")
-    if args.share or args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            "fresco ui: the page is reachable from other machines; whoever opens it can run models from paths on "
-            "this machine and use its GPU"
+    exposed = args.share or args.host not in ("127.0.0.1", "localhost", "::1")
+    auth = parse_auth(args.auth) if args.auth is not None else None
+    if exposed and auth is None and not args.no_auth:
+        raise ConfigError(
+            "auth",
+            "--auth USER:PASSWORD (or --no-auth) when the page is served beyond this machine (--share or --host "
+            f"{args.host})",
+            None,
         )
-    launch(args.host, args.port, args.output_root, args.share)
+    print(f"fresco ui: runs are saved under {Path(args.output_root).resolve()}")
+    if exposed and auth is None:
+        print(
+            "fresco ui: warning: the page is reachable from other machines without a login (--no-auth); whoever "
+            "opens it can run models from paths on this machine and use its GPU"
+        )
+    launch(args.host, args.port, args.output_root, args.share, auth=auth)
     return 0
 
 
@@ -579,6 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
     u.add_argument("--output-root", default="fresco-ui-runs", help="folder of the runs' outputs (default %(default)s)")
     u.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    u.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        default=None,
+        help="a login for the page; required with --share or a host other than this machine (or --no-auth)",
+    )
+    u.add_argument("--no-auth", action="store_true", help="serve beyond this machine without a login (warned)")
     u.set_defaults(func=_cmd_ui)
 
     v = sub.add_parser("env", help="versions, device, and which known models are downloaded")

@@ -587,12 +587,25 @@ def build_app(session: WebSession | None = None):
     return app
 
 
+def parse_auth(text: str) -> tuple[str, str]:
+    """``USER:PASSWORD`` -> (user, password); both non-empty (the password may contain ':')."""
+    user, sep, password = text.partition(":")
+    if not (sep and user and password):
+        raise ConfigError("auth", "USER:PASSWORD, both non-empty", "a value without them")  # never echo a password
+    return user, password
+
+
 def launch(
-    host: str = "127.0.0.1", port: int = 7860, output_root: str | Path = "fresco-ui-runs", share: bool = False
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    output_root: str | Path = "fresco-ui-runs",
+    share: bool = False,
+    auth: tuple[str, str] | None = None,
 ) -> None:
-    """Build and serve the page (blocks until stopped). Runs are saved under ``output_root``."""
+    """Build and serve the page (blocks until stopped). Runs are saved under ``output_root``; ``auth``: the login
+    gradio asks for before showing the page."""
     root = Path(output_root).resolve()
     app = build_app(WebSession(root))
     logger.info("runs are saved under %s", root)
     # gradio serves files only from its cache, the working folder and allowed_paths: the results live in root
-    app.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(root)])
+    app.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(root)], auth=auth)
