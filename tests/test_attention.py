@@ -71,18 +71,25 @@ def test_eq9_temporal_guided_naive(seed):
     g, h, d, l = 2, 2, 3, sc.num_tokens
     q, k, v = rand(g * n, h, l, d, seed=7), rand(g * n, h, l, d, seed=8), rand(g * n, h, l, d, seed=9)
     out = temporal_guided_attention(q, k, v, sc, 5.0)
-    scale = 1 / (5.0 * math.sqrt(d))
+    torch.testing.assert_close(out, eq9_oracle(q, k, v, sc, 5.0, n))
+
+
+def eq9_oracle(q, k, v, sc, lambda_t, n):
+    """Eq. 9 with loops: each token attends to the tokens linked to it on its trajectory (same segment)."""
+    g, _, l, d = q.shape[0] // n, *q.shape[1:]
+    out = torch.empty_like(v)
     for gi in range(g):
         for p in range(l):  # trajectory by trajectory
             toks = [int(sc.traj_perm[j, p]) for j in range(n)]
             seg = [int(sc.traj_segment[j, p]) for j in range(n)]
             for j in range(n):
-                linked = [kf for kf in range(n) if seg[kf] == seg[j]]
+                linked = [f for f in range(n) if seg[f] == seg[j]]
                 qi = q[gi * n + j, :, toks[j]]  # [h, d]
-                ks = torch.stack([k[gi * n + kf, :, toks[kf]] for kf in linked], dim=1)  # [h, m, d]
-                vs = torch.stack([v[gi * n + kf, :, toks[kf]] for kf in linked], dim=1)
-                w = torch.softmax((ks @ qi[..., None])[..., 0] * scale, dim=-1)  # [h, m]
-                torch.testing.assert_close(out[gi * n + j, :, toks[j]], (w[..., None] * vs).sum(1))
+                ks = torch.stack([k[gi * n + f, :, toks[f]] for f in linked], dim=1)  # [h, m, d]
+                vs = torch.stack([v[gi * n + f, :, toks[f]] for f in linked], dim=1)
+                w = torch.softmax((ks @ qi[..., None])[..., 0] / (lambda_t * math.sqrt(d)), dim=-1)  # [h, m]
+                out[gi * n + j, :, toks[j]] = (w[..., None] * vs).sum(1)
+    return out
 
 
 def test_eq9_static_trajectories_use_no_mask():
@@ -165,21 +172,12 @@ def test_processor_composes_eq7_then_eq8_then_eq9_as_a_naive_oracle():
     out = FrescoAttnProcessor("layer", ctx)._fresco(q, k, v, StepConstraints(True, True, True))
 
     unique = [int(u) for u in sc.unique_index]
-    expect = torch.empty_like(q)
+    v_prime = torch.empty_like(v)
     for gi in range(g):
         items = range(gi * n, gi * n + n)
         q7 = {i: softmax_attn(qr[i % n], kr[i % n], q[i], 1 / (cfg.lambda_s * math.sqrt(d))) for i in items}  # eq. 7
         ku = torch.stack([k[gi * n + u // l, :, u % l] for u in unique], dim=1)  # [h, U, d]
         vu = torch.stack([v[gi * n + u // l, :, u % l] for u in unique], dim=1)
-        v8 = {i: softmax_attn(q7[i], ku, vu, 1 / math.sqrt(d)) for i in items}  # eq. 8: V'
-        for p in range(l):  # eq. 9, trajectory by trajectory, over V'
-            toks = [int(sc.traj_perm[j, p]) for j in range(n)]
-            seg = [int(sc.traj_segment[j, p]) for j in range(n)]
-            for j in range(n):
-                linked = [f for f in range(n) if seg[f] == seg[j]]
-                qi = q[gi * n + j, :, toks[j]]  # [h, d]
-                ks = torch.stack([k[gi * n + f, :, toks[f]] for f in linked], dim=1)  # [h, m, d]
-                vs = torch.stack([v8[gi * n + f][:, toks[f]] for f in linked], dim=1)
-                w = torch.softmax((ks @ qi[..., None])[..., 0] / (cfg.lambda_t * math.sqrt(d)), dim=-1)
-                expect[gi * n + j, :, toks[j]] = (w[..., None] * vs).sum(1)
-    torch.testing.assert_close(out, expect)
+        for i in items:
+            v_prime[i] = softmax_attn(q7[i], ku, vu, 1 / math.sqrt(d))  # eq. 8: V'
+    torch.testing.assert_close(out, eq9_oracle(q, k, v_prime, sc, cfg.lambda_t, n))  # eq. 9 over V', own Q and K

@@ -8,6 +8,7 @@ deterministic (:func:`x264_options`), so a resumed run's file is the uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -38,6 +39,22 @@ _STANDARD_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "
 def _atomic_target(path: Path) -> Path:
     # Same folder, so the final os.replace is an atomic rename; the suffix keeps the container format guessable.
     return path.with_name(f".{path.stem}{PARTIAL}{os.getpid()}{path.suffix}")
+
+
+@contextlib.contextmanager
+def _atomic_output(out_path: Path) -> Iterator[Path]:
+    """A temporary name to write ``out_path`` to, renamed into place when the block ends without an error and
+    removed when it fails; a full or read-only disk becomes :func:`write_failure`'s one message naming the file."""
+    tmp = _atomic_target(out_path)
+    try:
+        yield tmp
+        os.replace(tmp, out_path)
+    except OSError as e:  # our writes (the input's read errors are InputErrors or pass through unchanged)
+        remove_quietly(tmp)
+        raise write_failure(out_path, e) from None
+    except BaseException:
+        remove_quietly(tmp)
+        raise
 
 
 @functools.cache
@@ -80,63 +97,54 @@ def write_video(
     rate = Fraction(fps).limit_denominator(1_000_000)
     if rate <= 0:
         raise ConfigError("fps", "a positive frame rate", fps)
-    tmp = _atomic_target(out_path)
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as out:
-            vstream = None
-            a_in = a_out = None
-            n = 0
-            for frame in frames:
-                frame = np.asarray(frame)
-                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                    raise ConfigError("frames", "[H, W, 3] uint8 RGB arrays", f"{frame.dtype} {frame.shape}")
-                if vstream is None:
-                    h, w = frame.shape[:2]
-                    pad_h, pad_w = h % 2, w % 2
-                    if pad_h or pad_w:
-                        logger.warning(
-                            "%s: %dx%d is odd-sized; yuv420p needs even sides, replicating one edge pixel",
-                            out_path,
-                            w,
-                            h,
-                        )
-                    vstream = out.add_stream("libx264", rate=rate)
-                    vstream.width, vstream.height = w + pad_w, h + pad_h
-                    vstream.pix_fmt = "yuv420p"
-                    vstream.codec_context.time_base = times.time_base if times is not None else 1 / rate
-                    vstream.options = x264_options(crf, preset)
-                    if audio is not None:
-                        a_in, a_out, remux = _add_audio(out, audio)
-                    size = (h, w)
-                if frame.shape[:2] != size:
-                    raise ConfigError(
-                        "frames", f"every frame {size[1]}x{size[0]}", f"frame {n} of {frame.shape[1]}x{frame.shape[0]}"
-                    )
-                if pad_h or pad_w:
-                    frame = cv2.copyMakeBorder(frame, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                if times is not None:
-                    if n >= len(times.pts):
-                        raise ConfigError("times", f"one timestamp per frame ({len(times.pts)})", f"frame {n}")
-                    vf.pts, vf.time_base = times.pts[n], times.time_base
-                else:
-                    vf.pts, vf.time_base = n, 1 / rate
-                out.mux(vstream.encode(vf))
-                n += 1
+    with _atomic_output(out_path) as tmp, av.open(str(tmp), mode="w", format="mp4") as out:
+        vstream = None
+        a_in = a_out = None
+        n = 0
+        for frame in frames:
+            frame = np.asarray(frame)
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ConfigError("frames", "[H, W, 3] uint8 RGB arrays", f"{frame.dtype} {frame.shape}")
             if vstream is None:
-                raise ConfigError("frames", "at least one frame", "none")
-            if times is not None and n != len(times.pts):
-                raise ConfigError("times", f"one timestamp per frame ({n} frames)", f"{len(times.pts)} timestamps")
-            out.mux(vstream.encode(None))
-            if a_in is not None:
-                _copy_audio(a_in, a_out, audio, out, remux)
-    except OSError as e:  # a full or read-only disk: one message naming the file (our writes, not the input's)
-        remove_quietly(tmp)
-        raise write_failure(out_path, e) from None
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-    os.replace(tmp, out_path)
+                h, w = frame.shape[:2]
+                pad_h, pad_w = h % 2, w % 2
+                if pad_h or pad_w:
+                    logger.warning(
+                        "%s: %dx%d is odd-sized; yuv420p needs even sides, replicating one edge pixel",
+                        out_path,
+                        w,
+                        h,
+                    )
+                vstream = out.add_stream("libx264", rate=rate)
+                vstream.width, vstream.height = w + pad_w, h + pad_h
+                vstream.pix_fmt = "yuv420p"
+                vstream.codec_context.time_base = times.time_base if times is not None else 1 / rate
+                vstream.options = x264_options(crf, preset)
+                if audio is not None:
+                    a_in, a_out, remux = _add_audio(out, audio)
+                size = (h, w)
+            if frame.shape[:2] != size:
+                raise ConfigError(
+                    "frames", f"every frame {size[1]}x{size[0]}", f"frame {n} of {frame.shape[1]}x{frame.shape[0]}"
+                )
+            if pad_h or pad_w:
+                frame = cv2.copyMakeBorder(frame, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            if times is not None:
+                if n >= len(times.pts):
+                    raise ConfigError("times", f"one timestamp per frame ({len(times.pts)})", f"frame {n}")
+                vf.pts, vf.time_base = times.pts[n], times.time_base
+            else:
+                vf.pts, vf.time_base = n, 1 / rate
+            out.mux(vstream.encode(vf))
+            n += 1
+        if vstream is None:
+            raise ConfigError("frames", "at least one frame", "none")
+        if times is not None and n != len(times.pts):
+            raise ConfigError("times", f"one timestamp per frame ({n} frames)", f"{len(times.pts)} timestamps")
+        out.mux(vstream.encode(None))
+        if a_in is not None:
+            _copy_audio(a_in, a_out, audio, out, remux)
     logger.info("wrote %s: %d frames at %s fps%s", out_path, n, rate, f", audio {audio.codec}" if audio else "")
     return out_path
 
@@ -157,38 +165,29 @@ def concatenate_video(
     as :func:`write_video` does. The file appears at ``path`` only when complete."""
     out_path = Path(path)
     rate = Fraction(fps).limit_denominator(1_000_000)
-    tmp = _atomic_target(out_path)
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as out:
-            vout = a_in = a_out = None
-            for chunk, start in zip(chunks, starts):
-                with av.open(str(chunk)) as src:
-                    stream = src.streams.video[0]
-                    if vout is None:
-                        vout = out.add_stream_from_template(stream)
-                        if audio is not None:
-                            a_in, a_out, remux = _add_audio(out, audio)
-                    tb = stream.time_base
-                    begin = times.pts[start] * times.time_base if times is not None else Fraction(start) / rate
-                    packets = [p for p in src.demux(stream) if p.pts is not None and p.dts is not None]
-                    offset = round(begin / tb) - min(p.pts for p in packets)
-                    for packet in packets:
-                        packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
-                        packet.stream = vout
-                        out.mux(packet)
-                if on_chunk is not None:
-                    on_chunk()
-            if vout is None:
-                raise ConfigError("chunks", "at least one chunk", "none")
-            if a_in is not None:
-                _copy_audio(a_in, a_out, audio, out, remux)
-    except OSError as e:  # a full or read-only disk: one message naming the file (our writes, not the input's)
-        remove_quietly(tmp)
-        raise write_failure(out_path, e) from None
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-    os.replace(tmp, out_path)
+    with _atomic_output(out_path) as tmp, av.open(str(tmp), mode="w", format="mp4") as out:
+        vout = a_in = a_out = None
+        for chunk, start in zip(chunks, starts):
+            with av.open(str(chunk)) as src:
+                stream = src.streams.video[0]
+                if vout is None:
+                    vout = out.add_stream_from_template(stream)
+                    if audio is not None:
+                        a_in, a_out, remux = _add_audio(out, audio)
+                tb = stream.time_base
+                begin = times.pts[start] * times.time_base if times is not None else Fraction(start) / rate
+                packets = [p for p in src.demux(stream) if p.pts is not None and p.dts is not None]
+                offset = round(begin / tb) - min(p.pts for p in packets)
+                for packet in packets:
+                    packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
+                    packet.stream = vout
+                    out.mux(packet)
+            if on_chunk is not None:
+                on_chunk()
+        if vout is None:
+            raise ConfigError("chunks", "at least one chunk", "none")
+        if a_in is not None:
+            _copy_audio(a_in, a_out, audio, out, remux)
     logger.info("wrote %s from %d chunks%s", out_path, len(chunks), f", audio {audio.codec}" if audio else "")
     return out_path
 
