@@ -449,3 +449,19 @@ def test_alpha_hdr_and_10_bit_input_read_with_what_is_lost_said(tmp_path, caplog
     assert "hdr.mp4: is HDR video (PQ (SMPTE ST 2084)); frames are converted to 8-bit SDR without tone mapping" in text
     assert "ten.mp4: 10-bit frames (yuv420p10le) are rounded to 8 bits" in text
     assert "ten.mp4: is HDR" not in text
+
+
+def test_output_is_bt709_tagged_and_its_colours_read_back(tmp_path):
+    """What we write is converted with the BT.709 matrix at limited range and tagged so; reading it back (by its
+    tags) gives the colours written, to within rounding."""
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [128, 128, 128], [30, 200, 90], [250, 240, 10]])
+    frames = np.zeros((3, 64, 192, 3), np.uint8)
+    for i, c in enumerate(colours):
+        frames[:, :, 32 * i : 32 * i + 32] = c
+    out = write_video(tmp_path / "c.mp4", frames, 24)
+    with av.open(str(out)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range) == (1, 1, 1, 1)  # BT.709, MPEG
+    back = read_video(out, short_side=None, fit="pad", multiple=1).frames
+    centres = back[1, 32, 16::32].astype(int)  # [6, 3]: the middle of each patch
+    assert np.abs(centres - colours).max() <= 3

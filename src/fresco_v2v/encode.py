@@ -69,6 +69,24 @@ def _x264_asm() -> dict[str, str]:
     return {"x264-params": "asm=AVX2"} if torch.backends.cpu.get_cpu_capability() == "AVX512" else {}
 
 
+BT709 = 1  # ITU-T H.273 code of BT.709, for matrix, primaries and transfer alike
+
+
+def _bt709_frame(rgb: np.ndarray) -> av.VideoFrame:
+    """An RGB frame [H, W, 3] as the yuv420p frame we encode: BT.709 matrix, limited range, tagged so (HD video's
+    colour space, which players assume for untagged HD; swscale's default matrix would be BT.601)."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    return frame.reformat(
+        format="yuv420p",
+        src_colorspace="ITU709",
+        dst_colorspace="ITU709",
+        src_color_range="JPEG",
+        dst_color_range="MPEG",
+        dst_color_trc=BT709,
+        dst_color_primaries=BT709,
+    )
+
+
 def x264_options(crf: int = 18, preset: str = "medium") -> dict[str, str]:
     """The libx264 options of every video we write: quality (``crf``), speed (``preset``) and the instruction sets
     that keep the output deterministic."""
@@ -118,7 +136,11 @@ def write_video(
                 vstream = out.add_stream("libx264", rate=rate)
                 vstream.width, vstream.height = w + pad_w, h + pad_h
                 vstream.pix_fmt = "yuv420p"
-                vstream.codec_context.time_base = times.time_base if times is not None else 1 / rate
+                cc = vstream.codec_context
+                cc.time_base = times.time_base if times is not None else 1 / rate
+                # tagged as converted (_bt709_frame): players then show the colours that were encoded
+                cc.colorspace = cc.color_primaries = cc.color_trc = BT709
+                cc.color_range = 1  # MPEG (limited) range
                 vstream.options = x264_options(crf, preset)
                 if audio is not None:
                     a_in, a_out, remux = _add_audio(out, audio)
@@ -129,7 +151,7 @@ def write_video(
                 )
             if pad_h or pad_w:
                 frame = cv2.copyMakeBorder(frame, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf = _bt709_frame(frame)
             if times is not None:
                 if n >= len(times.pts):
                     raise ConfigError("times", f"one timestamp per frame ({len(times.pts)})", f"frame {n}")
