@@ -14,21 +14,23 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import ConfigError, FrescoError, InputError
-from .keyframes import DEFAULT_BATCH_SIZE, DEFAULT_S_MAX, DEFAULT_S_MIN, FrameDistances, plan_batches, select_keyframes
-from .video import DEFAULT_SHORT_SIDE, describe_rate, read_video, scan_video
+from .keyframes import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_S_MAX,
+    DEFAULT_S_MIN,
+    plan_batches,
+    scan_distances,
+    select_keyframes,
+)
+from .video import DEFAULT_SHORT_SIDE, describe_rate, read_video
 
 
 def _cmd_keyframes(args: argparse.Namespace) -> int:
     # one decoding pass that keeps only Alg. 1's distances: memory does not grow with the video
-    distances = FrameDistances()
-    info = scan_video(
-        args.input,
-        lambda i, frame: distances.add(frame),
-        short_side=args.resolution,
-        max_frames=args.max_frames,
-        progress=not args.quiet,
+    info, distances = scan_distances(
+        args.input, short_side=args.resolution, max_frames=args.max_frames, progress=not args.quiet
     )
-    keys = select_keyframes(distances.values, args.s_min, args.s_max)
+    keys = select_keyframes(distances, args.s_min, args.s_max)
     batches = plan_batches(keys, args.batch_size)
     print(
         f"{args.input}: {info.num_frames} frames at {describe_rate(info.fps, info.times is not None)}, "

@@ -55,6 +55,22 @@ class FrameDistances:
         return np.asarray(self._values, dtype=np.float64)
 
 
+def scan_distances(path, *, short_side: int | None, max_frames: int | None = None, progress: bool = False):
+    """One decoding pass over the video at ``path`` (``video.scan_video``) computing Alg. 1's distances as the
+    frames stream past: (its VideoInfo, float64 [M] distances). No frame is kept."""
+    from .video import scan_video
+
+    distances = FrameDistances()
+    info = scan_video(
+        path,
+        lambda i, frame: distances.add(frame),
+        short_side=short_side,
+        max_frames=max_frames,
+        progress=progress,
+    )
+    return info, distances.values
+
+
 def frame_distances(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """d_i = L2 distance between frame i and frame i-1 (Alg. 1 line 2), d_0 = 0.
 

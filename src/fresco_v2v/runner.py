@@ -43,7 +43,7 @@ from .flow import (
     get_flow_estimator,
 )
 from .folder_lock import FolderLock
-from .keyframes import FrameDistances, plan_batches, select_keyframes
+from .keyframes import plan_batches, scan_distances, select_keyframes
 from .models import builtin_model, model_note
 from .pipeline import AnchorLatents
 from .run_files import (
@@ -65,7 +65,7 @@ from .run_folder import (
     prepare_output,
     stopped_message,
 )
-from .video import FrameReader, VideoInfo, describe_rate, scan_video
+from .video import FrameReader, VideoInfo, describe_rate
 
 logger = logging.getLogger(__name__)
 
@@ -262,16 +262,9 @@ def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True
     """Stages 1-2: one decoding pass keeping only Alg. 1's distances (exact rate, timestamps, audio; bad input fails
     before OUTDIR is touched), the keyframes (Alg. 1) and batches (§3.5), and the output folder."""
     t0 = time.perf_counter()
-    distances = FrameDistances()
-    info = scan_video(
-        cfg.input,
-        lambda i, frame: distances.add(frame),
-        short_side=cfg.resolution,
-        max_frames=cfg.max_frames,
-        progress=progress,
-    )
+    info, distances = scan_distances(cfg.input, short_side=cfg.resolution, max_frames=cfg.max_frames, progress=progress)
     t1 = time.perf_counter()
-    keys = select_keyframes(distances.values, cfg.s_min, cfg.s_max)
+    keys = select_keyframes(distances, cfg.s_min, cfg.s_max)
     batches = plan_batches(keys, cfg.batch_size)
     if cfg.background_smoothing > 0:  # a missing mask must fail now, not after hours of earlier batches
         missing = [k for k in keys if not (Path(cfg.foreground_masks) / f"{k:04d}.png").is_file()]
