@@ -175,14 +175,19 @@ def test_failed_run_leaves_no_folder_unless_a_batch_finished(src, tmp_path, monk
     assert list((kept / ".fresco").glob("batch_*.pt")) and (kept / "input.mp4").is_file()
 
 
-def test_launch_lets_gradio_serve_the_output_root(tmp_path, monkeypatch):
+def test_launch_serves_no_run_folder_and_limits_uploads(tmp_path, monkeypatch):
     gr = pytest.importorskip("gradio")
     from fresco_v2v.webui import launch
 
     seen = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
     launch(port=1234, output_root=tmp_path / "runs")
-    assert seen["allowed_paths"] == [str((tmp_path / "runs").resolve())] and seen["server_port"] == 1234
+    assert "allowed_paths" not in seen and seen["blocked_paths"] == [str((tmp_path / "runs").resolve())]
+    assert seen["max_file_size"] == "2000mb" and seen["server_port"] == 1234
+    (guard,) = seen["app_kwargs"]["middleware"]  # the visitor cookie and who may fetch the shown files
+    assert guard.kwargs["private_roots"] == ((tmp_path / "runs").resolve(),)
+    with pytest.raises(ConfigError, match="output_root: expected a folder apart from gradio's upload folder"):
+        launch(output_root=Path(gr.utils.get_upload_folder()).parent)  # would block every upload
 
 
 def test_page_builds_and_reports_errors(src, tmp_path, monkeypatch):
@@ -203,7 +208,7 @@ def test_page_builds_and_reports_errors(src, tmp_path, monkeypatch):
         next(steps)
 
     seen = []
-    monkeypatch.setattr(session, "translate", lambda form: seen.append(form) or 1 / 0)
+    monkeypatch.setattr(session, "translate", lambda form, visitor=None: seen.append(form) or 1 / 0)
     values[fields["Input video"]] = str(src)
     steps = fn(values)
     next(steps)
@@ -311,7 +316,8 @@ def test_stop_ends_the_running_run_and_keeps_its_finished_batches(src, tmp_path,
 
 def test_stop_button_and_the_stopped_status(src, tmp_path, monkeypatch):
     pytest.importorskip("gradio")
-    from fresco_v2v.webui import NOTHING_TO_STOP, STOPPING, build_app
+    from fresco_v2v.webui import build_app
+    from fresco_v2v.webui_page import NOTHING_TO_STOP, STOPPING
 
     session = WebSession(tmp_path)
     app = build_app(session)
@@ -326,7 +332,7 @@ def test_stop_button_and_the_stopped_status(src, tmp_path, monkeypatch):
     values = {c: None for c in app.blocks.values()}
     values[fields["Prompt"]], values[fields["Input video"]] = "a painting", str(src)
 
-    def stopped(form):
+    def stopped(form, visitor=None):
         raise Cancelled("stopped before denoising step 3 of 20; 1 of 4 keyframe batches are finished")
 
     monkeypatch.setattr(session, "translate", stopped)
@@ -341,14 +347,15 @@ def test_served_stop_does_not_wait_behind_the_run(src, tmp_path, monkeypatch):
     client_mod = pytest.importorskip("gradio_client")
     import threading
 
-    from fresco_v2v.webui import STOPPING, build_app
+    from fresco_v2v.webui import build_app
+    from fresco_v2v.webui_page import STOPPING
 
     session = WebSession(tmp_path)
     started, real = threading.Event(), FrescoPipeline.__call__
 
     def wait_for_stop(self, *a, **k):  # a batch that only ends when Stop arrives
         started.set()
-        assert session._running[1].wait(60), "/stop never reached the running run"
+        assert session._running[-1].wait(60), "/stop never reached the running run"
         return real(self, *a, **k)
 
     monkeypatch.setattr(FrescoPipeline, "__call__", wait_for_stop)
@@ -387,6 +394,13 @@ def test_serving_beyond_this_machine_needs_a_login_or_no_auth(tmp_path, monkeypa
     assert launched[-1][1]["auth"] is None and "warning" not in capsys.readouterr().out
     assert main(["ui", "--host", "0.0.0.0", "--auth", "alice:", *root]) == 2
     assert "auth: expected USER:PASSWORD" in capsys.readouterr().err
+    assert main(["ui", "--host", "0.0.0.0", "--no-auth", "--models-root", str(tmp_path), *root]) == 0
+    kw = launched[-1][1]
+    assert kw["public"] and kw["models_root"] == str(tmp_path) and kw["max_upload_mb"] == 2000
+    assert main(["ui", *root]) == 0 and not launched[-1][1]["public"]
+    assert main(["ui", "--max-upload-mb", "0", *root]) == 2 and "max_upload_mb" in capsys.readouterr().err
+    assert main(["ui", "--models-root", str(tmp_path / "none"), *root]) == 2
+    assert "models_root: expected an existing folder" in capsys.readouterr().err
 
 
 def test_launch_hands_the_login_to_gradio(tmp_path, monkeypatch):

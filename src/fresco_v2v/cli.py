@@ -355,6 +355,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     from .webui import launch, parse_auth
 
     exposed = args.share or args.host not in ("127.0.0.1", "localhost", "::1")
+    if args.max_upload_mb < 1:
+        raise ConfigError("max_upload_mb", "a whole number of megabytes >= 1", args.max_upload_mb)
+    if args.models_root is not None and not Path(args.models_root).is_dir():
+        raise ConfigError("models_root", "an existing folder", args.models_root)
     auth = parse_auth(args.auth) if args.auth is not None else None
     if exposed and auth is None and not args.no_auth:
         raise ConfigError(
@@ -367,9 +371,18 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     if exposed and auth is None:
         print(
             "fresco ui: warning: the page is reachable from other machines without a login (--no-auth); whoever "
-            "opens it can run models from paths on this machine and use its GPU"
+            "opens it can use this machine's GPU and the models under --models-root"
         )
-    launch(args.host, args.port, args.output_root, args.share, auth=auth)
+    launch(
+        args.host,
+        args.port,
+        args.output_root,
+        args.share,
+        auth=auth,
+        public=exposed,
+        models_root=args.models_root,
+        max_upload_mb=args.max_upload_mb,
+    )
     return 0
 
 
@@ -597,6 +610,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a login for the page; required with --share or a host other than this machine (or --no-auth)",
     )
     u.add_argument("--no-auth", action="store_true", help="serve beyond this machine without a login (warned)")
+    u.add_argument(
+        "--models-root",
+        default=None,
+        help="beyond this machine, the model, LoRA, ControlNet, VAE, annotator, mask and flow fields take hub ids and "
+        "paths under this folder only (default: hub ids only); on this machine every path is taken",
+    )
+    u.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=2000,
+        help="largest upload the page accepts, in MB (default %(default)s: a long 1080p clip)",
+    )
     u.set_defaults(func=_cmd_ui)
 
     v = sub.add_parser("env", help="versions, device, and which known models are downloaded")

@@ -15,26 +15,33 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import shutil
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .config import (
-    DEFAULT_ADDED_PROMPT,
-    DEFAULT_MODEL,
-    DEFAULT_NEGATIVE_PROMPT,
     RunConfig,
     names_expected,
     propagation_config,
     to_dict,
 )
-from .errors import Cancelled, ConfigError, FrescoError, InputError
+from .errors import ConfigError, InputError
+from .webui_access import (
+    confine_paths,
+    confine_propagation_options,
+    cookie_of,
+    public_data,
+    public_text,
+    show_files,
+    visitor_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -207,34 +214,89 @@ class WebSession:
     strength should not wait for it again. Runs are serialized (one consumer GPU): the lock, and the queue's
     concurrency limit of 1 in :func:`build_app`. :meth:`stop` asks the running run to stop (it checks between
     denoising steps and propagated frames); each run has its own stop request, so a Stop never reaches a later run.
+
+    ``public`` (a page served beyond this machine, ``fresco_v2v.webui_access``): each visitor's runs go to
+    ``OUTPUT_ROOT/VISITOR_ID/``, the model fields take hub ids and paths under ``models_root`` only, the page's
+    texts carry no server paths, and a visitor's Stop reaches only their own run.
     """
 
     output_root: Path = Path("fresco-ui-runs")
+    public: bool = False
+    models_root: Path | None = None
+    #: Where the files the page shows are linked, a folder per visitor (``webui_access.show_files``); None: the
+    #: run's own paths (a session used without the served page).
+    shown_root: Path | None = None
+    #: The key of the visitor ids (``webui_access.visitor_id``), new for each server.
+    key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _pipeline: object = None
     _signature: tuple | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop_lock: threading.Lock = field(default_factory=threading.Lock)
-    _running: tuple[str, threading.Event] | None = None  # (kind, its stop request) of the run holding _lock
+    # (kind, visitor, its stop request) of the run holding _lock
+    _running: tuple[str, str | None, threading.Event] | None = None
 
-    def stop(self, kind: str | None = None) -> bool:
-        """Ask the running run ("translate" or "propagate"; None: either) to stop; False when there is none."""
+    def visitor(self, cookies: dict) -> str | None:
+        """The visitor id of a request's cookies (None without the visitor cookie)."""
+        cookie = cookie_of(cookies)
+        return None if cookie is None else visitor_id(self.key, cookie)
+
+    def stop(self, kind: str | None = None, visitor: str | None = None) -> bool:
+        """Ask the running run ("translate" or "propagate"; None: either) to stop; False when there is none (or,
+        on a public page, when it is another visitor's)."""
         with self._stop_lock:
             if self._running is None or kind not in (None, self._running[0]):
                 return False
-            self._running[1].set()
+            if self.public and visitor != self._running[1]:
+                return False
+            self._running[2].set()
             return True
 
     @contextmanager
-    def _stoppable(self, kind: str) -> Iterator[threading.Event]:
+    def _stoppable(self, kind: str, visitor: str | None = None) -> Iterator[threading.Event]:
         """A run's stop request, visible to :meth:`stop` while the run lasts."""
         request = threading.Event()
         with self._stop_lock:
-            self._running = (kind, request)
+            self._running = (kind, visitor, request)
         try:
             yield request
         finally:
             with self._stop_lock:
                 self._running = None
+
+    def runs_root(self, visitor: str | None) -> Path:
+        """The folder of a visitor's runs: the output root, or on a public page the visitor's own folder in it."""
+        if not self.public:
+            return self.output_root
+        if visitor is None:
+            raise InputError(
+                "this page keeps each visitor's runs apart with a cookie, and your browser sent none: allow cookies "
+                "for this site and reload the page"
+            )
+        return self.output_root / visitor
+
+    def page_text(self, text: str, visitor: str | None = None) -> str:
+        """A message as the page may show it: as it is on this machine; on a public page without server paths
+        (those under the visitor's folder or the models root keep their part below it)."""
+        if not self.public:
+            return text
+        roots = [r for r in (self.models_root, self.output_root / visitor if visitor else None) if r is not None]
+        return public_text(text, tuple(roots))
+
+    def error_text(self, error: Exception, visitor: str | None = None) -> str:
+        """A FrescoError as the page may show it (:meth:`page_text`); a ConfigError's value is the visitor's own (from
+        the form or its YAML) and is shown as given."""
+        if self.public and isinstance(error, ConfigError):
+            return f"{error.field}: expected {self.page_text(error.expected, visitor)}, got {error.given!r}"
+        return self.page_text(str(error), visitor)
+
+    def _shown(self, files: list[Path], visitor: str | None, run: str) -> list[str]:
+        if self.shown_root is None or visitor is None:
+            return [str(f) for f in files]
+        return [str(f) for f in show_files(files, self.shown_root, visitor, run)]
+
+    def _saved_line(self, folder: Path) -> str:
+        where = f"on the server as run `{folder.name}`" if self.public else f"in `{folder}`"
+        return f"Saved {where} (video.mp4, keyframes/, run.json, and a copy of the input)."
 
     def pipeline(self, cfg: RunConfig):
         """The loaded pipeline for ``cfg``: the cached one while its signature holds, else a fresh load."""
@@ -247,13 +309,13 @@ class WebSession:
             self._pipeline, self._signature = runner.load_run_pipeline(cfg), sig
         return self._pipeline
 
-    def translate(self, form: FormValues, progress: bool = True) -> RunOutput:
+    def translate(self, form: FormValues, progress: bool = True, visitor: str | None = None) -> RunOutput:
         from .models import model_note
         from .run_folder import STATE_DIR
         from .runner import rate_text, translate_video
 
-        with self._lock, self._stoppable("translate") as stop:
-            folder = run_folder(self.output_root, form.prompt)
+        with self._lock, self._stoppable("translate", visitor) as stop:
+            folder = run_folder(self.runs_root(visitor), form.prompt)
             cfg = form_config(form, folder)
             if cfg.allow_pickle:
                 raise ConfigError(
@@ -262,13 +324,15 @@ class WebSession:
                     ".safetensors, or run it with `fresco translate --allow-pickle`)",
                     cfg.allow_pickle,
                 )
+            if self.public:
+                cfg = confine_paths(cfg, self.models_root)
             upload = Path(cfg.input)
             try:
                 if upload.is_file():  # the upload lives in gradio's temporary cache: keep a copy with the run
                     kept = folder / f"input{upload.suffix.lower()}"
                     _save(folder.mkdir, folder, parents=True)
                     _save(shutil.copyfile, folder, upload, kept)
-                    cfg = replace(cfg, input=str(kept))
+                    cfg = RunConfig.from_dict(cfg.to_dict() | {"input": str(kept)}).validate()
                 # The model is loaded by translate_video once the video has been read: bad input fails first.
                 result = translate_video(cfg, progress=progress, load_pipeline=self.pipeline, should_stop=stop.is_set)
             except BaseException:
@@ -276,29 +340,35 @@ class WebSession:
                     shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping: only the input's copy
                 raise
         r = result.report
-        keyframes = [
-            (str(result.output_dir / "keyframes" / f"{k:04d}.png"), f"frame {k}")
-            for k in result.keyframes
-            if (result.output_dir / "keyframes" / f"{k:04d}.png").is_file()
-        ]
+        pngs = [result.output_dir / "keyframes" / f"{k:04d}.png" for k in result.keyframes]
+        pngs = [p for p in pngs if p.is_file()]
+        video = [result.video] if result.video else []
+        shown = self._shown([*video, *pngs], visitor, folder.name)
+        keyframes = [(path, f"frame {int(Path(path).stem)}") for path in shown[len(video) :]]
         lines = [
             f"**{r['frames']} frames** at {rate_text(r)}, {r['size'][0]}x{r['size'][1]}, audio {r['audio']}; "
             f"{len(result.keyframes)} keyframes in {len(result.batches)} batches.",
-            f"Saved in `{result.output_dir}` (video.mp4, keyframes/, run.json, and a copy of the input).",
+            self._saved_line(result.output_dir),
         ]
         note = model_note(cfg.model)
         if note:
             lines.append(f"Note: {note}.")
-        return RunOutput(str(result.video) if result.video else None, keyframes, r, "\n\n".join(lines))
+        report = public_data(r, (self.output_root / visitor,) if visitor else ()) if self.public else r
+        message = self.page_text("\n\n".join(lines), visitor)
+        return RunOutput(shown[0] if video else None, keyframes, report, message)
 
     def propagate(
-        self, video: str | None, keyframes: list[str], resolution, options: str = "", progress: bool = True
+        self,
+        video: str | None,
+        keyframes: list[str],
+        resolution,
+        options: str = "",
+        progress: bool = True,
+        visitor: str | None = None,
     ) -> RunOutput:
         """The user's stylized keyframes propagated to every frame of ``video`` (``propagate_video``); ``options``:
         the Options box's YAML, ``PropagationConfig`` fields by name."""
-        from .propagate.run import keyframe_files, propagate_video
-        from .run_files import write_json
-        from .runner import package_versions
+        from .propagate.run import keyframe_files
 
         if not video:
             raise InputError("no video: upload a video first")
@@ -311,50 +381,57 @@ class WebSession:
             )
         ignored = sorted({Path(k).name for k in keyframes} - {p.name for _, p in named})
         opts = parse_propagation_options(options)
-        propagation_config(dict(opts), "options")  # a wrong option fails before a folder is made
-        with self._lock, self._stoppable("propagate") as stop:
-            folder = run_folder(self.output_root, "propagate")
-            try:
-                # From the uploads themselves, so that an error names the file the user gave; copies are kept after.
-                t0 = time.perf_counter()
-                _save(folder.mkdir, folder, parents=True)
-                r = propagate_video(
-                    video,
-                    named,
-                    folder / "video.mp4",
-                    resolution=res,
-                    progress=progress,
-                    options=opts,
-                    should_stop=stop.is_set,
-                )
-                upload = Path(video)
-                _save(shutil.copyfile, folder, upload, folder / f"input{upload.suffix.lower()}")
-                _save((folder / "keyframes").mkdir, folder)
-                for idx, p in named:
-                    _save(shutil.copyfile, folder, p, folder / "keyframes" / f"{idx:04d}{p.suffix.lower()}")
-                report = {
-                    "input": upload.name,
-                    "keyframes": r.keyframes,
-                    "ignored": ignored,
-                    "options": opts,
-                    "frames": r.frames,
-                    "timing": r.rate,
-                    "audio": r.audio,
-                    "seconds": time.perf_counter() - t0,
-                    "versions": package_versions(),
-                }
-                _save(write_json, folder, folder / "run.json", report)
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping
-                raise
+        # a wrong option (or, on a public page, a flow checkpoint outside the models root) fails before a folder
+        if self.public:
+            opts = confine_propagation_options(opts, self.models_root, "options")
+        else:
+            propagation_config(dict(opts), "options")
+        with self._lock, self._stoppable("propagate", visitor) as stop:
+            folder = run_folder(self.runs_root(visitor), "propagate")
+            r = self._propagate_into(folder, video, named, res, opts, ignored, progress, stop)
         message = (
             f"**{r.frames} frames** at {r.rate}, audio {r.audio}; from {len(r.keyframes)} keyframes "
-            f"({', '.join(map(str, r.keyframes))}).\n\nSaved in `{folder}` (video.mp4, keyframes/, run.json, and a "
-            "copy of the input)."
+            f"({', '.join(map(str, r.keyframes))}).\n\n{self._saved_line(folder)}"
         )
         if ignored:
             message += f"\n\nIgnored (not named by frame index): {', '.join(ignored)}."
-        return RunOutput(str(r.video), [], {}, message)
+        (shown,) = self._shown([Path(r.video)], visitor, folder.name)
+        return RunOutput(shown, [], {}, self.page_text(message, visitor))
+
+    def _propagate_into(self, folder, video, named, res, opts, ignored, progress, stop):
+        from .propagate.run import propagate_video
+        from .run_files import write_json
+        from .runner import package_versions
+
+        try:
+            # From the uploads themselves, so that an error names the file the user gave; copies are kept after.
+            t0 = time.perf_counter()
+            _save(folder.mkdir, folder, parents=True)
+            r = propagate_video(
+                video, named, folder / "video.mp4", resolution=res, progress=progress, options=opts,
+                should_stop=stop.is_set,
+            )  # fmt: skip
+            upload = Path(video)
+            _save(shutil.copyfile, folder, upload, folder / f"input{upload.suffix.lower()}")
+            _save((folder / "keyframes").mkdir, folder)
+            for idx, p in named:
+                _save(shutil.copyfile, folder, p, folder / "keyframes" / f"{idx:04d}{p.suffix.lower()}")
+            report = {
+                "input": upload.name,
+                "keyframes": r.keyframes,
+                "ignored": ignored,
+                "options": opts,
+                "frames": r.frames,
+                "timing": r.rate,
+                "audio": r.audio,
+                "seconds": time.perf_counter() - t0,
+                "versions": package_versions(),
+            }
+            _save(write_json, folder, folder / "run.json", report)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping
+            raise
+        return r
 
 
 def _save(write, folder: Path, *args, **kwargs):
@@ -379,212 +456,20 @@ def _require_gradio():
     return gr
 
 
-MODEL_HELP = (
-    "A hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), a diffusers folder, a civitai-style .safetensors "
-    "file, or 'toy' (the bundled 128x128 toy-world model) / 'tiny' (random weights, noise-like output, for testing)."
-)
-
-
-def _run_steps(gr, run, first_step: str, progress, shown, empty: tuple):
-    """A click's steps, as gradio shows them: (status line, *outputs) once at the start, once at the end.
-
-    The start clears the last result, so none stays next to a new run or its error. A user's mistake (FrescoError)
-    ends in the status line and a toast without failing the event: gradio would draw its error badge over that very
-    line; API callers get the same text. A Stop (Cancelled) ends there too, saying what was kept. Anything else is
-    logged and fails the event, with the reason shown too.
-    """
-    yield ("Running…", *empty)
-    progress(0, desc=first_step)
-    try:
-        out = run()
-    except Cancelled as e:
-        yield (f"**Stopped.** {e}", *empty)
-        return
-    except FrescoError as e:
-        gr.Warning(str(e), duration=15)
-        yield (f"**Error:** {e}", *empty)
-        return
-    except Exception as e:
-        logger.exception("the run failed")
-        yield (f"**Failed:** {type(e).__name__}: {e} (the server's log has the details)", *empty)
-        raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
-    yield shown(out)
-
-
-STOPPING = "Stopping at the next denoising step or frame…"
-NOTHING_TO_STOP = "Nothing is running here."
-
-
-def _stop_button(button, message, session: WebSession, kind: str, api_name: str) -> None:
-    """Stop asks the tab's running run to end (``WebSession.stop``); its status line then says what was kept.
-
-    Outside the queue's limit of one (``concurrency_limit=None``): a Stop must not wait behind the run it stops.
-    """
-
-    def on_stop():
-        return STOPPING if session.stop(kind) else NOTHING_TO_STOP
-
-    button.click(on_stop, None, [message], api_name=api_name, concurrency_limit=None)
-
-
-def _translate_tab(gr, session: WebSession) -> None:
-    """Video + prompt (+ options) -> translated video, keyframes and report (``translate_video``)."""
-    with gr.Row():
-        with gr.Column():
-            video = gr.Video(label="Input video", sources=["upload"])
-            prompt = gr.Textbox(label="Prompt", placeholder="a watercolor painting of a dog", lines=2)
-            model = gr.Textbox(label="Base model", value=DEFAULT_MODEL, info=MODEL_HELP)
-            with gr.Row():
-                strength = gr.Slider(0.05, 1.0, value=_DEFAULTS.strength, step=0.05, label="Strength")
-                steps = gr.Slider(1, 150, value=_DEFAULTS.steps, step=1, label="Denoising steps")
-            with gr.Row():
-                guidance = gr.Slider(0.0, 30.0, value=_DEFAULTS.guidance_scale, step=0.5, label="Guidance")
-                seed = gr.Number(value=_DEFAULTS.seed, label="Seed")  # no precision: 1.5 is refused, not rounded
-            with gr.Row():
-                resolution = gr.Dropdown(list(RESOLUTIONS), value=_DEFAULTS.resolution, label="Short side (px)")
-                max_frames = gr.Number(value=0, label="Max frames (0: all)")
-            # Above the optional sections, with the status line (and progress) under it: what a click started is
-            # in view where the click was.
-            with gr.Row():
-                run = gr.Button("Translate", variant="primary", scale=3)
-                stop = gr.Button("Stop", variant="stop", scale=1)
-            message = gr.Markdown("Upload a video, write a prompt and press *Translate*.")
-            with gr.Accordion("Prompts per keyframe, negative and added prompt", open=False):
-                keyframe_prompts = gr.Textbox(
-                    label="Keyframe prompts",
-                    lines=3,
-                    placeholder="0: in spring\n2.5s: in winter",
-                    info="From that frame (or time) on, this text is added to the prompt.",
-                )
-                negative = gr.Textbox(label="Negative prompt", value=DEFAULT_NEGATIVE_PROMPT, lines=2)
-                added = gr.Textbox(label="Added to every prompt", value=DEFAULT_ADDED_PROMPT)
-            with gr.Accordion("LoRAs, ControlNet and more options", open=False):
-                loras = gr.Textbox(
-                    label="LoRAs", lines=2, placeholder="style.safetensors:0.8", info="PATH[:SCALE], one per line"
-                )
-                controlnet = gr.Textbox(
-                    label="ControlNet",
-                    value="canny",
-                    info="canny, depth, hed (TYPE:ID_OR_PATH for other weights) or none; several: comma-separated",
-                )
-                more = gr.Code(
-                    label="More options (YAML, the names of a --config file)",
-                    language="yaml",
-                    value=(
-                        "# e.g.\n# colorize: true\n# freeu: [1.2, 1.4, 0.9, 0.2]   # b1, b2, s1, s2\n"
-                        "# flow: gmflow            # the paper's flow (checkpoint in ./models/)\n"
-                        "# fresco:\n#   optimization:\n#     iterations: 10\n"
-                        "# propagation_options:\n#   flow: dis-fine\n"
-                    ),
-                )
-        with gr.Column():
-            result = gr.Video(label="Result")
-            gallery = gr.Gallery(label="Translated keyframes", columns=4, height="auto")
-            with gr.Accordion("Run report (run.json)", open=False):
-                report = gr.JSON(label="run.json")
-
-    fields = {
-        "video": video,
-        "prompt": prompt,
-        "model": model,
-        "strength": strength,
-        "steps": steps,
-        "guidance_scale": guidance,
-        "seed": seed,
-        "resolution": resolution,
-        "max_frames": max_frames,
-        "keyframe_prompts": keyframe_prompts,
-        "negative_prompt": negative,
-        "added_prompt": added,
-        "loras": loras,
-        "controlnet": controlnet,
-        "more_options": more,
-    }
-
-    def on_run(values: dict, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio's idiom)
-        # A component in a never-opened section arrives as None: it then means the form's default. Elsewhere
-        # None is a cleared field, which form_config refuses by name.
-        given = {name: values[c] for name, c in fields.items() if values[c] is not None or name not in FOLDED}
-        yield from _run_steps(
-            gr,
-            lambda: session.translate(FormValues(**given)),
-            "reading the video, loading the model",  # until the first stage's own bar shows
-            progress,
-            lambda out: (out.message, out.video, out.keyframes, out.report),
-            empty=(None, None, None),
-        )
-
-    # A set of inputs: gradio passes one {component: value} dict, so names and components are paired once, above.
-    # Runs queue (limit 1 below): a second click waits for the first.
-    run.click(
-        on_run, set(fields.values()), [message, result, gallery, report], api_name="translate",
-        show_progress_on=[message],
-    )  # fmt: skip
-    _stop_button(stop, message, session, "translate", "stop")
-
-
-def _propagate_tab(gr, session: WebSession) -> None:
-    """Video + the user's own stylized keyframes -> every frame (``propagate_video``), Ebsynth's job."""
-    gr.Markdown(
-        "Stylized some frames yourself (in an image editor, or with another model)? Upload the video and those "
-        "frames, named by frame index (`0000.png`, `0012.png`; the keyframes of a translation are named so). They "
-        "must be the video's frames at the short side below. Every other frame is rendered from them."
-    )
-    with gr.Row():
-        with gr.Column():
-            video = gr.Video(label="Input video", sources=["upload"])
-            keys = gr.File(label="Stylized keyframes", file_count="multiple", file_types=["image"])
-            resolution = gr.Dropdown(
-                [KEYS_SIZE, *RESOLUTIONS], value=KEYS_SIZE, label="Short side (px) the keyframes were made at"
-            )
-            options = gr.Code(
-                label="Options (YAML, the names of PropagationConfig; see the README's Propagation section)",
-                language="yaml",
-                value=(
-                    "# e.g.\n# colour_lookup: true    # for every key (default auto: flat-colour keys)\n"
-                    "# flow: dis-fine        # slow, detailed motion\n"
-                ),
-            )
-            with gr.Row():
-                run = gr.Button("Propagate", variant="primary", scale=3)
-                stop = gr.Button("Stop", variant="stop", scale=1)
-            message = gr.Markdown("Upload a video and its stylized keyframes, then press *Propagate*.")
-        with gr.Column():
-            result = gr.Video(label="Result")
-
-    def on_propagate(video_path, key_paths, short_side, options_text, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-        yield from _run_steps(
-            gr,
-            lambda: session.propagate(video_path, key_paths or [], short_side, options_text or ""),
-            "reading the video and the keyframes, estimating optical flow",
-            progress,
-            lambda out: (out.message, out.video),
-            empty=(None,),
-        )
-
-    run.click(on_propagate, [video, keys, resolution, options], [message, result], api_name="propagate",
-              show_progress_on=[message])  # fmt: skip
-    _stop_button(stop, message, session, "propagate", "stop_propagation")
-
-
 def build_app(session: WebSession | None = None):
-    """The gradio Blocks page (not launched): inputs on the left, the result on the right."""
-    gr = _require_gradio()
-    session = session or WebSession()
+    """The gradio Blocks page (not launched): :func:`fresco_v2v.webui_page.build_app`."""
+    _require_gradio()
+    from .webui_page import build_app as build
 
-    with gr.Blocks(title="fresco-v2v") as app:
-        gr.Markdown(
-            "# fresco-v2v\nRe-render a video from a text prompt (FRESCO, CVPR 2024). Keyframes are translated "
-            "together with FRESCO-guided attention and feature optimization; the other frames are propagated "
-            "from them; the result keeps the frame count, the exact frame rate and the audio."
-        )
-        with gr.Tabs():
-            with gr.Tab("Translate"):
-                _translate_tab(gr, session)
-            with gr.Tab("Propagate your keyframes"):
-                _propagate_tab(gr, session)
-    app.queue(default_concurrency_limit=1)  # one GPU: runs wait their turn
-    return app
+    return build(session or WebSession())
+
+
+def launch(*args, **kwargs):
+    """Build and serve the page: :func:`fresco_v2v.webui_page.launch`."""
+    _require_gradio()
+    from .webui_page import launch as serve
+
+    return serve(*args, **kwargs)
 
 
 def parse_auth(text: str) -> tuple[str, str]:
@@ -593,19 +478,3 @@ def parse_auth(text: str) -> tuple[str, str]:
     if not (sep and user and password):
         raise ConfigError("auth", "USER:PASSWORD, both non-empty", "a value without them")  # never echo a password
     return user, password
-
-
-def launch(
-    host: str = "127.0.0.1",
-    port: int = 7860,
-    output_root: str | Path = "fresco-ui-runs",
-    share: bool = False,
-    auth: tuple[str, str] | None = None,
-) -> None:
-    """Build and serve the page (blocks until stopped). Runs are saved under ``output_root``; ``auth``: the login
-    gradio asks for before showing the page."""
-    root = Path(output_root).resolve()
-    app = build_app(WebSession(root))
-    logger.info("runs are saved under %s", root)
-    # gradio serves files only from its cache, the working folder and allowed_paths: the results live in root
-    app.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(root)], auth=auth)
