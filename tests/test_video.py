@@ -11,7 +11,7 @@ import pytest
 from fresco_v2v import ConfigError, InputError
 from fresco_v2v.encode import write_video
 from fresco_v2v.testing import moving_square_clip, shifted_texture_clip, write_test_video
-from fresco_v2v.video import FrameTimes, frame_times, plan_fit, read_video
+from fresco_v2v.video import FrameReader, FrameTimes, frame_times, plan_fit, read_video, scan_video
 
 NTSC = Fraction(30000, 1001)
 
@@ -414,6 +414,49 @@ def test_a_file_cut_off_anywhere_reads_its_first_frames_or_says_why(tmp_path):
     index_last.write_bytes((tmp_path / "a.mp4").read_bytes()[:-2000])
     with pytest.raises(InputError, match=r"cut-index-last.mp4: (not a video file|its video stream cannot be read)"):
         read_video(index_last)
+
+
+def _damaged_mkv(src, dst, bad_packet: int):
+    """``src`` remuxed to Matroska (which declares no frame count) with video packet ``bad_packet`` scrambled: the
+    decoder fails there while the file, and its audio, go on to the end."""
+    with av.open(str(src)) as i, av.open(str(dst), "w", format="matroska") as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        k = 0
+        for packet in i.demux():
+            if packet.dts is None:
+                continue
+            out = streams[packet.stream.index]
+            if packet.stream.type == "video":
+                k += 1
+                if k == bad_packet:
+                    data = bytes(packet)
+                    bad = av.Packet(data[:4] + bytes((b * 7 + 13) % 256 for b in data[4:]))
+                    bad.pts, bad.dts, bad.time_base = packet.pts, packet.dts, packet.time_base
+                    packet = bad
+            packet.stream = out
+            o.mux(packet)
+    return dst
+
+
+def test_a_stream_that_fails_mid_file_keeps_its_frames_and_the_audio_ends_with_them(tmp_path, caplog):
+    """The decoder fails at frame 20 of 40 while the file goes on: the 19 frames before are used, said in the log,
+    and the audio is cut where they end (it kept its full 1.7 s before)."""
+    frames = moving_square_clip(40, 64, 64, 16, (4, 4), (1, 0))
+    src = write_test_video(tmp_path / "a.mp4", frames, 24)
+    bad = _damaged_mkv(src, tmp_path / "damaged.mkv", 20)
+    with caplog.at_level("WARNING", logger="fresco_v2v.video"):
+        clip = read_video(bad, short_side=None)
+    whole = read_video(src, short_side=None)
+    n = clip.num_frames
+    assert 0 < n < 40 and np.array_equal(clip.frames, whole.frames[:n])
+    assert clip.audio.until == pytest.approx(n / 24)
+    assert f"cannot be decoded past frame {n}" in caplog.text and "with the audio up to them" in caplog.text
+    out = write_video(tmp_path / "out.mp4", clip.frames, clip.fps, audio=clip.audio)
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        assert float(a.duration * a.time_base) < n / 24 + 0.05  # not the source's 1.7 s
+    with FrameReader(scan_video(bad, short_side=None)) as reader:  # a later pass reads the same frames
+        assert len(reader) == n and np.array_equal(reader[n - 1], whole.frames[n - 1])
 
 
 def _encode(path, codec, pix_fmt, rgba, tags=None):

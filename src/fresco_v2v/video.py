@@ -251,17 +251,27 @@ def iter_frames(
     max_frames: int | None = None,
     *,
     pts: list[int | None] | None = None,
+    stopped: list[str] | None = None,
 ) -> Iterator[np.ndarray]:
     """Decode RGB uint8 frames one by one (fitted when ``fit`` is given), so long videos need not fit in memory.
 
     Frames are turned upright as the file's display matrix says (``display_quarter_turns``), as players show them.
     ``pts``: a list that receives each yielded frame's presentation timestamp (stream time base), when given.
+    ``stopped``: a list that receives the decoder's error when the stream fails after some frames (they are kept).
     """
-    return (_upright_rgb(frame, fit) for frame in _decoded(path, max_frames, pts))
+    return (_upright_rgb(frame, fit) for frame in _decoded(path, max_frames, pts, stopped))
 
 
-def _decoded(path: str | os.PathLike, max_frames: int | None, pts: list[int | None] | None) -> Iterator[av.VideoFrame]:
-    """The video stream's decoded frames as they are (no conversion), recording their timestamps in ``pts``."""
+def _decoded(
+    path: str | os.PathLike,
+    max_frames: int | None,
+    pts: list[int | None] | None,
+    stopped: list[str] | None = None,
+) -> Iterator[av.VideoFrame]:
+    """The video stream's decoded frames as they are (no conversion), recording their timestamps in ``pts``.
+
+    A stream that fails after some frames ends there: the error goes to ``stopped`` when given (the caller says
+    what it does about it), else to the log."""
     p, container = _open_input(path)
     with container:
         if not container.streams.video:
@@ -280,7 +290,10 @@ def _decoded(path: str | os.PathLike, max_frames: int | None, pts: list[int | No
         except av.FFmpegError as e:
             if n == 0:
                 raise InputError(f"{p}: no frame could be decoded ({e.strerror or e})") from None
-            logger.warning("%s: decoding stopped after %d frames (%s); keeping those", p, n, e)
+            if stopped is not None:
+                stopped.append(str(e.strerror or e))
+            else:
+                logger.warning("%s: decoding stopped after %d frames (%s); keeping those", p, n, e)
 
 
 @dataclass
@@ -402,11 +415,15 @@ def scan_video(
         raise InputError(f"{p}: frames are {w0}x{h0}; the model needs at least {MIN_SOURCE_SIDE} px on each side")
     plan = plan_fit((w0, h0), short_side, multiple, fit)
     pts: list[int | None] = []
+    stopped: list[str] = []  # the decoder's error, when the stream fails mid-file
     n = 0
     total = min(expected, max_frames) if expected and max_frames else expected or max_frames
     with tqdm(total=total, desc="reading frames", unit="frame", disable=not progress, leave=False) as bar:
         # without a visitor the frames are only counted and timed: no conversion to RGB, no resizing
-        frames = iter_frames(p, plan, max_frames, pts=pts) if visit is not None else _decoded(p, max_frames, pts)
+        if visit is not None:
+            frames = iter_frames(p, plan, max_frames, pts=pts, stopped=stopped)
+        else:
+            frames = _decoded(p, max_frames, pts, stopped)
         for n, frame in enumerate(frames, start=1):
             if visit is not None:
                 visit(n - 1, frame)
@@ -421,8 +438,14 @@ def scan_video(
     info = VideoInfo(p, fps, plan, audio, n, declared or n, times, tuple(pts))
     trimmed = max_frames is not None and n < (declared or n + 1)  # asked for the first max_frames
     ended_early = bool(declared) and n < declared and (max_frames is None or n < max_frames)  # a cut-off file
-    if ended_early:
+    if stopped:  # a damaged stream: whatever the file goes on with, the video ends at its last decodable frame
+        logger.warning(
+            "%s: the video stream cannot be decoded past frame %d (%s); using the %d frames before%s",
+            p, n, stopped[0], n, ", with the audio up to them" if audio is not None else "",
+        )  # fmt: skip
+    elif ended_early:
         logger.warning("%s: the video stream ends after %d of its %d frames; using those", p, n, declared)
+    ended_early = ended_early or bool(stopped)
     if audio is not None and (trimmed or ended_early):
         info.audio = replace(audio, until=info.duration)  # the audio ends with the last frame kept
     logger.info(
@@ -506,6 +529,8 @@ class FrameReader:
                 index, frame = self._decode_next()
             except StopIteration:
                 raise InputError(f"{self.info.path}: frame {i} could not be decoded again") from None
+            except av.FFmpegError as e:  # a damaged stream that failed later in the decoding pass
+                raise InputError(f"{self.info.path}: frame {i} could not be decoded again ({e})") from None
             if index == i:
                 rgb = _upright_rgb(frame, self.info.fit)
                 self._cache[i] = rgb
