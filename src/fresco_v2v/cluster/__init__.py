@@ -1,0 +1,20 @@
+"""Many videos on several GPUs: `fresco batch` (issue 22; the Ray layer is still to come).
+
+- :mod:`.manifest`: the manifest's videos, each a validated RunConfig into its own folder of OUTROOT.
+- :mod:`.schedule`: which keyframe batch a free GPU worker takes next (the longest remaining chain first), and a
+  simulator of whole schedules for ``benchmarks/cluster.py``.
+"""
+
+from .manifest import ManifestEntry, read_manifest
+from .schedule import Chain, Schedule, lower_bound, pick_next, simulate_interleaved, simulate_whole_videos
+
+__all__ = [
+    "Chain",
+    "ManifestEntry",
+    "Schedule",
+    "lower_bound",
+    "pick_next",
+    "read_manifest",
+    "simulate_interleaved",
+    "simulate_whole_videos",
+]
