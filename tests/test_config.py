@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fresco_v2v.config import AttentionConfig, FrescoConfig, ReferenceConfig, RunConfig
+from fresco_v2v.config import ReferenceConfig, RunConfig
 from fresco_v2v.errors import ConfigError
 
 
@@ -23,14 +23,14 @@ def test_defaults_are_valid():
         ({"steps": 20.0}, "steps"),
         ({"propagation": "false"}, "propagation"),  # a quoted YAML boolean is a non-empty, truthy string
         ({"colorize": 1}, "colorize"),
-        ({"controlnet_scale": ("1.0",)}, "controlnet_scale"),
-        ({"controlnet_scale": (-0.5,)}, "controlnet_scale"),
-        ({"controlnet": ("canny:",)}, "controlnet"),  # weights named by an empty id
-        ({"controlnet": ("canny: ",)}, "controlnet"),
+        ({"controlnet_scale": ("1.0",)}, "controlnet_scale.0"),  # a list item is named by its index
+        ({"controlnet_scale": (1.0, -0.5)}, "controlnet_scale.1"),
+        ({"controlnet": ("canny:",)}, "controlnet.0"),  # weights named by an empty id
+        ({"controlnet": ("canny: ",)}, "controlnet.0"),
         ({"lora": "style.safetensors"}, "lora"),  # a bare string, not a list
         ({"seed": None}, "seed"),
         ({"prompt": 3}, "prompt"),
-        ({"keyframe_prompts": {5: 7}}, "keyframe_prompts"),
+        ({"keyframe_prompts": {5: 7}}, "keyframe_prompts.5"),
         ({"foreground_masks": 3}, "foreground_masks"),
         ({"propagation_options": ["colour_lookup"]}, "propagation_options"),
         ({"propagation_options": {"colour_lokup": True}}, "propagation_options"),
@@ -41,8 +41,8 @@ def test_defaults_are_valid():
         ({"freeu": (1.2, 1.4, 0.9)}, "freeu"),
         ({"freeu": (1.2, 1.4, 0.9, float("nan"))}, "freeu"),
         ({"freeu": (1.2, 1.4, True, 0.2)}, "freeu"),
-        ({"fresco": FrescoConfig(AttentionConfig(token_occlusion="max"))}, "attention.token_occlusion"),
-        ({"fresco": FrescoConfig(reference=ReferenceConfig(controlnet="no"))}, "reference.controlnet"),
+        ({"fresco": {"attention": {"token_occlusion": "max"}}}, "fresco.attention.token_occlusion"),
+        ({"fresco": {"reference": {"controlnet": "no"}}}, "fresco.reference.controlnet"),
         ({"clip_skip": 0}, "clip_skip"),
         ({"controlnet": ("none", "canny")}, "controlnet"),
         ({"controlnet": ("none",), "controlnet_scale": (1.0, 0.5)}, "controlnet_scale"),
@@ -58,7 +58,7 @@ def test_wrong_values_name_their_field(kwargs, field):
 def test_yaml_data_is_converted_then_checked():
     ok = RunConfig.from_dict({"input": "a.mp4", "prompt": "x", "controlnet_scale": 0.8, "lora": ["a.safetensors:0.7"]})
     assert ok.validate().controlnet_scale == (0.8,) and ok.lora == ("a.safetensors:0.7",)
-    with pytest.raises(ConfigError, match="propagation: expected true or false"):
+    with pytest.raises(ConfigError, match="propagation: expected a boolean, got the string 'no'"):
         RunConfig.from_dict({"input": "a.mp4", "prompt": "x", "propagation": "no"}).validate()
     assert cfg(controlnet=("canny:my/controlnet",)).validate()
     freeu = RunConfig.from_dict({"input": "a.mp4", "prompt": "x", "freeu": [1.2, 1.5, 1, 1]}).validate()

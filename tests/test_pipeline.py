@@ -189,15 +189,19 @@ def test_several_controlnets():
         ({"strength": 0.1, "num_inference_steps": 4}, "strength"),
         ({"num_inference_steps": 0}, "num_inference_steps"),
         ({"prompt": ["a", "b"]}, "prompt"),
-        ({"fresco": FrescoConfig(AttentionConfig(lambda_s=0))}, "attention.lambda_s"),
-        ({"fresco": FrescoConfig(optimization=OptimizationConfig(spatial_norm="l2"))}, "optimization.spatial_norm"),
-        ({"fresco": FrescoConfig(optimization=OptimizationConfig(window=StepWindow(0.5, 0.2)))}, "optimization.window"),
+        # a FRESCO config is checked as it is made (a callable here, so that collecting the tests does not raise)
+        (lambda: {"fresco": FrescoConfig(AttentionConfig(lambda_s=0))}, "fresco.attention.lambda_s"),
+        (lambda: {"fresco": FrescoConfig(optimization={"spatial_norm": "l2"})}, "fresco.optimization.spatial_norm"),
+        (
+            lambda: {"fresco": FrescoConfig(optimization=OptimizationConfig(window=StepWindow(0.5, 0.2)))},
+            "optimization.window",
+        ),
     ],
 )
 def test_validation_names_the_field(pipe, clip, kwargs, field):
-    kwargs = dict(kwargs)
-    prompt = kwargs.pop("prompt", "a dog")
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        kwargs = kwargs() if callable(kwargs) else dict(kwargs)
+        prompt = kwargs.pop("prompt", "a dog")
         pipe(clip[:3], prompt, **kwargs)
 
 

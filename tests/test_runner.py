@@ -181,7 +181,7 @@ def test_out_of_memory_message(src, tmp_path, capsys, monkeypatch):
         (["--s-min", "5", "--s-max", "3"], "s_max: expected an integer >= s_min (5), got 3"),
         (["--batch-size", "2"], "batch_size: expected an integer >= 3"),
         (["--strength", "1.5"], "strength: expected a number in (0, 1], got 1.5"),
-        (["--controlnet", "scribble"], "controlnet: expected a type among ['canny', 'depth', 'hed']"),
+        (["--controlnet", "scribble"], "controlnet.0: expected a type among ['canny', 'depth', 'hed']"),
         (["--resolution", "100"], "resolution: expected a multiple of 64"),
         (["--flow", "raft"], "flow: expected one of"),
     ],

@@ -280,7 +280,7 @@ def test_propagate_own_keyframes(src, tmp_path):
         "workers": 1,
     }
     for bad, match in [
-        ("colour_lookup: 'yes'", "options.colour_lookup: expected True, False or 'auto', got 'yes'"),
+        ("colour_lookup: 'yes'", "options.colour_lookup: expected true, false or 'auto', got the string 'yes'"),
         ("colour_lokup: true", "did you mean 'colour_lookup'"),
         ("[colour_lookup]", "options: expected a YAML mapping"),
     ]:

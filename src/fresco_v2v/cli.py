@@ -100,12 +100,13 @@ _FRESCO_SWITCHES = {
     "no_temporal_loss": ("optimization", "temporal", False),
     "no_spatial_loss": ("optimization", "spatial", False),
 }
+#: FRESCO values of the command line -> (section, field, argparse type).
 _FRESCO_VALUES = {
-    "lambda_s": ("attention", "lambda_s"),
-    "lambda_t": ("attention", "lambda_t"),
-    "lambda_spat": ("optimization", "lambda_spat"),
-    "opt_iterations": ("optimization", "iterations"),
-    "opt_lr": ("optimization", "learning_rate"),
+    "lambda_s": ("attention", "lambda_s", float),
+    "lambda_t": ("attention", "lambda_t", float),
+    "lambda_spat": ("optimization", "lambda_spat", float),
+    "opt_iterations": ("optimization", "iterations", int),
+    "opt_lr": ("optimization", "learning_rate", float),
 }
 _RUN_FLAGS = (
     "input",
@@ -155,7 +156,7 @@ def parse_options(items: Sequence[str] | None, flag: str) -> dict:
             raise ConfigError(flag, "NAME=VALUE (e.g. colour_lookup=true)", item)
         try:
             out[name.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError):  # ValueError: an integer past Python's limit on digits
             raise ConfigError(flag, "a value YAML can read (true, 0.1, a text)", item) from None
     return out
 
@@ -170,22 +171,9 @@ def _freeu_values(text: str) -> tuple[float, ...]:
 
 def run_config_from_args(args: argparse.Namespace):
     """RunConfig = defaults <- the --config file <- the flags given on the command line."""
-    import yaml
+    from .config import RunConfig
 
-    from .config import RunConfig, to_dict
-
-    data: dict = {}
-    if getattr(args, "config", None):
-        try:
-            with open(args.config) as f:
-                loaded = yaml.safe_load(f) or {}
-        except OSError as e:
-            raise InputError(f"{args.config}: cannot read the config file ({e.strerror or e})") from None
-        except yaml.YAMLError as e:
-            raise InputError(f"{args.config}: not valid YAML ({e})") from None
-        if not isinstance(loaded, dict):
-            raise InputError(f"{args.config}: expected a mapping of option names to values")
-        data.update(loaded.get("config", loaded))  # a run.json holds the config under "config"
+    data = _config_file(args.config) if getattr(args, "config", None) else {}
     given = vars(args)
     for name in _RUN_FLAGS:
         if name in given:
@@ -193,21 +181,55 @@ def run_config_from_args(args: argparse.Namespace):
     if given.get("no_propagation"):
         data["propagation"] = False
     if given.get("propagation_option"):
-        opts = data.get("propagation_options") or {}
-        if not isinstance(opts, dict):
-            raise ConfigError("propagation_options", "a mapping of PropagationConfig names to values", opts)
+        expected = "a mapping of PropagationConfig names to values"
+        opts = _mapping(data, "propagation_options", "propagation_options", expected)
         data["propagation_options"] = opts | parse_options(given["propagation_option"], "--propagation-option")
-    fresco = data["fresco"] = data.get("fresco") or {}
     for flag, (section, fld, value) in _FRESCO_SWITCHES.items():
         if given.get(flag):
-            fresco.setdefault(section, {})[fld] = value
-    for flag, (section, fld) in _FRESCO_VALUES.items():
+            _fresco_section(data, section)[fld] = value
+    for flag, (section, fld, _) in _FRESCO_VALUES.items():
         if flag in given:
-            fresco.setdefault(section, {})[fld] = given[flag]
+            _fresco_section(data, section)[fld] = given[flag]
     for required in ("input", "prompt"):
         if not data.get(required):
             raise ConfigError(required, "a value (on the command line or in --config)", data.get(required))
-    return RunConfig.from_dict(to_dict(RunConfig(input="", prompt="")) | data).validate()
+    return RunConfig.from_dict(data).validate()
+
+
+def _config_file(path: str) -> dict:
+    """The options of a --config file: a YAML mapping, or a run.json (which holds them under "config")."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the config file ({e.strerror or e})") from None
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an integer past Python's limit on digits
+        raise InputError(f"{path}: not valid YAML ({e})") from None
+    loaded = loaded.get("config", loaded) if isinstance(loaded, dict) else loaded
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path}: expected a mapping of option names to values")
+    return dict(loaded)
+
+
+def _mapping(data: dict, key: str, name: str, expected: str) -> dict:
+    """``data[key]`` as a (copied) mapping that flags can add to; absent or null: an empty one. ``name``: its path."""
+    from .validation import describe
+
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(name, expected, value, shown=describe(value))
+    return dict(value)
+
+
+def _fresco_section(data: dict, section: str) -> dict:
+    """The ``fresco.<section>`` mapping of ``data``, made (or copied) so that a flag can set a field in it."""
+    fresco = data["fresco"] = _mapping(data, "fresco", "fresco", "a mapping of FRESCO sections")
+    fresco[section] = _mapping(fresco, section, f"fresco.{section}", "a mapping of option names to values")
+    return fresco[section]
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
@@ -427,6 +449,85 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def _translate_parser(sub) -> None:
+    """``fresco translate``: a flag per RunConfig field (the FRESCO values by their section's field), whose help and
+    default come from the config classes (``_field_help``)."""
+    from .config import AttentionConfig, OptimizationConfig, RunConfig
+
+    def run(name: str) -> str:  # the help of the flag of RunConfig field `name`
+        return _field_help(RunConfig, name)
+
+    t = sub.add_parser("translate", help="translate a video with a prompt (keyframes, FRESCO, propagation, audio)")
+    S = argparse.SUPPRESS  # only the flags given override the --config file and the defaults
+    t.add_argument("input", nargs="?", default=S, help=run("input"))
+    t.add_argument("--prompt", default=S, help=run("prompt"))
+    t.add_argument("-o", "--output", default=S, help=run("output"))
+    t.add_argument("--config", default=None, help="YAML file with the same option names (or a run.json)")
+    t.add_argument("--model", default=S, help=run("model"))
+    t.add_argument("--lora", action="append", default=S, help=run("lora"))
+    t.add_argument("--controlnet", action="append", default=S, help=run("controlnet"))
+    t.add_argument("--controlnet-scale", type=float, action="append", default=S, help=run("controlnet_scale"))
+    t.add_argument("--canny-low", type=int, default=S, help=run("canny_low"))
+    t.add_argument("--canny-high", type=int, default=S, help=run("canny_high"))
+    t.add_argument("--depth-estimator", default=S, help=run("depth_estimator"))
+    t.add_argument("--hed-annotator", default=S, help=run("hed_annotator"))
+    t.add_argument("--strength", type=float, default=S, help=run("strength"))
+    t.add_argument("--steps", type=int, default=S, help=run("steps"))
+    t.add_argument("--guidance-scale", type=float, default=S, help=run("guidance_scale"))
+    t.add_argument("--negative-prompt", default=S, help=run("negative_prompt"))
+    t.add_argument("--added-prompt", default=S, help=run("added_prompt"))
+    t.add_argument("--seed", type=int, default=S, help=run("seed"))
+    t.add_argument("--resolution", type=int, default=S, help=run("resolution"))
+    t.add_argument("--max-frames", type=int, default=S, help=run("max_frames"))
+    t.add_argument("--batch-size", type=int, default=S, help=run("batch_size"))
+    t.add_argument("--s-min", type=int, default=S, help=run("s_min"))
+    t.add_argument("--s-max", type=int, default=S, help=run("s_max"))
+    t.add_argument("--flow", default=S, help=run("flow"))
+    t.add_argument("--device", default=S, help=run("device"))
+    t.add_argument("--dtype", default=S, help=run("dtype"))
+    t.add_argument("--no-propagation", action="store_true", help="keyframes only; other frames repeat the nearest")
+    t.add_argument(
+        "--propagation-option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a PropagationConfig option, repeatable (e.g. colour_lookup=true for flat-colour styles)",
+    )
+    t.add_argument("--colorize", action="store_true", default=S, help=run("colorize"))
+    t.add_argument(
+        "--freeu", nargs="?", const=True, type=_freeu_values, default=S, metavar="B1,B2,S1,S2", help=run("freeu")
+    )
+    t.add_argument("--background-smoothing", type=float, default=S, help=run("background_smoothing"))
+    t.add_argument("--foreground-masks", default=S, help=run("foreground_masks"))
+    t.add_argument("--shared-step-noise", action="store_true", default=S, help=run("shared_step_noise"))
+    t.add_argument("--vae", default=S, metavar="ID|PATH", help=run("vae"))
+    t.add_argument("--clip-skip", type=int, default=S, metavar="N", help=run("clip_skip"))
+    t.add_argument("--allow-pickle", action="store_true", default=S, help=run("allow_pickle"))
+    for flag in _FRESCO_SWITCHES:
+        section, fld, _ = _FRESCO_SWITCHES[flag]
+        t.add_argument("--" + flag.replace("_", "-"), action="store_true", help=f"turn off {section}.{fld}")
+    sections = {"attention": AttentionConfig, "optimization": OptimizationConfig}
+    for flag, (section, fld, kind) in _FRESCO_VALUES.items():
+        t.add_argument("--" + flag.replace("_", "-"), type=kind, default=S, help=_field_help(sections[section], fld))
+    t.add_argument("--overwrite", action="store_true", help="start over in an output folder of another run")
+    t.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    t.epilog = (
+        "FRESCO switches: --no-spatial-attention --no-cross-frame-attention --no-temporal-attention "
+        "--no-optimization --no-temporal-loss --no-spatial-loss"
+    )
+    t.set_defaults(func=_cmd_translate)
+
+
+def _field_help(cls, name: str) -> str:
+    """A flag's help: the config field's description and its default, so that neither is written twice."""
+    from .validation import field_default, field_help
+
+    default = field_default(cls, name)
+    if isinstance(default, tuple):
+        default = ",".join(map(str, default))
+    shown = "" if default is None or isinstance(default, bool) or default == "" else f" (default {default})"
+    return (field_help(cls, name) + shown).replace("%", "%%")  # argparse %-formats help texts
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fresco", description="Zero-shot video translation after FRESCO (CVPR 2024).")
     p.add_argument("--version", action="version", version=f"fresco-v2v {__version__}")
@@ -470,111 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="also print the metrics as one JSON object on the last line")
     e.set_defaults(func=_cmd_evaluate)
 
-    t = sub.add_parser("translate", help="translate a video with a prompt (keyframes, FRESCO, propagation, audio)")
-    S = argparse.SUPPRESS  # only the flags given override the --config file and the defaults
-    t.add_argument("input", nargs="?", default=S, help="video file")
-    t.add_argument("--prompt", default=S, help="what the video should become")
-    t.add_argument("-o", "--output", default=S, help="output folder (default fresco-out); rerun to resume")
-    t.add_argument("--config", default=None, help="YAML file with the same option names (or a run.json)")
-    t.add_argument(
-        "--model",
-        default=S,
-        help="hub id, diffusers folder or .safetensors file; 'toy' or 'toy:PATH' for the toy world's trained model; "
-        "'tiny' (random) for testing",
-    )
-    t.add_argument("--lora", action="append", default=S, help="LoRA file PATH[:SCALE]; repeatable")
-    t.add_argument(
-        "--controlnet",
-        action="append",
-        default=S,
-        help="ControlNet type (canny, depth, hed), TYPE:ID_OR_PATH for other weights, or none; repeat for several",
-    )
-    t.add_argument("--controlnet-scale", type=float, action="append", default=S, help="conditioning scale(s)")
-    t.add_argument("--canny-low", type=int, default=S, help="canny low threshold (default 100)")
-    t.add_argument("--canny-high", type=int, default=S, help="canny high threshold (default 200)")
-    t.add_argument(
-        "--depth-estimator", default=S, help="depth's annotator: a DPT hub id or folder (Intel/dpt-hybrid-midas)"
-    )
-    t.add_argument(
-        "--hed-annotator",
-        default=S,
-        help="hed's annotator: hub repo, folder or ControlNetHED.pth (default lllyasviel/Annotators)",
-    )
-    t.add_argument("--strength", type=float, default=S, help="SDEdit strength in (0, 1] (default 0.75)")
-    t.add_argument("--steps", type=int, default=S, help="denoising steps (default 20)")
-    t.add_argument("--guidance-scale", type=float, default=S, help="classifier-free guidance (default 7.5)")
-    t.add_argument("--negative-prompt", default=S, help="negative prompt")
-    t.add_argument("--added-prompt", default=S, help="text added to every prompt")
-    t.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
-    t.add_argument("--resolution", type=int, default=S, help="short side, a multiple of 64 (default 512)")
-    t.add_argument("--max-frames", type=int, default=S, help="use only the first N frames")
-    t.add_argument("--batch-size", type=int, default=S, help="keyframes per batch (default 8)")
-    t.add_argument("--s-min", type=int, default=S, help="smallest keyframe interval (default 5)")
-    t.add_argument("--s-max", type=int, default=S, help="largest keyframe interval (default 20)")
-    t.add_argument(
-        "--flow",
-        default=S,
-        help="optical flow backend, used through the frames between keyframes: dis (default, OpenCV DIS, no weights), "
-        "dis-fine, dis-fast, dis-ultrafast, gmflow (the paper's; finds gmflow_sintel-0c07dcb3.pth in ./model/, "
-        "./models/ or torch hub's checkpoints) or gmflow:PATH",
-    )
-    t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1, mps")
-    t.add_argument("--dtype", default=S, help="auto (default: float16 on a GPU, float32 on CPU), float16, float32")
-    t.add_argument("--no-propagation", action="store_true", help="keyframes only; other frames repeat the nearest")
-    t.add_argument(
-        "--propagation-option",
-        action="append",
-        metavar="NAME=VALUE",
-        help="a PropagationConfig option, repeatable (e.g. colour_lookup=true for flat-colour styles)",
-    )
-    t.add_argument("--colorize", action="store_true", default=S, help="keep the input's lightness (§4.3)")
-    t.add_argument(
-        "--freeu",
-        nargs="?",
-        const=True,
-        type=_freeu_values,
-        default=S,
-        metavar="B1,B2,S1,S2",
-        help="FreeU (diffusers' v1): alone the SD1.x values 1.2,1.4,0.9,0.2, or four factors "
-        "(the FRESCO authors run their own variant at 1.2,1.5,1,1)",
-    )
-    t.add_argument("--background-smoothing", type=float, default=S, help="background smoothing weight (0: off)")
-    t.add_argument("--foreground-masks", default=S, help="folder of NNNN.png masks, white = foreground")
-    t.add_argument(
-        "--shared-step-noise",
-        action="store_true",
-        default=S,
-        help="one per-step noise draw for all frames of a batch (default: one per frame, as the authors)",
-    )
-    t.add_argument(
-        "--vae",
-        default=S,
-        metavar="ID|PATH",
-        help="another VAE for the model: hub id, folder or file (the authors use stabilityai/sd-vae-ft-mse)",
-    )
-    t.add_argument(
-        "--clip-skip",
-        type=int,
-        default=S,
-        metavar="N",
-        help="prompt embeddings from the text encoder's N-th layer from the end, as A1111's Clip skip (default 1)",
-    )
-    t.add_argument("--allow-pickle", action="store_true", default=S, help="accept trusted .ckpt/.pt checkpoints")
-    for flag in _FRESCO_SWITCHES:
-        section, fld, _ = _FRESCO_SWITCHES[flag]
-        t.add_argument("--" + flag.replace("_", "-"), action="store_true", help=f"turn off {section}.{fld}")
-    t.add_argument("--lambda-s", type=float, default=S, help="λ_s of spatial-guided attention (default 5)")
-    t.add_argument("--lambda-t", type=float, default=S, help="λ_t of temporal-guided attention (default 5)")
-    t.add_argument("--lambda-spat", type=float, default=S, help="λ_spat of L_spat (default 50)")
-    t.add_argument("--opt-iterations", type=int, default=S, help="Adam iterations K (default 20)")
-    t.add_argument("--opt-lr", type=float, default=S, help="Adam learning rate (default 0.4, paper; authors 0.2)")
-    t.add_argument("--overwrite", action="store_true", help="start over in an output folder of another run")
-    t.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    t.epilog = (
-        "FRESCO switches: --no-spatial-attention --no-cross-frame-attention --no-temporal-attention "
-        "--no-optimization --no-temporal-loss --no-spatial-loss"
-    )
-    t.set_defaults(func=_cmd_translate)
+    _translate_parser(sub)
 
     pr = sub.add_parser("propagate", help="propagate your own stylized keyframes (named by frame index) to a video")
     pr.add_argument("input", help="source video")

@@ -13,11 +13,15 @@ class InputError(FrescoError):
 
 
 class ConfigError(FrescoError, ValueError):
-    """A configuration value is invalid; the message names the field, what was expected and what was given."""
+    """A configuration value is invalid; the message names the field, what was expected and what was given.
 
-    def __init__(self, field: str, expected: str, given: object):
+    ``shown``: the given value in words (``fresco_v2v.validation.describe``: "the string 'false'"); default its repr.
+    """
+
+    def __init__(self, field: str, expected: str, given: object, *, shown: str | None = None):
         self.field, self.expected, self.given = field, expected, given
-        super().__init__(f"{field}: expected {expected}, got {given!r}")
+        self.shown = repr(given) if shown is None else shown
+        super().__init__(f"{field}: expected {expected}, got {self.shown}")
 
 
 class WriteError(FrescoError):
