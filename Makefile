@@ -12,7 +12,7 @@ STAMP := $(VENV)/.fresco-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[dev,ui]"
+	$(PY) -m pip install -e ".[dev,ui,cluster]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -116,3 +116,14 @@ def test_brute_force_oracle_itself():
     # two workers, chains (2) and (1, 1): best is 2
     assert _best_makespan([Chain("a", (2.0,)), Chain("b", (1.0, 1.0))], 2) == 2.0
     assert _best_makespan([Chain("a", (1.0,) * 3)], 4) == 3.0
+
+
+def test_batch_without_ray_names_the_extra(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from fresco_v2v.cli import main
+
+    (tmp_path / "m.yaml").write_text("- {input: a.mp4, prompt: a dog}\n")
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert main(["batch", str(tmp_path / "m.yaml"), "-o", str(tmp_path / "out")]) == 2
+    assert "pip install 'fresco-v2v[cluster]'" in capsys.readouterr().err

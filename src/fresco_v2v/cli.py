@@ -173,6 +173,16 @@ def run_config_from_args(args: argparse.Namespace):
     """RunConfig = defaults <- the --config file <- the flags given on the command line."""
     from .config import RunConfig
 
+    data = options_from_args(args)
+    for required in ("input", "prompt"):
+        if not data.get(required):
+            raise ConfigError(required, "a value (on the command line or in --config)", data.get(required))
+    return RunConfig.from_dict(data).validate()
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """The run options of the --config file and the flags given (flags win), as plain data: a translate's config,
+    or every video's defaults in `fresco batch`."""
     data = _config_file(args.config) if getattr(args, "config", None) else {}
     given = vars(args)
     for name in _RUN_FLAGS:
@@ -190,10 +200,7 @@ def run_config_from_args(args: argparse.Namespace):
     for flag, (section, fld, _) in _FRESCO_VALUES.items():
         if flag in given:
             _fresco_section(data, section)[fld] = given[flag]
-    for required in ("input", "prompt"):
-        if not data.get(required):
-            raise ConfigError(required, "a value (on the command line or in --config)", data.get(required))
-    return RunConfig.from_dict(data).validate()
+    return data
 
 
 def _config_file(path: str) -> dict:
@@ -262,6 +269,30 @@ def _cmd_translate(args: argparse.Namespace) -> int:
             f"report {result.output_dir / 'run.json'}"
         )
     return 0
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .cluster import read_manifest
+    from .cluster.run import require_ray, translate_many
+
+    require_ray()  # before any work: the extra it needs
+    entries = read_manifest(args.manifest, args.output_root, options_from_args(args))
+    report = translate_many(
+        entries,
+        args.output_root,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        progress=not args.quiet,
+    )
+    width = max(len(r["name"]) for r in report)
+    for r in report:
+        seconds = sum(r["seconds"].values())
+        detail = r["error"] if r["error"] else f"{len(r['keyframes'])} keyframes, {seconds:.0f} s -> {r['output']}"
+        print(f"{r['name']:<{width}}  {r['status']:<6}  {detail}")
+    failed = sum(r["status"] != "done" for r in report)
+    print(f"fresco batch: {len(report) - failed} of {len(report)} videos done; {args.output_root}/batch.json")
+    return 2 if failed else 0
 
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
@@ -452,7 +483,7 @@ def torch_threads() -> int:
 def _translate_parser(sub) -> None:
     """``fresco translate``: a flag per RunConfig field (the FRESCO values by their section's field), whose help and
     default come from the config classes (``_field_help``)."""
-    from .config import AttentionConfig, OptimizationConfig, RunConfig
+    from .config import RunConfig
 
     def run(name: str) -> str:  # the help of the flag of RunConfig field `name`
         return _field_help(RunConfig, name)
@@ -462,6 +493,25 @@ def _translate_parser(sub) -> None:
     t.add_argument("input", nargs="?", default=S, help=run("input"))
     t.add_argument("--prompt", default=S, help=run("prompt"))
     t.add_argument("-o", "--output", default=S, help=run("output"))
+    _run_options(t)
+    t.add_argument("--overwrite", action="store_true", help="start over in an output folder of another run")
+    t.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    t.epilog = (
+        "FRESCO switches: --no-spatial-attention --no-cross-frame-attention --no-temporal-attention "
+        "--no-optimization --no-temporal-loss --no-spatial-loss"
+    )
+    t.set_defaults(func=_cmd_translate)
+
+
+def _run_options(t) -> None:
+    """The flags of the RunConfig fields but input, prompt and output: `fresco translate`'s, and `fresco batch`'s
+    defaults for every video."""
+    from .config import AttentionConfig, OptimizationConfig, RunConfig
+
+    def run(name: str) -> str:  # the help of the flag of RunConfig field `name`
+        return _field_help(RunConfig, name)
+
+    S = argparse.SUPPRESS
     t.add_argument("--config", default=None, help="YAML file with the same option names (or a run.json)")
     t.add_argument("--model", default=S, help=run("model"))
     t.add_argument("--lora", action="append", default=S, help=run("lora"))
@@ -508,13 +558,20 @@ def _translate_parser(sub) -> None:
     sections = {"attention": AttentionConfig, "optimization": OptimizationConfig}
     for flag, (section, fld, kind) in _FRESCO_VALUES.items():
         t.add_argument("--" + flag.replace("_", "-"), type=kind, default=S, help=_field_help(sections[section], fld))
-    t.add_argument("--overwrite", action="store_true", help="start over in an output folder of another run")
-    t.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    t.epilog = (
-        "FRESCO switches: --no-spatial-attention --no-cross-frame-attention --no-temporal-attention "
-        "--no-optimization --no-temporal-loss --no-spatial-loss"
-    )
-    t.set_defaults(func=_cmd_translate)
+
+
+def _batch_parser(sub) -> None:
+    """``fresco batch``: a manifest of videos on Ray (``fresco_v2v.cluster``), the run flags as every video's
+    defaults."""
+    b = sub.add_parser("batch", help="translate every video of a manifest, on this machine's GPUs or a Ray cluster")
+    b.add_argument("manifest", help="YAML list of {input, prompt, options} mappings, or CSV with a header row")
+    b.add_argument("-o", "--output-root", required=True, help="folder of the videos' output folders (shared storage)")
+    b.add_argument("--address", default=None, help="a Ray cluster: auto or ray://HOST:PORT (default: a local one)")
+    b.add_argument("--num-gpus", type=int, default=None, help="GPUs of the local Ray instance (default: all)")
+    b.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    _run_options(b)
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_batch)
 
 
 def _field_help(cls, name: str) -> str:
@@ -572,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_evaluate)
 
     _translate_parser(sub)
+    _batch_parser(sub)
 
     pr = sub.add_parser("propagate", help="propagate your own stylized keyframes (named by frame index) to a video")
     pr.add_argument("input", help="source video")

@@ -370,6 +370,31 @@ def _translate_batch(plan: RunPlan, b: int, frames: np.ndarray, models: _BatchMo
         ) from None
 
 
+def translate_batch(
+    plan: RunPlan,
+    b: int,
+    reader: FrameReader,
+    flows: _KeyframeFlows,
+    models: _BatchModels,
+    anchors: AnchorLatents | None,
+    progress=True,
+    should_stop=None,
+) -> AnchorLatents:
+    """Stage 3 for batch ``b`` (its anchors: batch b-1's, §3.5): its new keyframes to OUTDIR/keyframes/, then its
+    anchors to the state folder, which marks it finished. Returns them (what batch b+1 needs)."""
+    batch = plan.batches[b]
+    batch_flows = flows(b) if len(batch) > 1 else None
+    result = _translate_batch(plan, b, reader.take(batch), models, batch_flows, anchors, progress, should_stop)
+    new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
+    for k, img in zip(batch, result.frames):
+        if k in new:
+            write_png(_keyframe_png(plan, k), img)
+    save_anchors(plan.state / f"batch_{b:04d}.pt", result.anchors)  # marks the batch finished
+    if batch_flows is not None:  # after: a kill in between costs the next batch one batch's flows, not all
+        save_chain(plan.state, b, flows.chain(b))
+    return result.anchors
+
+
 def translate_batches(
     plan: RunPlan, reader: FrameReader, flows: _KeyframeFlows, models: _BatchModels, progress=True, should_stop=None
 ) -> KeyImages:
@@ -379,29 +404,52 @@ def translate_batches(
     anchors: AnchorLatents | None = None
     bar = tqdm(total=len(plan.batches), desc="keyframe batches", unit="batch", disable=not progress)
     try:  # closed on every exit, so a Stop or Ctrl-C message starts on its own line
-        for b, batch in enumerate(plan.batches):
+        for b in range(len(plan.batches)):
             finished = _read_finished_batch(plan, b)
             if finished is not None:
                 anchors = finished
-                bar.update(1)
-                continue
-            if should_stop is not None and should_stop():
-                raise stopped_message(Cancelled("stopped"), plan.out, b, len(plan.batches))
-            batch_flows = flows(b) if len(batch) > 1 else None
-            result = _translate_batch(plan, b, reader.take(batch), models, batch_flows, anchors, progress, should_stop)
-            new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
-            for k, img in zip(batch, result.frames):
-                if k in new:
-                    write_png(_keyframe_png(plan, k), img)
-            save_anchors(plan.state / f"batch_{b:04d}.pt", result.anchors)  # marks the batch finished
-            if batch_flows is not None:  # after: a kill in between costs the next batch one batch's flows, not all
-                save_chain(plan.state, b, flows.chain(b))
-            anchors = result.anchors
+            else:
+                if should_stop is not None and should_stop():
+                    raise stopped_message(Cancelled("stopped"), plan.out, b, len(plan.batches))
+                anchors = translate_batch(plan, b, reader, flows, models, anchors, progress, should_stop)
             bar.update(1)
     finally:
         bar.close()
     plan.seconds["translate"] = time.perf_counter() - t0
     return KeyImages([_keyframe_png(plan, k) for k in plan.keys])
+
+
+def translate_one_batch(plan: RunPlan, b: int, pipeline, progress: bool = False) -> bool:
+    """Stage 3 for batch ``b`` alone, as a cluster worker runs it: batch b-1's anchors and the flow chain come from
+    the state folder (shared storage), so any worker can take any ready batch. False when the batch had finished
+    already (a retried task redoes nothing)."""
+    if _read_finished_batch(plan, b) is not None:
+        return False
+    anchors = _read_finished_batch(plan, b - 1) if b > 0 else None
+    if b > 0 and anchors is None:
+        raise InputError(f"{plan.out}: batch {b} needs batch {b - 1}'s anchors, and that batch has not finished")
+    estimator = get_flow_estimator(plan.cfg.flow, device=pipeline.device)
+    with FrameReader(plan.info, cache=2 * plan.cfg.s_max + 2) as reader:
+        flows = _KeyframeFlows(estimator, reader, plan.batches, plan.state)
+        translate_batch(plan, b, reader, flows, _BatchModels(plan.cfg, pipeline), anchors, progress)
+    return True
+
+
+def finish_run(plan: RunPlan, progress: bool = False) -> RunResult:
+    """Stages 4-5 for a plan whose keyframe batches have all finished: propagation and assembly (a cluster's CPU
+    task; the report's ``keyframe_flow`` names the backend only, its counts stay with the workers)."""
+    from .models import resolve_device
+
+    cfg = plan.cfg
+    device = resolve_device(cfg.device)
+    estimator = get_flow_estimator(cfg.propagation_config().flow, device=device)
+    translated = KeyImages([_keyframe_png(plan, k) for k in plan.keys])
+    with FrameReader(plan.info, cache=2 * cfg.s_max + 2) as reader:
+
+        def make_frames(start: int) -> Iterator[np.ndarray]:
+            return propagate_frames(plan, reader, translated, estimator, device, progress, None, start)
+
+        return assemble(plan, make_frames, {"backend": cfg.flow}, False, progress)
 
 
 def propagate_frames(
