@@ -25,8 +25,9 @@ class PropagationConfig:
     chained_flow: flag() = True
     #: Key warp mode; bicubic keeps sharpness (bilinear never overshoots): our measurement, benchmarks/propagation.md.
     warp_mode: choice("bilinear", "bicubic", "nearest") = "bicubic"
-    #: Clamp bicubic warps to the 2x2 pixels bilinear mixes; off: our measurement, benchmarks/propagation.md.
-    anti_ringing: flag() = False
+    #: Clamp bicubic warps to the 2x2 pixels bilinear mixes; on: our measurement on the held-out split,
+    #: benchmarks/propagation.md ("Tuning and held-out split"; off before).
+    anti_ringing: flag() = True
     #: Guide error = mean |frame t - warped key source| over a (2r+1)^2 box; r = 2 (5x5, Ebsynth's patch size).
     error_radius: integer(0) = 2
     #: Blend weight exp(-(error / error_scale)^2); 0.04 (10/255): our measurement, benchmarks/propagation.md.
