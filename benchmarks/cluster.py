@@ -13,6 +13,7 @@ prints the throughput ratio and each worker's busy share (its batch seconds over
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 
 import numpy as np
@@ -42,12 +43,13 @@ def ray_throughput(frames: int) -> None:
     from fresco_v2v.testing import moving_square_clip, write_test_video
 
     small = {"model": "tiny", "steps": 4, "strength": 1.0, "resolution": 128, "s_min": 2, "s_max": 4, "batch_size": 4}
-    print(f"# ray {ray.__version__}, torch {torch.__version__}, cpu, float32, 1 torch thread per worker")
+    print(f"# {os.cpu_count()}-core {platform.machine()} CPU, ray {ray.__version__}, torch {torch.__version__}")
+    print("# float32; each worker and propagation task on 1 torch thread; a local Ray with 2 CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         lines = []
         for i in range(4):
-            clip = moving_square_clip(frames, 128, 160, 32, (8, 20), (3, 1 + i))
+            clip = moving_square_clip(frames, 128, 160, 32, (8 + 4 * i, 20), (3, 1))
             write_test_video(d / f"v{i}.mp4", clip, Fraction(25))
             lines.append(f"- {{input: v{i}.mp4, prompt: a painting}}")
         (d / "m.yaml").write_text("\n".join(lines) + "\n")

@@ -177,7 +177,7 @@ def test_failed_run_leaves_no_folder_unless_a_batch_finished(src, tmp_path, monk
 
 def test_launch_serves_no_run_folder_and_limits_uploads(tmp_path, monkeypatch):
     gr = pytest.importorskip("gradio")
-    from fresco_v2v.webui import launch
+    from fresco_v2v.webui_page import launch
 
     seen = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
@@ -192,7 +192,7 @@ def test_launch_serves_no_run_folder_and_limits_uploads(tmp_path, monkeypatch):
 
 def test_page_builds_and_reports_errors(src, tmp_path, monkeypatch):
     gr = pytest.importorskip("gradio")
-    from fresco_v2v.webui import build_app
+    from fresco_v2v.webui_page import build_app
 
     session = WebSession(tmp_path)
     app = build_app(session)
@@ -231,7 +231,7 @@ def test_served_page_runs_a_translation(src, tmp_path):
     """Through HTTP, as a browser or a script does it: upload, run, get the video, keyframes and report back."""
     pytest.importorskip("gradio")
     client_mod = pytest.importorskip("gradio_client")
-    from fresco_v2v.webui import build_app
+    from fresco_v2v.webui_page import build_app
 
     app = build_app(WebSession(tmp_path))
     app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, show_error=True)
@@ -316,8 +316,7 @@ def test_stop_ends_the_running_run_and_keeps_its_finished_batches(src, tmp_path,
 
 def test_stop_button_and_the_stopped_status(src, tmp_path, monkeypatch):
     pytest.importorskip("gradio")
-    from fresco_v2v.webui import build_app
-    from fresco_v2v.webui_page import NOTHING_TO_STOP, STOPPING
+    from fresco_v2v.webui_page import NOTHING_TO_STOP, STOPPING, build_app
 
     session = WebSession(tmp_path)
     app = build_app(session)
@@ -347,8 +346,7 @@ def test_served_stop_does_not_wait_behind_the_run(src, tmp_path, monkeypatch):
     client_mod = pytest.importorskip("gradio_client")
     import threading
 
-    from fresco_v2v.webui import build_app
-    from fresco_v2v.webui_page import STOPPING
+    from fresco_v2v.webui_page import STOPPING, build_app
 
     session = WebSession(tmp_path)
     started, real = threading.Event(), FrescoPipeline.__call__
@@ -376,11 +374,12 @@ def test_served_stop_does_not_wait_behind_the_run(src, tmp_path, monkeypatch):
 
 
 def test_serving_beyond_this_machine_needs_a_login_or_no_auth(tmp_path, monkeypatch, capsys):
-    from fresco_v2v import webui
+    pytest.importorskip("gradio")
+    from fresco_v2v import webui_page
     from fresco_v2v.cli import main
 
     launched = []
-    monkeypatch.setattr(webui, "launch", lambda *a, **k: launched.append((a, k)))
+    monkeypatch.setattr(webui_page, "launch", lambda *a, **k: launched.append((a, k)))
     root = ["--output-root", str(tmp_path / "runs")]
     for exposed in (["--host", "0.0.0.0"], ["--share"]):
         assert main(["ui", *exposed, *root]) == 2
@@ -405,7 +404,7 @@ def test_serving_beyond_this_machine_needs_a_login_or_no_auth(tmp_path, monkeypa
 
 def test_launch_hands_the_login_to_gradio(tmp_path, monkeypatch):
     gr = pytest.importorskip("gradio")
-    from fresco_v2v.webui import launch
+    from fresco_v2v.webui_page import launch
 
     seen = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))

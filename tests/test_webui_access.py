@@ -237,7 +237,7 @@ def test_a_visitors_stop_reaches_only_their_own_run(tmp_path):
 
 def test_public_page_shows_no_exception_text(src, tmp_path, monkeypatch):
     gr = pytest.importorskip("gradio")
-    from fresco_v2v.webui import build_app
+    from fresco_v2v.webui_page import build_app
 
     session = WebSession(tmp_path, public=True)
     app = build_app(session)
@@ -270,7 +270,7 @@ def test_served_public_page_over_http(src, tmp_path):
     client_mod = pytest.importorskip("gradio_client")
     import httpx
 
-    from fresco_v2v.webui import launch
+    from fresco_v2v.webui_page import launch
 
     runs, models = tmp_path / "runs", tmp_path / "models"
     models.mkdir()

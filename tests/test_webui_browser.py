@@ -46,7 +46,7 @@ def _log_in(browser, url: str):
 def test_a_second_visitor_cannot_fetch_the_first_visitors_video(tmp_path):
     pytest.importorskip("gradio")
     sync_api = pytest.importorskip("playwright.sync_api")
-    from fresco_v2v.webui import launch
+    from fresco_v2v.webui_page import launch
 
     src = write_test_video(tmp_path / "in.mp4", moving_square_clip(8, 64, 80, 20, (8, 20), (3, 1)), Fraction(25))
     runs = tmp_path / "runs"

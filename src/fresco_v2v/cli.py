@@ -405,7 +405,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .webui import launch, parse_auth
+    from .webui import parse_auth, require_gradio
+
+    require_gradio()  # before anything else: the extra it needs
+    from . import webui_page
 
     exposed = args.share or args.host not in ("127.0.0.1", "localhost", "::1")
     if args.max_upload_mb < 1:
@@ -426,7 +429,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
             "fresco ui: warning: the page is reachable from other machines without a login (--no-auth); whoever "
             "opens it can use this machine's GPU and the models under --models-root"
         )
-    launch(
+    webui_page.launch(
         args.host,
         args.port,
         args.output_root,

@@ -7,8 +7,8 @@ A thin layer, like the CLI: the form's values become the same :class:`~fresco_v2
 is overwritten. Options that are not on the form go in the "More options" box as YAML, with the names of a
 `--config` file.
 
-Gradio is an optional dependency (``pip install 'fresco-v2v[ui]'``); only :func:`build_app` and :func:`launch`
-import it, so the form logic below is usable and testable without it.
+Gradio is an optional dependency (``pip install 'fresco-v2v[ui]'``): the page itself (``build_app``, ``launch``)
+is :mod:`fresco_v2v.webui_page`, which imports it; the form logic here is usable and testable without it.
 """
 
 from __future__ import annotations
@@ -445,7 +445,7 @@ def _save(write, folder: Path, *args, **kwargs):
 # ------------------------------------------------------------------------------------------------ the page (gradio)
 
 
-def _require_gradio():
+def require_gradio():
     try:
         import gradio as gr
     except ImportError:
@@ -454,22 +454,6 @@ def _require_gradio():
             "translate`, which needs nothing more)"
         ) from None
     return gr
-
-
-def build_app(session: WebSession | None = None):
-    """The gradio Blocks page (not launched): :func:`fresco_v2v.webui_page.build_app`."""
-    _require_gradio()
-    from .webui_page import build_app as build
-
-    return build(session or WebSession())
-
-
-def launch(*args, **kwargs):
-    """Build and serve the page: :func:`fresco_v2v.webui_page.launch`."""
-    _require_gradio()
-    from .webui_page import launch as serve
-
-    return serve(*args, **kwargs)
 
 
 def parse_auth(text: str) -> tuple[str, str]:
