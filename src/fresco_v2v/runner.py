@@ -419,6 +419,15 @@ def translate_batches(
     return KeyImages([_keyframe_png(plan, k) for k in plan.keys])
 
 
+def first_unfinished_batch(plan: RunPlan) -> int:
+    """The first batch an earlier run did not finish (``len(plan.batches)`` when all did): where a resumed run
+    starts translating."""
+    b = 0
+    while b < len(plan.batches) and _read_finished_batch(plan, b) is not None:
+        b += 1
+    return b
+
+
 def translate_one_batch(plan: RunPlan, b: int, pipeline, progress: bool = False) -> bool:
     """Stage 3 for batch ``b`` alone, as a cluster worker runs it: batch b-1's anchors and the flow chain come from
     the state folder (shared storage), so any worker can take any ready batch. False when the batch had finished

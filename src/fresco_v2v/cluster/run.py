@@ -114,7 +114,7 @@ def _reason(error: BaseException) -> str:
 
 
 def _plan(entry: ManifestEntry) -> VideoRun:
-    from ..runner import _read_finished_batch, read_and_plan
+    from ..runner import first_unfinished_batch, read_and_plan
 
     video = VideoRun(entry.name)
     if entry.config is None:
@@ -127,8 +127,7 @@ def _plan(entry: ManifestEntry) -> VideoRun:
         video.fail(e)
         return video
     video.seconds["plan"] = time.perf_counter() - t0
-    while video.next_batch < len(video.plan.batches) and _read_finished_batch(video.plan, video.next_batch):
-        video.next_batch += 1  # finished in an earlier run
+    video.next_batch = first_unfinished_batch(video.plan)  # the batches an earlier run finished are not redone
     video.status = "translating"
     return video
 
