@@ -65,6 +65,9 @@ def test_batch_gives_what_translate_gives_and_reports_the_failed_video(clips, lo
     by_name = {r["name"]: r for r in report}
     assert [by_name[n]["status"] for n in ("v0", "v1", "missing", "v2")] == ["done", "done", "failed", "done"]
     assert "missing.mp4: no such file" in by_name["missing"]["error"]
+    n_batches = len(json.loads((tmp_path / "out" / "v2" / "run.json").read_text())["batches"])
+    assert by_name["v2"]["batches"] == f"{n_batches}/{n_batches}" and by_name["v2"]["chunks"] == "1/1"
+    assert all(by_name["v2"]["seconds"][k] > 0 for k in ("translate", "propagate", "assemble"))
     assert json.loads((tmp_path / "out" / "batch.json").read_text())["videos"] == json.loads(json.dumps(report))
     assert json.loads((tmp_path / "out" / "batch.json").read_text())["workers"] == 2  # one actor per logical GPU
     for name in ("v0", "v1", "v2"):
@@ -79,13 +82,13 @@ class DiesOnce:
 
         self.inner, self.marker = BatchWorker(threads), Path(marker)
 
-    def translate(self, plan, b):
+    def translate(self, plan, b, anchors=None):
         import os
 
         if not self.marker.exists():
             self.marker.write_text(str(os.getpid()))
             os._exit(1)
-        return self.inner.translate(plan, b)
+        return self.inner.translate(plan, b, anchors)
 
 
 def test_two_gpus_get_two_workers_and_a_killed_worker_is_retried(clips, local_ray, alone, tmp_path):

@@ -287,8 +287,9 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     )
     width = max(len(r["name"]) for r in report)
     for r in report:
-        seconds = sum(r["seconds"].values())
-        detail = r["error"] if r["error"] else f"{len(r['keyframes'])} keyframes, {seconds:.0f} s -> {r['output']}"
+        sec = r["seconds"]
+        stages = f"translate {sec['translate']:.0f} s, propagate {sec['propagate']:.0f} s"
+        detail = r["error"] if r["error"] else f"{len(r['keyframes'])} keyframes, {stages} -> {r['output']}"
         print(f"{r['name']:<{width}}  {r['status']:<6}  {detail}")
     failed = sum(r["status"] != "done" for r in report)
     print(f"fresco batch: {len(report) - failed} of {len(report)} videos done; {args.output_root}/batch.json")

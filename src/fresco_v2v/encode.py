@@ -299,34 +299,29 @@ def chunk_starts(num_frames: int, keys: Sequence[int], every: int | None = None)
     return starts
 
 
-def encode_video(
-    path: Path,
-    make_frames: Callable[[int], Iterator[np.ndarray]],
-    clip,
-    chunks: Path,
-    starts: Sequence[int],
-    progress: bool = False,
-) -> str:
-    """The frames of ``make_frames(start)`` (frames ``start``.. in order) encoded chunk by chunk into ``chunks/``
-    as they come (each file complete or absent), then remuxed into ``path`` with the clip's audio at its exact rate
-    (a variable-rate clip: its frames' own timestamps): no second encode. Finished chunks are not made again, so
-    a rerun after a kill resumes at the first unfinished one; the chunks are deleted once ``path`` is written.
-    An unreadable audio stream costs the audio, not the video (a warning says so). Returns what happened to the
-    audio, for the report."""
+def chunk_files(chunks: Path, starts: Sequence[int]) -> list[Path]:
+    """The chunk files of an output whose chunks begin at ``starts`` (each file complete or absent)."""
+    return [chunks / f"chunk_{c:04d}.mp4" for c in range(len(starts))]
+
+
+def encode_chunk(chunks: Path, starts: Sequence[int], c: int, frames: Iterator[np.ndarray], clip) -> None:
+    """Chunk ``c``: the next ``starts[c+1] - starts[c]`` frames of ``frames`` encoded into its file (written whole
+    or not at all), at the clip's rate or its frames' own timestamps."""
     chunks.mkdir(parents=True, exist_ok=True)
-    ends = [*starts[1:], clip.num_frames]
-    files = [chunks / f"chunk_{c:04d}.mp4" for c in range(len(starts))]
-    first = next((c for c, f in enumerate(files) if not f.is_file()), len(files))
-    if first:
-        logger.info(
-            "%d of %d chunks already done; resuming at frame %d", first, len(files), starts[min(first, len(starts) - 1)]
-        )
-    if first < len(files):
-        stream = iter(make_frames(starts[first]))
-        for c in range(first, len(files)):
-            a, b = starts[c], ends[c]
-            times = FrameTimes(clip.times.pts[a:b], clip.times.time_base) if clip.times is not None else None
-            write_video(files[c], itertools.islice(stream, b - a), clip.fps, times=times)
+    a = starts[c]
+    b = starts[c + 1] if c + 1 < len(starts) else clip.num_frames
+    times = FrameTimes(clip.times.pts[a:b], clip.times.time_base) if clip.times is not None else None
+    write_video(chunk_files(chunks, starts)[c], itertools.islice(frames, b - a), clip.fps, times=times)
+
+
+def join_chunks(path: Path, clip, chunks: Path, starts: Sequence[int], progress: bool = False) -> str:
+    """The finished chunks remuxed into ``path`` with the clip's audio at its exact rate (no second encode), then
+    deleted. An unreadable audio stream costs the audio, not the video (a warning says so). Returns what happened
+    to the audio, for the report."""
+    files = chunk_files(chunks, starts)
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise InputError(f"{chunks}: chunks {missing[:3]} not made yet")
     with tqdm(total=len(files), desc="assembling", unit="chunk", disable=not progress, leave=False) as bar:
         join = functools.partial(
             concatenate_video, files, starts, path, clip.fps, times=clip.times, on_chunk=bar.update
@@ -345,3 +340,27 @@ def encode_video(
                 note = f"dropped: {e}"
     shutil.rmtree(chunks, ignore_errors=True)
     return note
+
+
+def encode_video(
+    path: Path,
+    make_frames: Callable[[int], Iterator[np.ndarray]],
+    clip,
+    chunks: Path,
+    starts: Sequence[int],
+    progress: bool = False,
+) -> str:
+    """The frames of ``make_frames(start)`` (frames ``start``.. in order) encoded chunk by chunk into ``chunks/``
+    as they come, then joined into ``path`` (:func:`join_chunks`). Finished chunks are not made again, so a rerun
+    after a kill resumes at the first unfinished one. Returns what happened to the audio, for the report."""
+    files = chunk_files(chunks, starts)
+    first = next((c for c, f in enumerate(files) if not f.is_file()), len(files))
+    if first:
+        logger.info(
+            "%d of %d chunks already done; resuming at frame %d", first, len(files), starts[min(first, len(starts) - 1)]
+        )
+    if first < len(files):
+        stream = iter(make_frames(starts[first]))
+        for c in range(first, len(files)):
+            encode_chunk(chunks, starts, c, stream, clip)
+    return join_chunks(path, clip, chunks, starts, progress)

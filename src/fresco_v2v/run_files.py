@@ -28,6 +28,11 @@ def _torch_bytes(obj) -> bytes:
     return buf.getvalue()
 
 
+def keyframe_path(out: Path, k: int) -> Path:
+    """Where a run in ``out`` keeps translated keyframe ``k`` (OUTDIR/keyframes/NNNN.png, named by frame index)."""
+    return out / "keyframes" / f"{k:04d}.png"
+
+
 def write_png(path: Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:

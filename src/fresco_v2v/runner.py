@@ -17,11 +17,9 @@ written to a temporary name and renamed, so a killed run never leaves a truncate
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from fractions import Fraction
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -29,11 +27,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
 from .annotators import condition_images, load_condition_annotators
+from .assembly import (  # noqa: F401 (re-exported: the CLI, web UI and cluster import them from here)
+    RunResult,
+    assemble,
+    finish_run,
+    package_versions,
+    propagate_frames,
+    rate_text,
+)
 from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame
 from .correspondence import build_correspondence
-from .encode import chunk_starts, encode_video
 from .errors import Cancelled, InputError, OutOfMemory
 from .flow import (
     BidirectionalFlow,
@@ -42,13 +46,13 @@ from .flow import (
     chain_of,
     get_flow_estimator,
 )
-from .folder_lock import FolderLock
 from .keyframes import plan_batches, scan_distances, select_keyframes
-from .models import builtin_model, model_note
+from .models import builtin_model
 from .pipeline import AnchorLatents
 from .run_files import (
     DamagedState,
     KeyImages,
+    keyframe_path,
     load_anchors,
     load_chain,
     read_png,
@@ -65,20 +69,10 @@ from .run_folder import (
     prepare_output,
     stopped_message,
 )
-from .video import FrameReader, VideoInfo, describe_rate
+from .run_plan import RunPlan
+from .video import FrameReader
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunResult:
-    output_dir: Path
-    video: Path | None
-    keyframes: list[int]
-    batches: list[list[int]]
-    report: dict = field(default_factory=dict)
-    #: Every output frame (uint8 RGB) as handed to the encoder, for callers that score them without decoding.
-    frames: list[np.ndarray] = field(default_factory=list)
 
 
 class _KeyframeFlows:
@@ -117,35 +111,6 @@ class _KeyframeFlows:
     def report(self) -> dict:
         seconds = self.stats.seconds_consecutive + self.stats.seconds_gaps
         return {"backend": self.estimator.name, "seconds": round(seconds, 3), **self.stats.to_dict()}
-
-
-def colorize(result: np.ndarray, source: np.ndarray) -> np.ndarray:
-    """Paper §4.3 video colorization: the input's lightness L with the result's chroma AB (CIELAB)."""
-    lab = cv2.cvtColor(result, cv2.COLOR_RGB2LAB)
-    lab[..., 0] = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)[..., 0]
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
-
-
-def rate_text(report: dict) -> str:
-    """The output's timing in a run report, for a summary line (``describe_rate``)."""
-    return describe_rate(Fraction(report["fps"]), report.get("frame_timing", "constant rate") != "constant rate")
-
-
-def package_versions() -> dict[str, str]:
-    import av
-    import diffusers
-    import transformers
-
-    return {
-        "fresco-v2v": __version__,
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "av": av.__version__,
-        "opencv": cv2.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
@@ -218,24 +183,6 @@ def _foreground_masks(cfg: RunConfig, batch: list[int], size: tuple[int, int]) -
 
 
 @dataclass
-class RunPlan:
-    """Stage 1's result, what every later stage reads: the video (no frames: :class:`VideoInfo`), the keyframes
-    and batches, the output and state folders, and each stage's seconds as they finish."""
-
-    cfg: RunConfig
-    info: VideoInfo
-    keys: list[int]
-    batches: list[list[int]]
-    out: Path
-    state: Path
-    #: When each frame is shown, for keyframe prompts given as times on a variable-rate video; None: constant rate.
-    frame_seconds: list[float] | None
-    #: The output folder's lock, held until the run ends (``translate_video`` releases it).
-    lock: FolderLock
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class _BatchModels:
     """What the batches load on first need (only when a batch is not already finished): pipeline, annotators."""
 
@@ -290,19 +237,15 @@ def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True
     return plan
 
 
-def _keyframe_png(plan: RunPlan, k: int) -> Path:
-    return plan.out / "keyframes" / f"{k:04d}.png"
-
-
 def _read_finished_batch(plan: RunPlan, b: int) -> AnchorLatents | None:
     """The anchors of batch ``b`` if it finished in an earlier run (its keyframes are on disk)."""
     done = plan.state / f"batch_{b:04d}.pt"
-    if not (done.is_file() and all(_keyframe_png(plan, k).is_file() for k in plan.batches[b])):
+    if not (done.is_file() and all(keyframe_path(plan.out, k).is_file() for k in plan.batches[b])):
         return None
     try:
         anchors = load_anchors(done)
         for k in plan.batches[b]:
-            read_png(_keyframe_png(plan, k))
+            read_png(keyframe_path(plan.out, k))
     except (DamagedState, InputError) as e:  # an empty or cut-off file (a disk that filled up, a copy that broke)
         logger.warning("%s; batch %d is done again (the other finished batches are kept)", e, b)
         done.unlink(missing_ok=True)
@@ -388,7 +331,7 @@ def translate_batch(
     new = batch if b == 0 else batch[2:]  # the two anchors were translated by earlier batches
     for k, img in zip(batch, result.frames):
         if k in new:
-            write_png(_keyframe_png(plan, k), img)
+            write_png(keyframe_path(plan.out, k), img)
     save_anchors(plan.state / f"batch_{b:04d}.pt", result.anchors)  # marks the batch finished
     if batch_flows is not None:  # after: a kill in between costs the next batch one batch's flows, not all
         save_chain(plan.state, b, flows.chain(b))
@@ -416,7 +359,7 @@ def translate_batches(
     finally:
         bar.close()
     plan.seconds["translate"] = time.perf_counter() - t0
-    return KeyImages([_keyframe_png(plan, k) for k in plan.keys])
+    return KeyImages([keyframe_path(plan.out, k) for k in plan.keys])
 
 
 def first_unfinished_batch(plan: RunPlan) -> int:
@@ -428,122 +371,25 @@ def first_unfinished_batch(plan: RunPlan) -> int:
     return b
 
 
-def translate_one_batch(plan: RunPlan, b: int, pipeline, progress: bool = False) -> bool:
-    """Stage 3 for batch ``b`` alone, as a cluster worker runs it: batch b-1's anchors and the flow chain come from
-    the state folder (shared storage), so any worker can take any ready batch. False when the batch had finished
-    already (a retried task redoes nothing)."""
-    if _read_finished_batch(plan, b) is not None:
-        return False
-    anchors = _read_finished_batch(plan, b - 1) if b > 0 else None
+def translate_one_batch(
+    plan: RunPlan, b: int, pipeline, anchors: AnchorLatents | None = None, progress: bool = False
+) -> AnchorLatents:
+    """Stage 3 for batch ``b`` alone, as a cluster worker runs it: batch b-1's ``anchors`` as the worker that made
+    them returned them (through Ray's object store), else read from the state folder, and the flow chain from there
+    (shared storage), so any worker can take any ready batch. Returns batch b's anchors, on the CPU (read back when
+    the batch had finished already: a retried task redoes nothing)."""
+    done = _read_finished_batch(plan, b)
+    if done is not None:
+        return done
     if b > 0 and anchors is None:
-        raise InputError(f"{plan.out}: batch {b} needs batch {b - 1}'s anchors, and that batch has not finished")
+        anchors = _read_finished_batch(plan, b - 1)
+        if anchors is None:
+            raise InputError(f"{plan.out}: batch {b} needs batch {b - 1}'s anchors, and that batch has not finished")
     estimator = get_flow_estimator(plan.cfg.flow, device=pipeline.device)
     with FrameReader(plan.info, cache=2 * plan.cfg.s_max + 2) as reader:
         flows = _KeyframeFlows(estimator, reader, plan.batches, plan.state)
-        translate_batch(plan, b, reader, flows, _BatchModels(plan.cfg, pipeline), anchors, progress)
-    return True
-
-
-def finish_run(plan: RunPlan, progress: bool = False) -> RunResult:
-    """Stages 4-5 for a plan whose keyframe batches have all finished: propagation and assembly (a cluster's CPU
-    task; the report's ``keyframe_flow`` names the backend only, its counts stay with the workers)."""
-    from .models import resolve_device
-
-    cfg = plan.cfg
-    device = resolve_device(cfg.device)
-    estimator = get_flow_estimator(cfg.propagation_config().flow, device=device)
-    translated = KeyImages([_keyframe_png(plan, k) for k in plan.keys])
-    with FrameReader(plan.info, cache=2 * cfg.s_max + 2) as reader:
-
-        def make_frames(start: int) -> Iterator[np.ndarray]:
-            return propagate_frames(plan, reader, translated, estimator, device, progress, None, start)
-
-        return assemble(plan, make_frames, {"backend": cfg.flow}, False, progress)
-
-
-def propagate_frames(
-    plan: RunPlan,
-    reader: FrameReader,
-    stylized_keys: KeyImages,
-    estimator,
-    device,
-    progress=True,
-    should_stop=None,
-    start: int = 0,
-) -> Iterator[np.ndarray]:
-    """Stage 4: frames ``start``.. in order (``start``: 0 or a key), the others propagated from the keyframes
-    segment by segment (§3.5) and colorized when asked (§4.3), as the encoder takes them: memory holds a few
-    segments, not the video."""
-    cfg, keys, n = plan.cfg, plan.keys, plan.info.num_frames
-    if cfg.propagation and len(keys) < n:
-        from .propagate import iter_propagate
-
-        frames = iter_propagate(
-            reader,
-            keys,
-            stylized_keys,
-            cfg.propagation_config(),
-            device=device,
-            estimator=estimator,
-            progress=progress,
-            should_stop=should_stop,
-            start=start,
-        )
-    else:
-        # without propagation every frame shows its nearest keyframe: a fast preview with the right frame count
-        nearest = np.abs(np.arange(start, n)[:, None] - np.array(keys)[None]).argmin(1)
-        frames = (stylized_keys[i] for i in nearest)
-    try:
-        for t, frame in enumerate(frames, start=start):
-            yield colorize(frame, reader[t]) if cfg.colorize else frame
-    except Cancelled as e:
-        raise stopped_message(e, plan.out, len(plan.batches), len(plan.batches)) from None
-
-
-def assemble(
-    plan: RunPlan,
-    make_frames: Callable[[int], Iterator[np.ndarray]],
-    flow_report: dict,
-    keep: bool = False,
-    progress: bool = True,
-):
-    """Stage 5: the frames of ``make_frames(start)`` encoded chunk by chunk as they come (resuming at the first
-    unfinished chunk), remuxed at the input's exact rate (or timestamps) with its audio, and the run report.
-    ``keep``: also return the frames made in this call (short clips, benchmarks)."""
-    t0 = time.perf_counter()
-    info, cfg = plan.info, plan.cfg
-    kept: list[np.ndarray] = []
-
-    def frames(start: int) -> Iterator[np.ndarray]:
-        for f in make_frames(start):
-            if keep:
-                kept.append(f)
-            yield f
-
-    video_path = plan.out / "video.mp4"
-    starts = chunk_starts(info.num_frames, plan.keys)
-    audio_note = encode_video(video_path, frames, info, plan.state / "chunks", starts, progress)
-    plan.seconds["propagate_and_encode"] = time.perf_counter() - t0
-    report = {
-        "input": str(cfg.input),
-        "frames": info.num_frames,
-        "fps": f"{info.fps.numerator}/{info.fps.denominator}",
-        "frame_timing": "constant rate" if info.times is None else "variable rate: each frame keeps its timestamp",
-        "size": list(info.size),
-        "source_size": list(info.fit.source_size),
-        "fit": info.fit.mode,
-        "audio": audio_note,
-        "keyframes": plan.keys,
-        "batches": plan.batches,
-        "seed": cfg.seed,
-        "seconds": plan.seconds,
-        "keyframe_flow": flow_report,
-        "versions": package_versions(),
-        "config": cfg.to_dict(),
-        "note": model_note(cfg.model),
-    }
-    write_json(plan.out / "run.json", report)
-    return RunResult(plan.out, video_path, plan.keys, plan.batches, report, kept)
+        made = translate_batch(plan, b, reader, flows, _BatchModels(plan.cfg, pipeline), anchors, progress)
+    return AnchorLatents(made.timesteps, [t.cpu() for t in made.first], [t.cpu() for t in made.last])
 
 
 def translate_video(
@@ -587,6 +433,3 @@ def translate_video(
             )
 
         return assemble(plan, make_frames, flows.report(), keep_frames, progress)
-
-
-# -- propagation of the user's own keyframes (`fresco propagate`, the web UI's second tab) --------------------------

@@ -130,6 +130,7 @@ def iter_propagate(
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
     start: int = 0,
+    end: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Every frame of the video stylized from the stylized keyframes (paper §3.5), yielded in frame order as each
     key segment finishes: memory holds two segments, not the video.
@@ -143,6 +144,8 @@ def iter_propagate(
     dropped and :class:`~fresco_v2v.errors.Cancelled` is raised (a user's Stop). The keys are yielded unchanged.
     start: 0, or a key index: yield frames ``start``.. only, rendering none before it (a resumed run). Every frame
     is rendered from its own segment and seed, so the frames from ``start`` on are those of a run from 0.
+    end: None (the last frame), or a key index after ``start``: frames before ``end`` only, reading only the
+    stylized keys they need (a cluster's chunk task, whose later keys may not exist yet).
     """
     cfg = config or PropagationConfig()
     if not isinstance(cfg, PropagationConfig):
@@ -151,15 +154,19 @@ def iter_propagate(
     n = len(frames)
     h, w = np.asarray(frames[0]).shape[:2]
     keys = _check_keys(key_indices, n)
-    _check_stylized_keys(stylized_keys, len(keys), h, w)
     if start != 0 and start not in keys:
         raise ConfigError("start", f"0 or a key index ({keys[:5]}...)", start)
+    end = n if end is None else end
+    if end != n and (end not in keys or end <= start):
+        raise ConfigError("end", f"None or a key index after start {start} ({keys[:5]}...)", end)
+    segments = [seg for seg in key_segments(n, keys) if seg[2][-1] >= start and seg[2][0] < end]
+    used = {k for left, right, _ in segments for k in (left, right) if k is not None} | set(range(start, end))
+    _check_stylized_keys(stylized_keys, [i for i, k in enumerate(keys) if k in used], len(keys), h, w)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     run = _Run(frames, keys, stylized_keys, cfg, dev, should_stop)
     est = estimator or get_flow_estimator(cfg.flow)
     key_position = {k: i for i, k in enumerate(keys)}  # keys are read when yielded: they may be read lazily
     workers = cfg.workers if cfg.workers is not None else (torch.get_num_threads() if dev.type == "cpu" else 1)
-    segments = [seg for seg in key_segments(n, keys) if seg[2][-1] >= start]
     bar = tqdm(total=sum(len(b) for _, _, b in segments), desc="propagating", unit="frame", disable=not progress)
     threads = torch.get_num_threads()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="propagate") if workers > 1 else None
@@ -176,7 +183,7 @@ def iter_propagate(
 
     def ready() -> Iterator[np.ndarray]:
         nonlocal next_out
-        while next_out < n and (next_out in done or next_out in key_position):
+        while next_out < end and (next_out in done or next_out in key_position):
             if next_out in done:
                 yield done.pop(next_out)
             else:
@@ -216,11 +223,12 @@ def iter_propagate(
         bar.close()
 
 
-def _check_stylized_keys(stylized_keys: Sequence[np.ndarray], num_keys: int, h: int, w: int) -> None:
+def _check_stylized_keys(stylized_keys: Sequence[np.ndarray], used: list[int], num_keys: int, h: int, w: int) -> None:
+    """One image per key; those at positions ``used`` (the ones this call reads) [h, w, 3] uint8."""
     if len(stylized_keys) != num_keys:
         raise ConfigError("stylized_keys", f"{num_keys} images (one per key)", len(stylized_keys))
-    for i, s in enumerate(stylized_keys):
-        s = np.asarray(s)
+    for i in used:
+        s = np.asarray(stylized_keys[i])
         if s.shape != (h, w, 3) or s.dtype != np.uint8:
             raise ConfigError(f"stylized_keys[{i}]", f"a [{h}, {w}, 3] uint8 RGB image", f"{s.dtype} {s.shape}")
 
