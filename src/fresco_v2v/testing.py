@@ -11,10 +11,13 @@ import torch
 from .stacks import (  # noqa: F401  (re-exported for tests and benchmarks)
     SD15_DOWN_BLOCKS,
     SD15_UP_BLOCKS,
+    SDXL_DOWN_BLOCKS,
+    SDXL_UP_BLOCKS,
     TINY_WORDS,
     assemble_pipeline,
     make_tiny_pipeline,
     make_tiny_tokenizer,
+    make_tiny_xl_pipeline,
     sd15_scheduler,
 )
 from .synthetic import (  # noqa: F401
