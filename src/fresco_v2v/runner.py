@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .annotators import condition_images, load_condition_annotators
-from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame
+from .config import RunConfig, prompt_for_frame
 from .correspondence import build_correspondence
 from .encode import chunk_starts, encode_video
 from .errors import Cancelled, InputError, OutOfMemory
@@ -44,7 +44,7 @@ from .flow import (
 )
 from .folder_lock import FolderLock
 from .keyframes import plan_batches, scan_distances, select_keyframes
-from .models import builtin_model, model_note
+from .models import builtin_model, default_controlnet, find_stack, model_family, model_note
 from .pipeline import AnchorLatents
 from .run_files import (
     DamagedState,
@@ -154,7 +154,10 @@ def package_versions() -> dict[str, str]:
 def _controlnet_ids(cfg: RunConfig) -> list[str]:
     if builtin_model(cfg.model):
         return [cfg.model] * len(cfg.controlnet_types)  # the built-in stacks bring their own ControlNets
-    return [c.split(":", 1)[1] if ":" in c else CONTROLNET_TYPES[c] for c in cfg.controlnet_types]
+    if all(":" in c for c in cfg.controlnet_types):
+        return [c.split(":", 1)[1] for c in cfg.controlnet_types]
+    family = model_family(cfg.model, cfg.allow_pickle)  # SD1.5's or SDXL's default weights per type
+    return [c.split(":", 1)[1] if ":" in c else default_controlnet(c, family) for c in cfg.controlnet_types]
 
 
 def _file_identity(ident: str) -> tuple | None:
@@ -169,10 +172,11 @@ def _file_identity(ident: str) -> tuple | None:
 def pipeline_signature(cfg: RunConfig) -> tuple:
     """What the loaded pipeline of ``cfg`` depends on: two runs with equal signatures can share one pipeline.
 
-    Local files count with their size and modification time. The seed counts only for the "tiny" model, whose
-    random weights it draws; for every other model it only seeds the sampling, which ``translate_video`` does per
-    run.
+    Local files count with their size and modification time. The seed counts only for the seeded stacks ("tiny",
+    "tiny-xl"), whose random weights it draws; for every other model it only seeds the sampling, which
+    ``translate_video`` does per run.
     """
+    stack = find_stack(cfg.model)
     return (
         cfg.model,
         _file_identity(cfg.model),
@@ -182,7 +186,7 @@ def pipeline_signature(cfg: RunConfig) -> tuple:
         cfg.dtype,
         cfg.freeu,
         cfg.allow_pickle,
-        cfg.seed if cfg.model == "tiny" else None,
+        cfg.seed if stack is not None and stack.seeded else None,
         (cfg.vae, _file_identity(cfg.vae)) if cfg.vae else None,
     )
 

@@ -29,18 +29,10 @@ from diffusers.schedulers import DDPMScheduler
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from .conditioning import TextConditioning
+from .config import SDXL_CONTROLNET_TYPES, SDXL_FP16_VAE  # noqa: F401  (re-exported)
 from .pipeline import FrescoPipeline
 
 logger = logging.getLogger(__name__)
-
-#: SDXL ControlNets per type (the diffusers team's SDXL 1.0 ControlNets); hed has none: pass ``hed:ID_OR_PATH``.
-SDXL_CONTROLNET_TYPES = {
-    "canny": "diffusers/controlnet-canny-sdxl-1.0",
-    "depth": "diffusers/controlnet-depth-sdxl-1.0",
-}
-#: A VAE for SDXL in float16: SDXL's own VAE overflows there (NaN, black frames; its config says
-#: ``force_upcast``); this fine-tune keeps the same latents finite in float16.
-SDXL_FP16_VAE = "madebyollin/sdxl-vae-fp16-fix"
 
 
 def is_sdxl_unet(unet) -> bool:
