@@ -185,13 +185,13 @@ SDXL_DOWN_BLOCKS = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D
 SDXL_UP_BLOCKS = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
 
 
-def _tiny_clip_config(tokenizer, **extra):
+def _tiny_clip_config(tokenizer, width: int = 32, **extra):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=width,
+        intermediate_size=2 * width,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=77,
@@ -207,7 +207,8 @@ def make_tiny_xl_pipeline(seed: int = 0, num_controlnets: int = 1):
 
     The classes SDXL uses: a UNet with SDXL's 3 levels and block types (self-attention in up_blocks 0-1 only),
     ``addition_embed_type="text_time"``, per-level transformer depths (1, 1, 2) and linear projections; two text
-    encoders (CLIPTextModel and CLIPTextModelWithProjection, 32 wide each: cross-attention width 64, pooled 32);
+    encoders (CLIPTextModel 32 wide and CLIPTextModelWithProjection 48 wide, as SDXL's differ (768, 1280), which
+    single-file loading tells them apart by: cross-attention width 80, pooled 32);
     the second tokenizer pads with "!" as SDXL's does; VAE of factor 8; ControlNet(s) made from the UNet (SDXL
     ControlNets: they take the added conditions too). A few MB; seconds on CPU.
     """
@@ -230,7 +231,7 @@ def make_tiny_xl_pipeline(seed: int = 0, num_controlnets: int = 1):
         block_out_channels=(16, 32, 32),
         layers_per_block=1,
         transformer_layers_per_block=(1, 1, 2),
-        cross_attention_dim=64,
+        cross_attention_dim=32 + 48,
         attention_head_dim=(2, 4, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -240,7 +241,7 @@ def make_tiny_xl_pipeline(seed: int = 0, num_controlnets: int = 1):
     )
     vae = _tiny_vae()
     text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer))
-    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer_2, projection_dim=pooled_dim))
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer_2, 48, projection_dim=pooled_dim))
     controlnets = _controlnets_of(unet, num_controlnets, (8, 8, 8, 8))
     for m in (unet, vae, text_encoder, text_encoder_2, *controlnets):
         m.eval()
