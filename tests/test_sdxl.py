@@ -222,3 +222,29 @@ def test_cli_translates_with_tiny_xl_end_to_end(tmp_path):
     assert "tiny-xl" in report["note"] and len(list((tmp_path / "out" / "keyframes").glob("*.png"))) == len(
         report["keyframes"]
     )
+
+
+def test_an_sdxl_kohya_lora_acts_on_both_text_encoders_and_the_unet(tmp_path, xl):
+    """kohya's SDXL LoRA names (lora_unet_*, lora_te1_*, lora_te2_*) load through the SDXL LoRA loader."""
+    from fresco_v2v.models import LoraSpec
+
+    gen = torch.Generator().manual_seed(0)
+    te_ends = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    targets = [("lora_unet_", n, m) for n, m in xl.unet.named_modules() if n.endswith(("to_q", "to_k", "to_v"))]
+    targets += [("lora_te1_text_model_", n, m) for n, m in xl.text_encoder.named_modules() if n.endswith(te_ends)]
+    targets += [("lora_te2_", n, m) for n, m in xl.text_encoder_2.named_modules() if n.endswith(te_ends)]
+    lora = {}
+    for prefix, name, module in targets:
+        key = prefix + name.replace(".", "_")
+        lora[key + ".lora_down.weight"] = torch.randn(2, module.in_features, generator=gen)
+        lora[key + ".lora_up.weight"] = torch.randn(module.out_features, 2, generator=gen)
+        lora[key + ".alpha"] = torch.tensor(1.0)
+    save_file(lora, tmp_path / "xl_lora.safetensors")
+    pipe = load_pipeline("tiny-xl", ["tiny-xl"], loras=[LoraSpec(str(tmp_path / "xl_lora.safetensors"), 0.5)])
+    x = torch.randn(1, 4, 8, 8, generator=gen)
+    with torch.no_grad():
+        a, b = xl.encode_prompts(["a dog"], 1, (64, 64)), pipe.encode_prompts(["a dog"], 1, (64, 64))
+        unet_change = (xl.unet(x, 500, **a.model_kwargs()).sample - pipe.unet(x, 500, **a.model_kwargs()).sample).abs()
+    assert (a.states - b.states)[..., :32].abs().mean() > 1e-2  # the first encoder's part of the states
+    assert (a.states - b.states)[..., 32:].abs().mean() > 1e-2  # the second's
+    assert (a.added["text_embeds"] - b.added["text_embeds"]).abs().mean() > 1e-2 and unet_change.mean() > 1e-3
