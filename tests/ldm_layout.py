@@ -1,8 +1,10 @@
 """The original single-file (LDM / CompVis, lllyasviel ControlNet) key layout, written from diffusers models.
 
 Ours, from the layouts as published (CompVis' ``ldm/modules/diffusionmodules/openaimodel.py`` and ``model.py``,
-ControlNet's ``cldm/cldm.py``): the inverse of the conversion diffusers' ``from_single_file`` does, kept separate
-from it so that a test of loading can fail. For SD1.5's layout: 4 levels, 2 layers a level, 3 up-block layers.
+ControlNet's ``cldm/cldm.py``; for SDXL Stability AI's ``sgm`` layout with open_clip's text transformer): the
+inverse of the conversion diffusers' ``from_single_file`` does, kept separate from it so that a test of loading can
+fail. For SD1.5's layout: 4 levels, 2 layers a level, 3 up-block layers; SDXL's: any layers a level, attention in
+the up blocks named by ``up_attention``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ _RESNET = {
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
-def _unet_name(name: str, layers: int = 2) -> str:
-    """A diffusers UNet (or ControlNet encoder) tensor name -> its LDM name (without the model prefix)."""
+def _unet_name(name: str, layers: int = 2, up_attention: tuple[int, ...] = (1, 2, 3)) -> str:
+    """A diffusers UNet (or ControlNet encoder) tensor name -> its LDM name (without the model prefix).
+
+    ``up_attention``: the up blocks with attention (their upsampler comes third in its output block)."""
     fixed = {
         "time_embedding.linear_1.": "time_embed.0.",
         "time_embedding.linear_2.": "time_embed.2.",
+        "add_embedding.linear_1.": "label_emb.0.0.",  # SDXL's size/crop and pooled-text embedding
+        "add_embedding.linear_2.": "label_emb.0.2.",
         "conv_in.": "input_blocks.0.0.",
         "conv_norm_out.": "out.0.",
         "conv_out.": "out.2.",
@@ -50,7 +56,7 @@ def _unet_name(name: str, layers: int = 2) -> str:
         return f"{block}.0.{_resnet_rest(rest)}" if kind == "resnets" else f"{block}.1.{rest}"
     if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", name):
         i = int(m[1])
-        return f"output_blocks.{(layers + 1) * i + layers}.{1 if i == 0 else 2}.conv.{m[2]}"
+        return f"output_blocks.{(layers + 1) * i + layers}.{2 if i in up_attention else 1}.conv.{m[2]}"
     raise KeyError(name)
 
 
@@ -127,3 +133,53 @@ def random_state_dict(model: torch.nn.Module, dtype: torch.dtype, seed: int = 0)
         else torch.zeros_like(v, device="cpu")
         for k, v in model.state_dict().items()
     }
+
+
+def _open_clip_text(state: dict, prefix: str) -> dict:
+    """A transformers CLIPTextModelWithProjection state dict -> open_clip's text transformer (SDXL's second text
+    encoder): fused q/k/v ``in_proj``, ``resblocks``, ``ln_*``, ``mlp.c_fc/c_proj``, and ``text_projection``
+    [width, dim] (the transpose of transformers' linear weight)."""
+    out = {}
+    rename = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+    layers = {}
+    for name, t in state.items():
+        name = name.removeprefix("text_model.")
+        if name == "embeddings.token_embedding.weight":
+            out[prefix + "token_embedding.weight"] = t
+        elif name == "embeddings.position_embedding.weight":
+            out[prefix + "positional_embedding"] = t
+        elif name.startswith("final_layer_norm."):
+            out[prefix + "ln_final." + name.rsplit(".", 1)[1]] = t
+        elif name == "text_projection.weight":
+            out[prefix + "text_projection"] = t.T.contiguous()
+        elif m := re.match(r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.(weight|bias)", name):
+            layers.setdefault((int(m[1]), m[3]), {})[m[2]] = t
+        elif m := re.match(r"encoder\.layers\.(\d+)\.self_attn\.out_proj\.(.*)", name):
+            out[f"{prefix}transformer.resblocks.{m[1]}.attn.out_proj.{m[2]}"] = t
+        elif m := re.match(r"encoder\.layers\.(\d+)\.(layer_norm1|layer_norm2|mlp\.fc1|mlp\.fc2)\.(.*)", name):
+            out[f"{prefix}transformer.resblocks.{m[1]}.{rename[m[2]]}.{m[3]}"] = t
+        else:
+            raise KeyError(name)
+    for (i, kind), qkv in layers.items():
+        out[f"{prefix}transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat([qkv["q"], qkv["k"], qkv["v"]])
+    return out
+
+
+def ldm_sdxl_checkpoint(
+    unet: dict, vae: dict, text_encoder: dict, text_encoder_2: dict, layers: int = 2, up_attention=(0, 1)
+) -> dict:
+    """State dicts of SDXL's four components -> one single file in Stability AI's layout: ``model.diffusion_model.*``,
+    ``first_stage_model.*``, ``conditioner.embedders.0.transformer.text_model.*`` (CLIP ViT-L as transformers
+    names it) and ``conditioner.embedders.1.model.*`` (open_clip's ViT-bigG text transformer)."""
+    out = {"model.diffusion_model." + _unet_name(n, layers, up_attention): t for n, t in unet.items()}
+    for name, t in vae.items():
+        ldm, conv = _vae_name(name)
+        out["first_stage_model." + ldm] = t[:, :, None, None] if conv else t
+    for name, t in text_encoder.items():
+        key = "conditioner.embedders.0.transformer." + (
+            name if name.startswith("text_model.") else "text_model." + name
+        )
+        out[key] = t
+    out["conditioner.embedders.0.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    out.update(_open_clip_text(text_encoder_2, "conditioner.embedders.1.model."))
+    return out

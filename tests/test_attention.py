@@ -20,7 +20,7 @@ from fresco_v2v.attention import (
 )
 from fresco_v2v.config import AttentionConfig
 from fresco_v2v.correspondence import build_correspondence
-from fresco_v2v.testing import make_tiny_pipeline
+from fresco_v2v.testing import make_tiny_pipeline, make_tiny_xl_pipeline
 
 
 def softmax_attn(q, k, v, scale):
@@ -117,20 +117,24 @@ def unet_inputs(pipe, n=2, size=16, seed=0):
     return x, emb
 
 
-def test_all_off_equals_standard_attention_and_leaves_no_trace(tiny):
-    unet = tiny.unet
-    x, emb = unet_inputs(tiny)
+@pytest.mark.parametrize("make", [make_tiny_pipeline, make_tiny_xl_pipeline], ids=["tiny", "tiny-xl"])
+def test_all_off_equals_standard_attention_and_leaves_no_trace(make):
+    pipe = make(seed=0)
+    unet = pipe.unet
+    x, emb = unet_inputs(pipe)
+    cond = pipe.encode_prompts(["a dog", "a cat"], 1, (128, 128))  # SDXL: with its added conditions
+    kwargs = {**cond.model_kwargs(), "encoder_hidden_states": torch.randn(cond.states.shape)}
     before_procs = dict(unet.attn_processors)
     before_state = {k: v.clone() for k, v in unet.state_dict().items()}
     unet.set_attn_processor(AttnProcessor2_0())
     standard_procs = dict(unet.attn_processors)
     with torch.no_grad():
-        ref = unet(x, 500, encoder_hidden_states=emb).sample
+        ref = unet(x, 500, **kwargs).sample
         ctx = FrescoAttentionContext(AttentionConfig(), num_frames=2)  # step: everything off
         with fresco_attention(unet, ctx, ("up_blocks.", "down_blocks.", "mid_block")) as names:
             assert len(names) == len(guided_layer_names(unet, ("up_blocks", "down_blocks", "mid_block")))
-            ours = unet(x, 500, encoder_hidden_states=emb).sample
-        after = unet(x, 500, encoder_hidden_states=emb).sample
+            ours = unet(x, 500, **kwargs).sample
+        after = unet(x, 500, **kwargs).sample
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)  # fp32 round-off
     assert torch.equal(after, ref)
     assert all(unet.attn_processors[k] is v for k, v in standard_procs.items())
@@ -151,8 +155,21 @@ def test_processors_restored_on_error(tiny):
 def test_guided_layers_default_are_decoder_self_attention(tiny):
     names = guided_layer_names(tiny.unet, AttentionConfig().layers)
     assert names and all(n.startswith(("up_blocks.2", "up_blocks.3")) and n.endswith("attn1.processor") for n in names)
+    assert {n.split(".")[1] for n in names} == {"2", "3"}  # the authors' SD1.5 layers, from the UNet's layout
     with pytest.raises(ValueError, match="no self-attention"):
         guided_layer_names(tiny.unet, ("up_blocks.0",))
+
+
+def test_guided_layers_follow_the_sdxl_layout():
+    """SDXL's decoder attends in up_blocks 0 and 1 only (1/32, 1/16): the default guides every self-attention there,
+    each transformer layer of each block (tiny-xl: 2 attentions x 2 layers in block 0, 2 x 1 in block 1)."""
+    unet = make_tiny_xl_pipeline(seed=0).unet
+    names = guided_layer_names(unet, AttentionConfig().layers)
+    assert {n.split(".")[1] for n in names} == {"0", "1"}
+    decoder_self = [n for n in unet.attn_processors if n.startswith("up_blocks.") and n.endswith("attn1.processor")]
+    assert sorted(names) == sorted(decoder_self) and len(names) == 6
+    with pytest.raises(ValueError, match="no self-attention"):
+        guided_layer_names(unet, ("up_blocks.2",))
 
 
 def test_processor_composes_eq7_then_eq8_then_eq9_as_a_naive_oracle():

@@ -194,18 +194,24 @@ def test_pickle_checkpoint_shapes_after_the_gate(tmp_path):
 def no_loading(monkeypatch):
     """Any diffusers load is a failure: the checks must come first."""
     from fresco_v2v.pipeline import FrescoPipeline
+    from fresco_v2v.sdxl import FrescoXLPipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError("loaded before the checks")
 
     monkeypatch.setattr(FrescoPipeline, "from_single_file", refuse)
+    monkeypatch.setattr(FrescoXLPipeline, "from_single_file", refuse)
     monkeypatch.setattr(models, "load_controlnet", refuse)
 
 
 @pytest.mark.parametrize(
     "shapes,words",
     [
-        (_sd() | {"conditioner.embedders.1.model.ln_final.weight": (1280,)}, "looks like an SDXL base model"),
+        ({"conditioner.embedders.0.model.ln_final.weight": (1280,)}, "looks like an SDXL refiner"),
+        (
+            _sd(in_channels=9) | {"conditioner.embedders.1.model.ln_final.weight": (1280,)},
+            "looks like an SDXL model whose UNet takes 9 input channels",
+        ),
         (_sd(in_channels=9), "looks like an SD1.x inpainting model"),
         ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320)}, "looks like a LoRA"),
     ],

@@ -11,12 +11,30 @@ from fresco_v2v.config import AttentionConfig, FrescoConfig, OptimizationConfig,
 from fresco_v2v.correspondence import build_correspondence
 from fresco_v2v.flow import DISFlow
 from fresco_v2v.optimization import decoder_hooks, optimize_features
-from fresco_v2v.testing import make_tiny_pipeline, moving_square_clip, wake_controlnets
+from fresco_v2v.testing import make_tiny_pipeline, make_tiny_xl_pipeline, moving_square_clip, wake_controlnets
+
+#: The tiny stacks of both layouts: SD1.5's (4 levels, attention in up_blocks 1-3) and SDXL's (3 levels, attention in
+#: up_blocks 0-1, two text encoders and added conditions).
+STACKS = {"tiny": make_tiny_pipeline, "tiny-xl": make_tiny_xl_pipeline}
 
 
 @pytest.fixture(scope="module")
 def pipe():
     return make_tiny_pipeline(seed=0)
+
+
+@pytest.fixture(scope="module", params=sorted(STACKS))
+def stack(request):
+    """Each tiny stack in turn (the tests of FRESCO's guarantees that hold for every layout)."""
+    return STACKS[request.param](seed=0)
+
+
+def unet_conditioning(pipe, n: int, seed: int):
+    """Random conditioning of ``n`` items for a direct UNet call: the text states, plus SDXL's added conditions."""
+    g = torch.Generator().manual_seed(seed)
+    cond = pipe.encode_prompts(["a dog"] * n, 1, (64, 64))
+    states = torch.randn(cond.states.shape, generator=g)
+    return dataclasses.replace(cond, states=states).model_kwargs()
 
 
 @pytest.fixture(scope="module")
@@ -31,37 +49,45 @@ def run(pipe, frames, seed=0, **kw):
     return pipe(frames, prompt, generator=torch.Generator().manual_seed(seed), **kw)
 
 
-def test_translates_four_frames_deterministically(pipe, clip):
+def test_translates_four_frames_deterministically(stack, clip):
+    pipe = stack
     a = run(pipe, clip[:4])
     b = run(pipe, clip[:4])
     assert len(a.frames) == 4 and a.frames[0].shape == (64, 64, 3) and a.frames[0].dtype == np.uint8
     assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
+    assert torch.equal(a.latents, b.latents)
     c = run(pipe, clip[:4], seed=1)
     assert not np.array_equal(a.frames[0], c.frames[0])
     assert {"reference", "denoise", "correspondence", "decode"} <= set(a.trace.seconds)
     opt = a.trace.optimization
-    assert opt and {t.block for t in opt} == {0, 1, 2, 3}
+    assert opt and {t.block for t in opt} == set(range(len(pipe.unet.up_blocks)))  # SD1.5: 0-3, SDXL: 0-2
     # Adam lowers eq. 4's loss (a 1x1 map at the 1/64 block of a 64 px frame has nothing to lower)
     assert all(t.loss_end <= t.loss_start + 1e-5 for t in opt) and any(t.loss_end < t.loss_start for t in opt)
 
 
-def test_unet_unchanged_after_run(pipe, clip):
+def test_unet_unchanged_after_run(stack, clip):
+    pipe = stack
     unet = pipe.unet
     procs = dict(unet.attn_processors)
     state = {k: v.clone() for k, v in unet.state_dict().items()}
+    hooks = lambda: [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in unet.modules()]  # noqa: E731
+    hooks_before = hooks()
     x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(3))
-    emb = torch.randn(2, 77, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        before = unet(x, 300, encoder_hidden_states=emb).sample
+        cond = unet_conditioning(pipe, 2, seed=4)
+        before = unet(x, 300, **cond).sample
         run(pipe, clip[:3])
-        after = unet(x, 300, encoder_hidden_states=emb).sample
+        after = unet(x, 300, **cond).sample
     assert torch.equal(before, after)
+    assert dict(unet.attn_processors).keys() == procs.keys()
     assert all(unet.attn_processors[k] is v for k, v in procs.items())
+    assert unet.state_dict().keys() == state.keys()
     assert all(torch.equal(v, state[k]) for k, v in unet.state_dict().items())
-    assert all(not b._forward_pre_hooks for b in unet.up_blocks)
+    assert hooks() == hooks_before and all(not b._forward_pre_hooks for b in unet.up_blocks)
 
 
-def test_anchor_latents_restored_exactly(pipe, clip):
+def test_anchor_latents_restored_exactly(stack, clip):
+    pipe = stack
     first = run(pipe, clip[[0, 1, 2]])
     second = run(pipe, clip[[0, 2, 3, 4]], anchors=first.anchors)
     assert len(second.anchors.first) == len(first.anchors.first) == len(first.trace.timesteps) + 1

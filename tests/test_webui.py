@@ -410,3 +410,15 @@ def test_launch_hands_the_login_to_gradio(tmp_path, monkeypatch):
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
     launch(host="0.0.0.0", output_root=tmp_path / "runs", auth=("alice", "pw"))
     assert seen["auth"] == ("alice", "pw") and seen["server_name"] == "0.0.0.0"
+
+
+def test_the_model_field_takes_tiny_xl_and_sdxl_ids(src, tmp_path):
+    """The page assumes no SD1.5: the SDXL-layout stack runs from the form, and an SDXL hub id is a model like any."""
+    from fresco_v2v.webui_access import confine_paths
+
+    session = WebSession(tmp_path)
+    out = session.translate(form(src, model="tiny-xl"), progress=False)
+    report = json.loads((Path(out.video).parent / "run.json").read_text())
+    assert report["config"]["model"] == "tiny-xl" and "tiny-xl" in report["note"] and Path(out.video).is_file()
+    cfg = form_config(form(src, model="stabilityai/stable-diffusion-xl-base-1.0"), tmp_path / "o")
+    assert confine_paths(cfg, None).model == "stabilityai/stable-diffusion-xl-base-1.0"

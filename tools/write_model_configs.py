@@ -1,6 +1,7 @@
 """Write the configuration files that let single-file SD1.5 checkpoints load offline (package data).
 
-    python tools/write_model_configs.py OPEN_CLIP_WHEEL
+    python tools/write_model_configs.py OPEN_CLIP_WHEEL     # everything
+    python tools/write_model_configs.py --sdxl              # sdxl/ alone (it needs no tokenizer files)
 
 Writes ``src/fresco_v2v/model_configs/sd15/`` (a diffusers pipeline folder without weights: model_index.json, the
 scheduler, UNet, VAE and text-encoder configs, the CLIP tokenizer) and ``sd15-controlnet/config.json``. The layer
@@ -136,5 +137,87 @@ def _on_meta(cls, **config):
         return cls(**config)
 
 
+def write_sdxl() -> None:
+    """``sdxl/``: SDXL 1.0 base's layer sizes (Stability AI's sd_xl_base.yaml and the SDXL paper, Podell et al. 2023:
+    UNet 320-640-1280 with 1, 2, 10 transformer layers, head width 64, context 2048, size/crop conditioning of
+    6 x 256 plus the pooled 1280; VAE 128-256-512-512, scale 0.13025; CLIP ViT-L/14's and OpenCLIP ViT-bigG/14's
+    text towers). No tokenizer files: both are CLIP's BPE (``sd15/tokenizer``), the second padding with "!", and
+    the loader passes them (``fresco_v2v.models``)."""
+    from diffusers import EulerDiscreteScheduler
+
+    sdxl = OUT / "sdxl"
+    _on_meta(
+        UNet2DConditionModel,
+        sample_size=128,
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        block_out_channels=[320, 640, 1280],
+        layers_per_block=2,
+        transformer_layers_per_block=[1, 2, 10],
+        attention_head_dim=[5, 10, 20],
+        cross_attention_dim=2048,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    ).save_config(sdxl / "unet")
+    _on_meta(
+        AutoencoderKL,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=[128, 256, 512, 512],
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=1024,
+        scaling_factor=0.13025,
+        force_upcast=True,
+    ).save_config(sdxl / "vae")
+    clip = {"vocab_size": 49408, "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
+    CLIPTextConfig(
+        hidden_size=768,
+        intermediate_size=3072,
+        projection_dim=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        hidden_act="quick_gelu",
+        **clip,
+    ).save_pretrained(sdxl / "text_encoder")
+    CLIPTextConfig(
+        hidden_size=1280,
+        intermediate_size=5120,
+        projection_dim=1280,
+        num_hidden_layers=32,
+        num_attention_heads=20,
+        hidden_act="gelu",
+        **clip,
+    ).save_pretrained(sdxl / "text_encoder_2")
+    EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    ).save_config(sdxl / "scheduler")
+    index = {
+        "_class_name": "FrescoXLPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "controlnet": [None, None],
+        "force_zeros_for_empty_prompt": True,
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (sdxl / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[1:] == ["--sdxl"]:  # needs no wheel: SDXL ships no tokenizer files of its own
+        write_sdxl()
+    else:
+        main(Path(sys.argv[1]))
+        write_sdxl()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .config import AttentionConfig
 from .correspondence import Correspondence, ScaleCorrespondence
+from .decoder_layout import default_guided_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -237,8 +238,10 @@ class FrescoAttnProcessor:
         return v_prime
 
 
-def guided_layer_names(unet, prefixes: tuple[str, ...]) -> list[str]:
-    """Names of the self-attention processors (``...attn1.processor``) under the given prefixes."""
+def guided_layer_names(unet, prefixes: tuple[str, ...] | None) -> list[str]:
+    """Names of the self-attention processors (``...attn1.processor``) under the given prefixes; None: the model's
+    default decoder levels (:func:`~fresco_v2v.decoder_layout.default_guided_prefixes`)."""
+    prefixes = default_guided_prefixes(unet) if prefixes is None else tuple(prefixes)
     names = [n for n in unet.attn_processors if n.endswith("attn1.processor") and n.startswith(prefixes)]
     if not names:
         raise ValueError(

@@ -22,11 +22,17 @@ logger = logging.getLogger(__name__)
 
 #: The kinds fresco-v2v loads from one file, and the shipped config folder for each (under ``model_configs/``).
 SD15 = "sd15"
+SDXL = "sdxl"
 SD15_CONTROLNET = "sd15-controlnet"
 VAE = "vae"
+SDXL_VAE = "sdxl-vae"  # a VAE file for an SDXL model: checked as VAE, configured from sdxl/vae
 LORA = "lora"
+SDXL_LORA = "sdxl-lora"
 UNSUPPORTED_LORA = "unsupported-lora"
-CONFIG_FOLDERS = {SD15: "sd15", SD15_CONTROLNET: "sd15-controlnet", VAE: "sd15"}
+#: A base model: SD1.x or SDXL (the family is read from the file, :func:`identify_checkpoint`).
+BASE = "base"
+BASE_KINDS = (SD15, SDXL)
+CONFIG_FOLDERS = {SD15: "sd15", SDXL: "sdxl", SD15_CONTROLNET: "sd15-controlnet", VAE: "sd15", SDXL_VAE: "sdxl"}
 
 _UNET = "model.diffusion_model."
 _CONTROL = "control_model."
@@ -87,7 +93,7 @@ def _lora_kind(names: list[str]) -> CheckpointKind | None:
         if (n := next((n for n in names if n.startswith("lora_") and n.endswith(ending)), None)) is not None:
             return CheckpointKind(UNSUPPORTED_LORA, f"an unsupported LoRA format: {what}, e.g. tensor '{n}'")
     if (n := next((n for n in names if n.startswith("lora_te2_") or "text_encoder_2." in n), None)) is not None:
-        return CheckpointKind("sdxl-lora", f"an SDXL LoRA (a second text encoder's tensors, e.g. '{n}')")
+        return CheckpointKind(SDXL_LORA, f"an SDXL LoRA (a second text encoder's tensors, e.g. '{n}')")
     for part in ("lora_down", "lora_up", "lora_A", "lora_B", "lora.down", "lora.up", "lora_linear_layer"):
         if (n := with_part(part)) is not None:
             return CheckpointKind(LORA, f"a LoRA, e.g. tensor '{n}'")
@@ -103,7 +109,7 @@ def identify_checkpoint(shapes: dict[str, tuple[int, ...]]) -> CheckpointKind:
     if any(n.startswith(("emb_params", "string_to_param", "clip_l", "clip_g")) for n in names) and len(names) <= 4:
         return CheckpointKind("embedding", "a textual-inversion embedding (tensor 'emb_params' / 'string_to_param')")
     if any(n.startswith("conditioner.embedders.1.") for n in names):
-        return CheckpointKind("sdxl", "an SDXL base model (tensors 'conditioner.embedders.1.*', two text encoders)")
+        return _sdxl_kind(shapes)
     if any(n.startswith("conditioner.embedders.0.model.") for n in names):
         return CheckpointKind("sdxl-refiner", "an SDXL refiner (tensors 'conditioner.embedders.0.model.*')")
     if any("joint_blocks." in n for n in names):
@@ -132,6 +138,22 @@ def identify_checkpoint(shapes: dict[str, tuple[int, ...]]) -> CheckpointKind:
         return CheckpointKind(VAE, "a VAE (tensors 'encoder.*', 'decoder.*')")
     example = names[0] if names else "none"
     return CheckpointKind("unknown", f"no Stable Diffusion layout we know ({len(names)} tensors, e.g. '{example}')")
+
+
+def _sdxl_kind(shapes: dict[str, tuple[int, ...]]) -> CheckpointKind:
+    """An SDXL single file (two text encoders: 'conditioner.embedders.0.*' CLIP ViT-L, '.1.*' OpenCLIP ViT-bigG)."""
+    in_channels = shapes.get(_UNET + "input_blocks.0.0.weight", (0, 4))[1]
+    if in_channels != 4:
+        return CheckpointKind(
+            f"sdxl-in-{in_channels}",
+            f"an SDXL model whose UNet takes {in_channels} input channels "
+            "(an inpainting or edit model; SDXL base takes 4)",
+        )
+    has_vae = any(n.startswith("first_stage_model.") for n in shapes)
+    vae = "" if has_vae else " without VAE weights"
+    return CheckpointKind(
+        SDXL, f"an SDXL base model{vae} (tensors 'conditioner.embedders.1.*', two text encoders)", has_vae
+    )
 
 
 def _unet_kind(shapes: dict[str, tuple[int, ...]]) -> CheckpointKind:
@@ -166,6 +188,10 @@ def _controlnet_kind(shapes: dict[str, tuple[int, ...]], prefix: str) -> Checkpo
 #: What each loader accepts, in words for the error message.
 EXPECTED = {
     SD15: "a Stable Diffusion 1.x checkpoint (SD1.4/1.5 and their fine-tunes, e.g. civitai's)",
+    BASE: "a Stable Diffusion 1.x or SDXL base checkpoint (SD1.5, SDXL 1.0 and their fine-tunes, e.g. civitai's)",
+    SDXL_VAE: "an SDXL VAE (e.g. sdxl-vae-fp16-fix's diffusion_pytorch_model.safetensors) or an SDXL checkpoint with "
+    "one",
+    SDXL_LORA: "an SDXL LoRA (kohya 'lora_unet_*'/'lora_te1_*'/'lora_te2_*' files, diffusers or PEFT layouts)",
     SD15_CONTROLNET: "an SD1.5 ControlNet checkpoint (e.g. lllyasviel's control_v11p_sd15_*.pth / .safetensors)",
     VAE: "an SD1.x VAE (e.g. vae-ft-mse-840000-ema-pruned.safetensors) or an SD1.x checkpoint with one",
     LORA: "an SD1.5 LoRA (kohya/A1111 'lora_unet_*' files, diffusers or PEFT layouts)",
@@ -182,7 +208,13 @@ def check_checkpoint(path: Path, expected: str, field_name: str) -> CheckpointKi
     except Exception as e:  # a damaged or foreign file: safetensors and torch raise several types
         raise ConfigError(field_name, EXPECTED[expected], f"{path}: not a readable checkpoint ({e})") from e
     found = identify_checkpoint(shapes)
-    fits = found.kind == expected or (expected == VAE and found.kind == SD15 and found.has_vae)
+    fits = (
+        found.kind == expected
+        or (expected == BASE and found.kind in BASE_KINDS)
+        or (expected == VAE and found.kind in (VAE, SD15) and found.has_vae)
+        or (expected == SDXL_VAE and found.kind in (VAE, SDXL) and found.has_vae)
+        or (expected == SDXL_LORA and found.kind == LORA)  # a UNet-only LoRA says no family
+    )
     if not fits:
         raise ConfigError(field_name, EXPECTED[expected], f"{path}: this looks like {found.description}")
     logger.info("%s: %s", path, found.description)

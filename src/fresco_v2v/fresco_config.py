@@ -64,13 +64,16 @@ class AttentionConfig:
     lambda_s: number(gt=0) = Field(5.0, description="λ_s of spatial-guided attention (eq. 7)")
     #: λ_t of eq. 9, paper §4.
     lambda_t: number(gt=0) = Field(5.0, description="λ_t of temporal-guided attention (eq. 9)")
-    #: Self-attention layers guided: name prefixes in ``unet.attn_processors`` (paper §3.2 "decoder layers";
-    #: the authors' code uses up_blocks 2 and 3, i.e. 1/16 and 1/8 of the frame).
+    #: Self-attention layers guided: name prefixes in ``unet.attn_processors`` (paper §3.2 "decoder layers").
+    #: None (default): the model's own two finest decoder levels with self-attention
+    #: (:func:`fresco_v2v.decoder_layout.default_guided_prefixes`): on SD1.5 up_blocks 2 and 3, i.e. 1/16 and 1/8 of
+    #: the frame, as the authors' code; on SDXL, whose decoder attends at 1/32 and 1/16 only, up_blocks 0 and 1.
     layers: seq(
         text("an attention-processor name prefix such as 'up_blocks.2'", _layer_prefix),
         "attention-processor name prefixes such as 'up_blocks.2'",
         nonempty=True,
-    ) = ("up_blocks.2", "up_blocks.3")
+        null="the model's two finest decoder levels with self-attention",
+    ) = None
     #: Spatial-guided attention on the first 5% of the steps: the first step at 20 steps (the authors' practice).
     spatial_window: StepWindow = StepWindow(0.0, 0.05)
     #: Temporal-guided attention while t >= 350/1000 (the authors' practice).
@@ -96,8 +99,12 @@ class OptimizationConfig:
     """FRESCO-aware feature optimization (paper §3.3)."""
 
     enabled: flag() = True
-    #: ``unet.up_blocks[i]`` whose input is optimized (paper §3.3: "each decoder layer"; the authors: all four).
-    blocks: seq(integer(0, 3), "decoder block indices in 0..3", nonempty=True) = (0, 1, 2, 3)
+    #: ``unet.up_blocks[i]`` whose input is optimized. None (default): every decoder block of the model (paper §3.3:
+    #: "each decoder layer"; the authors: all four of SD1.5; SDXL has three). Indices beyond the model's blocks are
+    #: refused when the pipeline runs.
+    blocks: seq(
+        integer(0, 3), "decoder block indices in 0..3", nonempty=True, null="every decoder block of the model"
+    ) = None
     #: Adam iterations K, paper §4.
     iterations: integer(1) = Field(20, description="Adam iterations K")
     #: Adam learning rate: paper §4 says 0.4 (default); the authors' code uses 0.2.

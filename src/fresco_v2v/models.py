@@ -6,6 +6,7 @@ the right call, and turns failures into a :class:`ModelNotFound` that names what
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints
-from .config import FREEU_SD15
+from .config import CONTROLNET_TYPES, FREEU_SD15, SDXL_CONTROLNET_TYPES, SDXL_FP16_VAE
 from .devices import resolve_device, resolve_dtype  # noqa: F401  (re-exported: the loaders' entry points)
 from .errors import ConfigError, ModelNotFound
 
@@ -180,7 +181,12 @@ def _single_file(path: Path, allow_pickle: bool, field_name: str, kind: str) -> 
     names: a file of another family fails here, before any loading)."""
     _check_single_file(path, allow_pickle, field_name)
     if not path.is_file():
-        what = {checkpoints.SD15: "base model", checkpoints.SD15_CONTROLNET: "ControlNet"}.get(kind, kind.upper())
+        names = {
+            checkpoints.BASE: "base model",
+            checkpoints.SD15: "base model",
+            checkpoints.SD15_CONTROLNET: "ControlNet",
+        }
+        what = names.get(kind, kind.upper())
         raise _not_found(what.replace("LORA", "LoRA"), str(path), FileNotFoundError(f"no such file: {path}"))
     return checkpoints.check_checkpoint(path, kind, field_name)
 
@@ -200,7 +206,7 @@ def _load_model(cls, what: str, field_name: str, ident: str, allow_pickle: bool,
         _single_file(path, allow_pickle, field_name, kind)
     try:
         if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-            extra = {"subfolder": "vae"} if kind == checkpoints.VAE else {}
+            extra = {"subfolder": "vae"} if kind in (checkpoints.VAE, checkpoints.SDXL_VAE) else {}
             return cls.from_single_file(str(path), **_offline_config(kind), **extra, **kwargs)
         _check_folder(ident, allow_pickle, field_name)
         cache_only = use_local_cache_only(ident)
@@ -213,16 +219,25 @@ def _load_model(cls, what: str, field_name: str, ident: str, allow_pickle: bool,
         raise _not_found(what, ident, e, cache_only) from e
 
 
-def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
-    """A ControlNetModel from a hub id, a folder or a single file."""
+def load_controlnet(ident: str, dtype: torch.dtype, allow_pickle: bool = False, family: str = checkpoints.SD15):
+    """A ControlNetModel from a hub id, a folder or a single file (single files: SD1.5 ControlNets; an SDXL
+    ControlNet is a hub id or a diffusers folder)."""
     from diffusers import ControlNetModel
 
+    if family == checkpoints.SDXL and Path(ident).suffix.lower() in SINGLE_FILE_SUFFIXES:
+        raise ConfigError(
+            "controlnet",
+            "an SDXL ControlNet as a hub id or diffusers folder, e.g. "
+            f"{SDXL_CONTROLNET_TYPES['canny']} (single ControlNet files load for SD1.5 models)",
+            ident,
+        )
     kind = checkpoints.SD15_CONTROLNET
     return _load_model(ControlNetModel, "ControlNet", "controlnet", ident, allow_pickle, kind, torch_dtype=dtype)
 
 
-def load_vae(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
-    """An AutoencoderKL from a hub id (e.g. the authors' ``stabilityai/sd-vae-ft-mse``), a folder, or one file.
+def load_vae(ident: str, dtype: torch.dtype, allow_pickle: bool = False, family: str = checkpoints.SD15):
+    """An AutoencoderKL from a hub id (e.g. the authors' ``stabilityai/sd-vae-ft-mse``; for SDXL in float16
+    ``madebyollin/sdxl-vae-fp16-fix``), a folder, or one file (configured as ``family``'s VAE).
 
     A folder or repo may hold the VAE at its root (``config.json``) or under ``vae/`` (a whole pipeline's).
     """
@@ -230,7 +245,74 @@ def load_vae(ident: str, dtype: torch.dtype, allow_pickle: bool = False):
 
     path = Path(ident)
     extra = {"subfolder": "vae"} if path.is_dir() and (path / "vae" / "config.json").is_file() else {}
-    return _load_model(AutoencoderKL, "VAE", "vae", ident, allow_pickle, checkpoints.VAE, torch_dtype=dtype, **extra)
+    kind = checkpoints.SDXL_VAE if family == checkpoints.SDXL else checkpoints.VAE
+    return _load_model(AutoencoderKL, "VAE", "vae", ident, allow_pickle, kind, torch_dtype=dtype, **extra)
+
+
+def model_family(model: str, allow_pickle: bool = False) -> str:
+    """``checkpoints.SD15`` or ``checkpoints.SDXL``: a stack's own, a single file's (its tensor names), a folder's
+    or cached/hub repo's (``model_index.json`` with a second text encoder). Read before any weights load."""
+    stack = find_stack(model)
+    if stack is not None:
+        return stack.family
+    path = Path(model)
+    if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        return _single_file(path, allow_pickle, "model", checkpoints.BASE).kind
+    index = path / "model_index.json"
+    if not path.is_dir():
+        try:  # a hub id: the small index file only, from the cache when the hub cannot be reached
+            from huggingface_hub import hf_hub_download
+
+            index = Path(hf_hub_download(model, "model_index.json", local_files_only=use_local_cache_only(model)))
+        except Exception:  # not found: loading says so, with the message of every loader
+            logger.debug("no model_index.json for %r", model, exc_info=True)
+            return checkpoints.SD15
+    try:
+        second_encoder = "text_encoder_2" in json.loads(index.read_text())
+    except (OSError, ValueError):
+        return checkpoints.SD15
+    return checkpoints.SDXL if second_encoder else checkpoints.SD15
+
+
+def default_controlnet(kind: str, family: str) -> str:
+    """The ControlNet weights of condition type ``kind`` (canny, depth, hed) for a base model of ``family``."""
+    if family != checkpoints.SDXL:
+        return CONTROLNET_TYPES[kind]
+    if kind not in SDXL_CONTROLNET_TYPES:
+        raise ConfigError(
+            "controlnet",
+            f"for an SDXL model, {kind} with SDXL ControlNet weights ({kind}:ID_OR_PATH): there is no default SDXL "
+            f"{kind} ControlNet (defaults: {', '.join(f'{k}: {v}' for k, v in SDXL_CONTROLNET_TYPES.items())})",
+            kind,
+        )
+    return SDXL_CONTROLNET_TYPES[kind]
+
+
+def _check_controlnet_fits(pipe, ident: str) -> None:
+    """Each ControlNet takes this UNet's conditioning (an SD1.5 ControlNet cannot guide SDXL, nor the reverse)."""
+    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+    multi = isinstance(pipe.controlnet, MultiControlNetModel)
+    nets = [] if pipe.controlnet is None else list(pipe.controlnet.nets) if multi else [pipe.controlnet]
+    want = (pipe.unet.config.cross_attention_dim, pipe.unet.config.get("addition_embed_type"))
+    for net in nets:
+        got = (net.config.cross_attention_dim, net.config.get("addition_embed_type"))
+        if got != want:
+            raise ConfigError(
+                "controlnet",
+                f"ControlNets made for the base model {ident} (cross-attention width {want[0]}"
+                + (", SDXL's added conditions: an SDXL ControlNet)" if want[1] else "; an SD1.5 ControlNet)"),
+                f"a ControlNet of cross-attention width {got[0]}" + (" for SDXL" if got[1] else ""),
+            )
+
+
+def _warn_fp16_vae(pipe, dtype: torch.dtype, vae: str | None) -> None:
+    if dtype == torch.float16 and vae is None and pipe.vae.config.get("force_upcast", False):
+        logger.warning(
+            "this model's VAE overflows in float16 (its config says force_upcast: NaN or black frames); pass an "
+            "fp16-safe VAE, e.g. --vae %s, or use --dtype float32 / bfloat16",
+            SDXL_FP16_VAE,
+        )
 
 
 def _swap_vae(pipe, vae, ident: str) -> None:
@@ -246,29 +328,47 @@ def _swap_vae(pipe, vae, ident: str) -> None:
     pipe.register_modules(vae=vae)
 
 
+def _single_file_parts(family: str) -> dict:
+    """What ``from_single_file`` of ``family`` needs beside the file: our shipped configs and, for SDXL (whose
+    config ships no tokenizer files), CLIP's tokenizer twice, the second padding with "!" as SDXL's does."""
+    config = _offline_config(family)
+    if family != checkpoints.SDXL:
+        return config
+    from transformers import CLIPTokenizer
+
+    folder = checkpoints.config_folder(checkpoints.SD15) / "tokenizer"
+    return config | {
+        "tokenizer": CLIPTokenizer.from_pretrained(folder),
+        "tokenizer_2": CLIPTokenizer.from_pretrained(folder, pad_token="!"),
+    }
+
+
 def _load_base(model: str, controlnets: Sequence[str], dt: torch.dtype, allow_pickle: bool, vae: str | None):
     """The base pipeline with its ControlNets from a hub id, folder or single file, with ``vae`` in it."""
     from .pipeline import FrescoPipeline
+    from .sdxl import FrescoXLPipeline
 
     path = Path(model)
     single = path.suffix.lower() in SINGLE_FILE_SUFFIXES
-    found = _single_file(path, allow_pickle, "model", checkpoints.SD15) if single else None
+    found = _single_file(path, allow_pickle, "model", checkpoints.BASE) if single else None
+    family = found.kind if found is not None else model_family(model, allow_pickle)
+    cls = FrescoXLPipeline if family == checkpoints.SDXL else FrescoPipeline
     baked_vae = found is None or found.has_vae
     if not baked_vae and vae is None:
         raise ConfigError("vae", f"a VAE (--vae ID|PATH), as {path} has no VAE weights", None)
-    nets = [load_controlnet(c, dt, allow_pickle) for c in controlnets]
+    nets = [load_controlnet(c, dt, allow_pickle, family) for c in controlnets]
     cn = nets[0] if len(nets) == 1 else (nets or None)  # none: the UNet alone
     cache_only = False
     try:
         if single:
             # a checkpoint without a VAE takes the chosen one at load time (there is nothing to convert)
-            given = {} if baked_vae else {"vae": load_vae(vae, dt, allow_pickle)}
-            config = _offline_config(checkpoints.SD15)
-            pipe = FrescoPipeline.from_single_file(str(path), controlnet=cn, torch_dtype=dt, **config, **given)
+            given = {} if baked_vae else {"vae": load_vae(vae, dt, allow_pickle, family)}
+            parts = _single_file_parts(family)
+            pipe = cls.from_single_file(str(path), controlnet=cn, torch_dtype=dt, **parts, **given)
         else:
             _check_folder(model, allow_pickle, "model")
             cache_only = use_local_cache_only(model)
-            pipe = FrescoPipeline.from_pretrained(
+            pipe = cls.from_pretrained(
                 model,
                 controlnet=cn,
                 dtype=dt,
@@ -280,7 +380,8 @@ def _load_base(model: str, controlnets: Sequence[str], dt: torch.dtype, allow_pi
     except Exception as e:
         raise _not_found("base model", model, e, cache_only) from e
     if vae is not None and baked_vae:
-        _swap_vae(pipe, load_vae(vae, dt, allow_pickle), vae)
+        _swap_vae(pipe, load_vae(vae, dt, allow_pickle, family), vae)
+    _check_controlnet_fits(pipe, model)
     return pipe
 
 
@@ -290,7 +391,8 @@ def _load_loras(pipe, loras: Sequence[LoraSpec], allow_pickle: bool) -> None:
     for i, spec in enumerate(loras):
         name = f"lora{i}"
         if Path(spec.path).suffix.lower() in SINGLE_FILE_SUFFIXES:
-            _single_file(Path(spec.path), allow_pickle, "lora", checkpoints.LORA)  # LoHa, LoKr, ... fail here
+            kind = checkpoints.SDXL_LORA if hasattr(pipe, "text_encoder_2") else checkpoints.LORA
+            _single_file(Path(spec.path), allow_pickle, "lora", kind)  # LoHa, LoKr, ... fail here
         _check_folder(spec.path, allow_pickle, "lora")
         cache_only = use_local_cache_only(spec.path)
         try:
@@ -308,7 +410,7 @@ def _load_loras(pipe, loras: Sequence[LoraSpec], allow_pickle: bool) -> None:
 
 def load_pipeline(
     model: str,
-    controlnets: Sequence[str] = (DEFAULT_CONTROLNET,),
+    controlnets: Sequence[str] | None = None,
     *,
     loras: Sequence[LoraSpec] = (),
     device: str | torch.device | None = None,
@@ -323,18 +425,23 @@ def load_pipeline(
     ``model``: a hub id or a folder (``from_pretrained``), a single SD1.x checkpoint file (``from_single_file``
     with the configs shipped in :mod:`fresco_v2v.checkpoints`: no network), or a registered stack
     (:mod:`fresco_v2v.stacks`): "tiny", random (noise-like output), or "toy" / "toy:PATH", the toy world's trained
-    128x128 stack (:mod:`fresco_v2v.toyworld`). Stacks bring their own ControlNets (one per entry of
-    ``controlnets``, whose ids are then ignored). ``vae``: another VAE for the model (:func:`load_vae`).
+    128x128 stack (:mod:`fresco_v2v.toyworld`), or "tiny-xl", random with SDXL's layout. SDXL models (hub id,
+    folder or file) load as :class:`~fresco_v2v.sdxl.FrescoXLPipeline`. Stacks bring their own ControlNets (one per
+    entry of ``controlnets``, whose ids are then ignored). ``controlnets`` None: the family's canny ControlNet.
+    ``vae``: another VAE for the model (:func:`load_vae`; SDXL in float16 needs an fp16-safe one).
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     stack = find_stack(model)
+    if controlnets is None:
+        controlnets = [default_controlnet("canny", model_family(model, allow_pickle))]
     if stack is not None:
         pipe = stack.build(model, len(controlnets), seed)
         if vae is not None:
-            _swap_vae(pipe, load_vae(vae, dt, allow_pickle), vae)
+            _swap_vae(pipe, load_vae(vae, dt, allow_pickle, stack.family), vae)
     else:
         pipe = _load_base(model, controlnets, dt, allow_pickle, vae)
+    _warn_fp16_vae(pipe, dt, vae)
     # cast only when needed: diffusers warns on every .to(dtype), even a no-op one
     pipe = pipe.to(dev) if pipe.unet.dtype == dt else pipe.to(dev, dt)
     if loras:

@@ -11,11 +11,8 @@ only through attention processors and decoder-block pre-hooks, both removed when
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,13 +25,22 @@ from diffusers.schedulers import DDPMScheduler
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .attention import FrescoAttentionContext, StepConstraints, fresco_attention
-from .config import AttentionConfig, FrescoConfig, ReferenceConfig
+from .attention import FrescoAttentionContext, fresco_attention
+from .conditioning import TextConditioning, as_conditioning
+from .config import FrescoConfig, ReferenceConfig
 from .control import canny_condition
 from .correspondence import Correspondence, build_correspondence
+from .decoder_layout import decoder_blocks, default_guided_prefixes, default_optimized_blocks
 from .errors import Cancelled, ConfigError
 from .flow import FlowEstimator, sequence_flows
-from .optimization import FeatureOptimizer, OptimizationTrace, decoder_hooks
+from .optimization import FeatureOptimizer, decoder_hooks
+from .pipeline_results import (  # noqa: F401  (re-exported: callers import them from here)
+    AnchorLatents,
+    FrescoOutput,
+    FrescoTrace,
+    _Stopwatch,
+    step_constraints,
+)
 from .sampling import add_noise, ddpm_step, sdedit_timesteps
 from .sampling import background_smoothing as background_smoothing_step
 
@@ -42,58 +48,6 @@ logger = logging.getLogger(__name__)
 
 #: The timestep of the reference pass (§3.3: "a single-step DDPM forward process adds negligible noise").
 REFERENCE_TIMESTEP = 1
-
-
-def step_constraints(config: AttentionConfig, num_frames: int, i: int, num: int, t: int, t_train: int):
-    """Which FRESCO-guided attention parts step i of num (timestep t of t_train) runs, by the config's windows."""
-    several = num_frames > 1
-    return StepConstraints(
-        spatial_guided=config.spatial_guided and config.spatial_window.active(i, num, t, t_train),
-        cross_frame=config.cross_frame and several and config.cross_frame_window.active(i, num, t, t_train),
-        temporal_guided=config.temporal_guided and several and config.temporal_window.active(i, num, t, t_train),
-    )
-
-
-@dataclass
-class AnchorLatents:
-    """Latents of a batch's first and last frame at every step (index 0: the start, i+1: after step i).
-
-    The next batch starts with these two frames (paper §3.5) and takes their latents from here at every step.
-    """
-
-    timesteps: list[int]
-    first: list[torch.Tensor]  # [1, 4, h, w] each
-    last: list[torch.Tensor]
-
-
-@dataclass
-class FrescoTrace:
-    """What happened in one call: optimization losses per step and block, and seconds per stage."""
-
-    optimization: list[OptimizationTrace] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    timesteps: list[int] = field(default_factory=list)
-
-
-@dataclass
-class FrescoOutput:
-    frames: list[np.ndarray]  # uint8 RGB [H, W, 3]
-    anchors: AnchorLatents
-    trace: FrescoTrace
-    latents: torch.Tensor  # [N, 4, h, w] final latents
-
-
-class _Stopwatch:
-    def __init__(self, seconds: dict[str, float]):
-        self.seconds = seconds
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
 class FrescoPipeline(
@@ -136,13 +90,24 @@ class FrescoPipeline(
 
     @property
     def decoder_factors(self) -> tuple[int, ...]:
-        """Pixel-to-token factor of each UNet resolution level, coarsest first: (64, 32, 16, 8) for SD1.5.
+        """Pixel-to-token factor of each decoder block's input, coarsest first: (64, 32, 16, 8) for SD1.5, (32, 16,
+        8) for SDXL, read from the UNet's blocks (:func:`~fresco_v2v.decoder_layout.decoder_blocks`).
 
         The correspondence is built at these factors (one per decoder scale); a VAE with another latent factor (the
         toy world's 4) shifts them all.
         """
-        levels = len(self.unet.config.block_out_channels)
-        return tuple(self.vae_scale_factor * 2**k for k in reversed(range(levels)))
+        return tuple(b.factor for b in decoder_blocks(self.unet, self.vae_scale_factor))
+
+    def fresco_layout(self, cfg: FrescoConfig) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The guided attention-layer prefixes and optimized decoder blocks of ``cfg`` on this UNet: the config's,
+        or where it leaves them None, the model's own (:mod:`fresco_v2v.decoder_layout`)."""
+        layers = cfg.attention.layers or default_guided_prefixes(self.unet)
+        blocks = cfg.optimization.blocks or default_optimized_blocks(self.unet)
+        if any(b >= len(self.unet.up_blocks) for b in blocks):
+            raise ConfigError(
+                "fresco.optimization.blocks", f"decoder block indices in 0..{len(self.unet.up_blocks) - 1}", blocks
+            )
+        return tuple(layers), tuple(blocks)
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 
@@ -172,6 +137,11 @@ class FrescoPipeline(
         model = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 5 flattened CLIPTextModel
         return model.final_layer_norm(hidden).to(self.unet.dtype)
 
+    def encode_prompts(self, prompts: list[str], clip_skip: int, size: tuple[int, int]) -> TextConditioning:
+        """The conditioning of one batch item per prompt, for frames of ``size`` (H, W): here the text states alone
+        (SD1.x); :class:`~fresco_v2v.sdxl.FrescoXLPipeline` adds SDXL's pooled embeddings and time ids."""
+        return TextConditioning(self.encode_text(prompts, clip_skip))
+
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
         """[N, H, W, 3] uint8 -> [N, 4, H/8, W/8] latents x_0 = E(I) (§3.1), one frame at a time to bound memory."""
         out = []
@@ -191,33 +161,27 @@ class FrescoPipeline(
     def _controlnet_residuals(self, latent_in, t, emb, conds, scales):
         if self.controlnet is None:  # no ControlNet: the UNet alone
             return None, None
-        if isinstance(self.controlnet, MultiControlNetModel):
-            return self.controlnet(
-                latent_in,
-                t,
-                encoder_hidden_states=emb,
-                controlnet_cond=conds,
-                conditioning_scale=scales,
-                return_dict=False,
-            )
+        multi = isinstance(self.controlnet, MultiControlNetModel)
         return self.controlnet(
             latent_in,
             t,
-            encoder_hidden_states=emb,
-            controlnet_cond=conds[0],
-            conditioning_scale=scales[0],
+            **as_conditioning(emb).model_kwargs(),
+            controlnet_cond=conds if multi else conds[0],
+            conditioning_scale=scales if multi else scales[0],
             return_dict=False,
         )
 
     def predict_noise(self, latents, t, emb, conds, scales, guidance_scale):
-        """ε_θ(x_t, t, c, e) with classifier-free guidance: batch [uncond frames; cond frames] when guiding."""
+        """ε_θ(x_t, t, c, e) with classifier-free guidance: batch [uncond frames; cond frames] when guiding.
+
+        ``emb``: a :class:`~fresco_v2v.conditioning.TextConditioning` (or, for SD1.x, the bare text states)."""
         cfg = guidance_scale > 1.0
         latent_in = torch.cat([latents, latents]) if cfg else latents
         down, mid = self._controlnet_residuals(latent_in, t, emb, conds, scales)
         eps = self.unet(
             latent_in,
             t,
-            encoder_hidden_states=emb,
+            **as_conditioning(emb).model_kwargs(),
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
             return_dict=False,
@@ -334,7 +298,8 @@ class FrescoPipeline(
 
     def record_reference(self, x_ref, emb, conds, conds_c, scales, cfg: FrescoConfig, context) -> dict:
         """Run :meth:`reference_pass` with the recorders on: Q^r, K^r into ``context.reference_qk`` (for eq. 7) and
-        the decoder blocks' inputs f^r (for eq. 6), returned by block index. Nothing runs when neither is needed."""
+        the decoder blocks' inputs f^r (for eq. 6), returned by block index. Nothing runs when neither is needed.
+        The layers and blocks are :meth:`fresco_layout`'s."""
         reference_features: dict[int, torch.Tensor] = {}
         need_f = cfg.optimization.enabled and cfg.optimization.spatial
         if not (cfg.attention.spatial_guided or need_f):
@@ -343,11 +308,12 @@ class FrescoPipeline(
         def record_features(block: int, hs: torch.Tensor):
             reference_features[block] = hs.detach().clone()
 
+        layers, blocks = self.fresco_layout(cfg)
         context.recording = True
         try:
             with (
-                fresco_attention(self.unet, context),
-                decoder_hooks(self.unet, cfg.optimization.blocks if need_f else (), record_features),
+                fresco_attention(self.unet, context, layers),
+                decoder_hooks(self.unet, blocks if need_f else (), record_features),
             ):
                 self.reference_pass(x_ref, emb, conds, conds_c, scales, cfg.reference)
         finally:
@@ -363,9 +329,10 @@ class FrescoPipeline(
         ``config.controlnet`` adds the ControlNet residuals (the authors run the UNet alone).
         """
         n = x_ref.shape[0]
-        both = config.guidance_batch and emb.shape[0] == 2 * n
+        emb = as_conditioning(emb)
+        both = config.guidance_batch and emb.batch == 2 * n
         latent_in = torch.cat([x_ref, x_ref]) if both else x_ref
-        emb_in = emb if both else emb[-n:]
+        emb_in = emb if both else emb.last(n)
         down = mid = None
         if config.controlnet:
             conds_in = conds if both else conds_c
@@ -373,7 +340,7 @@ class FrescoPipeline(
         self.unet(
             latent_in,
             REFERENCE_TIMESTEP,
-            encoder_hidden_states=emb_in,
+            **emb_in.model_kwargs(),
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
             return_dict=False,
@@ -441,8 +408,9 @@ class FrescoPipeline(
             foreground_masks,
             anchors,
         )
-        n = frames.shape[0]
+        n, size = frames.shape[0], frames.shape[1:3]
         trace.timesteps = timesteps
+        layers, blocks = self.fresco_layout(cfg)
         alphas = self.scheduler.alphas_cumprod
         t_train = self.scheduler.config.num_train_timesteps
         pred_type = self.scheduler.config.prediction_type
@@ -450,8 +418,8 @@ class FrescoPipeline(
         # 2. Encode prompts: [uncond; cond] under classifier-free guidance
         with watch("text"):
             do_cfg = guidance_scale > 1.0
-            emb_c = self.encode_text(prompts, clip_skip)
-            emb = torch.cat([self.encode_text(negatives, clip_skip), emb_c]) if do_cfg else emb_c
+            emb_c = self.encode_prompts(prompts, clip_skip, size)
+            emb = self.encode_prompts(negatives, clip_skip, size).then(emb_c) if do_cfg else emb_c
 
         # 3. ControlNet conditions
         with watch("control"):
@@ -496,8 +464,8 @@ class FrescoPipeline(
         hooks_on = o_cfg.enabled
         with (
             watch("denoise"),
-            fresco_attention(self.unet, context),
-            decoder_hooks(self.unet, o_cfg.blocks if hooks_on else (), optimizer),
+            fresco_attention(self.unet, context, layers),
+            decoder_hooks(self.unet, blocks if hooks_on else (), optimizer),
         ):
             steps = tqdm(timesteps, desc="denoising", disable=not show_progress, leave=False)
             try:  # closed on every exit (a Stop, an error): the next message starts on its own line

@@ -46,6 +46,15 @@ CONTROLNET_TYPES = {
     "depth": "lllyasviel/sd-controlnet-depth",
     "hed": "lllyasviel/sd-controlnet-hed",
 }
+#: The same types' default weights for SDXL models: the diffusers team's SDXL 1.0 ControlNets. hed has none (pass
+#: ``hed:ID_OR_PATH``, e.g. a soft-edge SDXL ControlNet).
+SDXL_CONTROLNET_TYPES = {
+    "canny": "diffusers/controlnet-canny-sdxl-1.0",
+    "depth": "diffusers/controlnet-depth-sdxl-1.0",
+}
+#: A VAE for SDXL in float16: SDXL's own VAE overflows there (NaN, black frames; its config says
+#: ``force_upcast``); this fine-tune of it keeps its latents and stays finite in float16.
+SDXL_FP16_VAE = "madebyollin/sdxl-vae-fp16-fix"
 #: Depth annotator: MiDaS v3 DPT-hybrid, the depth model of the authors' (ControlNet's) depth annotator.
 DEFAULT_DEPTH_ESTIMATOR = "Intel/dpt-hybrid-midas"
 #: HED annotator weights: lllyasviel's ControlNetHED.pth in this hub repo (ControlNet 1.1's HED annotator).

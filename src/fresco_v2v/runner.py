@@ -36,7 +36,7 @@ from .assembly import (  # noqa: F401 (re-exported: the CLI, web UI and cluster 
     propagate_frames,
     rate_text,
 )
-from .config import CONTROLNET_TYPES, RunConfig, prompt_for_frame
+from .config import RunConfig, prompt_for_frame
 from .correspondence import build_correspondence
 from .errors import Cancelled, InputError, OutOfMemory
 from .flow import (
@@ -47,7 +47,7 @@ from .flow import (
     get_flow_estimator,
 )
 from .keyframes import plan_batches, scan_distances, select_keyframes
-from .models import builtin_model
+from .models import builtin_model, default_controlnet, find_stack, model_family
 from .pipeline import AnchorLatents
 from .run_files import (
     DamagedState,
@@ -119,7 +119,10 @@ class _KeyframeFlows:
 def _controlnet_ids(cfg: RunConfig) -> list[str]:
     if builtin_model(cfg.model):
         return [cfg.model] * len(cfg.controlnet_types)  # the built-in stacks bring their own ControlNets
-    return [c.split(":", 1)[1] if ":" in c else CONTROLNET_TYPES[c] for c in cfg.controlnet_types]
+    if all(":" in c for c in cfg.controlnet_types):
+        return [c.split(":", 1)[1] for c in cfg.controlnet_types]
+    family = model_family(cfg.model, cfg.allow_pickle)  # SD1.5's or SDXL's default weights per type
+    return [c.split(":", 1)[1] if ":" in c else default_controlnet(c, family) for c in cfg.controlnet_types]
 
 
 def _file_identity(ident: str) -> tuple | None:
@@ -134,10 +137,11 @@ def _file_identity(ident: str) -> tuple | None:
 def pipeline_signature(cfg: RunConfig) -> tuple:
     """What the loaded pipeline of ``cfg`` depends on: two runs with equal signatures can share one pipeline.
 
-    Local files count with their size and modification time. The seed counts only for the "tiny" model, whose
-    random weights it draws; for every other model it only seeds the sampling, which ``translate_video`` does per
-    run.
+    Local files count with their size and modification time. The seed counts only for the seeded stacks ("tiny",
+    "tiny-xl"), whose random weights it draws; for every other model it only seeds the sampling, which
+    ``translate_video`` does per run.
     """
+    stack = find_stack(cfg.model)
     return (
         cfg.model,
         _file_identity(cfg.model),
@@ -147,7 +151,7 @@ def pipeline_signature(cfg: RunConfig) -> tuple:
         cfg.dtype,
         cfg.freeu,
         cfg.allow_pickle,
-        cfg.seed if cfg.model == "tiny" else None,
+        cfg.seed if stack is not None and stack.seeded else None,
         (cfg.vae, _file_identity(cfg.vae)) if cfg.vae else None,
     )
 

@@ -18,18 +18,23 @@ import torch
 @dataclass(frozen=True)
 class Stack:
     """A built-in model: ``build(model, num_controlnets, seed)`` returns a FrescoPipeline; ``note`` is what a user
-    must know about its output."""
+    must know about its output; ``family`` its model family ("sd15", "sdxl"); ``seeded``: its weights are drawn
+    from the seed (so a pipeline of another seed is another model)."""
 
     build: Callable[[str, int, int], object]
     note: str
+    family: str = "sd15"
+    seeded: bool = False
 
 
 _STACKS: dict[str, Stack] = {}
 
 
-def register_stack(name: str, build: Callable[[str, int, int], object], note: str) -> None:
+def register_stack(
+    name: str, build: Callable[[str, int, int], object], note: str, family: str = "sd15", seeded: bool = False
+) -> None:
     """Make ``--model NAME`` (and ``NAME:PATH``, which ``build`` receives whole) load ``build``'s pipeline."""
-    _STACKS[name] = Stack(build, note)
+    _STACKS[name] = Stack(build, note, family, seeded)
 
 
 def find_stack(model: str) -> Stack | None:
@@ -96,8 +101,8 @@ def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
     FRESCO layers up_blocks.2/.3 exist), 4 resolution levels like SD1.5; VAE with factor 8; CLIP text encoder of
     2 layers; ControlNet(s) made from the UNet. A few MB in all; seconds to run on CPU.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     tokenizer = make_tiny_tokenizer()
     torch.manual_seed(seed)
@@ -113,7 +118,15 @@ def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
         attention_head_dim=2,
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
+    vae = _tiny_vae()
+    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer))
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer, num_controlnets, (8, 8, 8, 8))
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -124,20 +137,15 @@ def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
         layers_per_block=1,
         sample_size=64,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    return assemble_pipeline(unet, vae, text_encoder, tokenizer, num_controlnets, (8, 8, 8, 8))
+
+
+def _controlnets_of(unet, num_controlnets: int, conditioning_channels: tuple[int, ...]) -> list:
+    from diffusers import ControlNetModel
+
+    return [
+        ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning_channels)
+        for _ in range(num_controlnets)
+    ]
 
 
 def assemble_pipeline(
@@ -149,14 +157,9 @@ def assemble_pipeline(
     nothing until trained. ``conditioning_channels``: one entry more than the stride-2 convolutions of the condition
     encoder, which must match the VAE's latent factor (4 entries: factor 8).
     """
-    from diffusers import ControlNetModel
-
     from .pipeline import FrescoPipeline
 
-    controlnets = [
-        ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning_channels)
-        for _ in range(num_controlnets)
-    ]
+    controlnets = _controlnets_of(unet, num_controlnets, conditioning_channels)
     for m in (unet, vae, text_encoder, *controlnets):
         m.eval()
     return FrescoPipeline(
@@ -173,4 +176,91 @@ register_stack(
     "tiny",
     lambda model, num_controlnets, seed: make_tiny_pipeline(seed, num_controlnets),
     "model 'tiny' has random weights: its output is noise-like by design (for testing)",
+    seeded=True,
+)
+
+
+#: SDXL's UNet block types: cross-attention in down_blocks 1-2 and up_blocks 0-1 only (1/16 and 1/32 of the latent).
+SDXL_DOWN_BLOCKS = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+SDXL_UP_BLOCKS = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+
+
+def _tiny_clip_config(tokenizer, width: int = 32, **extra):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+def make_tiny_xl_pipeline(seed: int = 0, num_controlnets: int = 1):
+    """A :class:`~fresco_v2v.sdxl.FrescoXLPipeline` of tiny random models with SDXL's layout, offline.
+
+    The classes SDXL uses: a UNet with SDXL's 3 levels and block types (self-attention in up_blocks 0-1 only),
+    ``addition_embed_type="text_time"``, per-level transformer depths (1, 1, 2) and linear projections; two text
+    encoders (CLIPTextModel 32 wide and CLIPTextModelWithProjection 48 wide, as SDXL's differ (768, 1280), which
+    single-file loading tells them apart by: cross-attention width 80, pooled 32);
+    the second tokenizer pads with "!" as SDXL's does; VAE of factor 8; ControlNet(s) made from the UNet (SDXL
+    ControlNets: they take the added conditions too). A few MB; seconds on CPU.
+    """
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from .sdxl import FrescoXLPipeline
+
+    tokenizer = make_tiny_tokenizer()
+    tokenizer_2 = make_tiny_tokenizer()
+    tokenizer_2.pad_token = "!"
+    time_dim, pooled_dim = 8, 32
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=SDXL_DOWN_BLOCKS,
+        up_block_types=SDXL_UP_BLOCKS,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        transformer_layers_per_block=(1, 1, 2),
+        cross_attention_dim=32 + 48,
+        attention_head_dim=(2, 4, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + pooled_dim,
+        norm_num_groups=8,
+    )
+    vae = _tiny_vae()
+    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer))
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer_2, 48, projection_dim=pooled_dim))
+    controlnets = _controlnets_of(unet, num_controlnets, (8, 8, 8, 8))
+    for m in (unet, vae, text_encoder, text_encoder_2, *controlnets):
+        m.eval()
+    return FrescoXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        controlnet=controlnets[0] if num_controlnets == 1 else (controlnets or None),
+        scheduler=sd15_scheduler(),  # SDXL's betas are SD1.5's (scaled linear 0.00085 .. 0.012, 1000 steps)
+    )
+
+
+register_stack(
+    "tiny-xl",
+    lambda model, num_controlnets, seed: make_tiny_xl_pipeline(seed, num_controlnets),
+    "model 'tiny-xl' has random weights (SDXL's layout at toy size): its output is noise-like by design (for testing)",
+    family="sdxl",
+    seeded=True,
 )

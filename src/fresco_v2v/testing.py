@@ -11,10 +11,13 @@ import torch
 from .stacks import (  # noqa: F401  (re-exported for tests and benchmarks)
     SD15_DOWN_BLOCKS,
     SD15_UP_BLOCKS,
+    SDXL_DOWN_BLOCKS,
+    SDXL_UP_BLOCKS,
     TINY_WORDS,
     assemble_pipeline,
     make_tiny_pipeline,
     make_tiny_tokenizer,
+    make_tiny_xl_pipeline,
     sd15_scheduler,
 )
 from .synthetic import (  # noqa: F401
@@ -72,3 +75,42 @@ def wake_controlnets(pipe, seed: int = 0, std: float = 0.5):
                     fan_in = conv.weight[0].numel()
                     conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
     return pipe
+
+
+def make_sdxl_architecture_pipeline(
+    seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, controlnet: bool = True
+):
+    """The full-size SDXL 1.0 base architecture (+ an SDXL ControlNet made from its UNet) with random weights.
+
+    For speed and memory benchmarks only (``benchmarks/sdxl_gpu.py``): UNet 2.57 B parameters, text encoders
+    0.12 B + 0.69 B, VAE 84 M, ControlNet 1.25 B; its output is noise. Built from the shipped SDXL configs
+    (:func:`fresco_v2v.checkpoints.config_folder`), directly on ``device`` (random init there: seconds on a GPU),
+    then cast to ``dtype``. The tokenizers are CLIP's (the second padding with "!").
+    """
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from .checkpoints import config_folder
+    from .sdxl import FrescoXLPipeline
+
+    xl, sd15 = config_folder("sdxl"), config_folder("sd15")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(xl / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(xl / "vae"))
+        text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(xl / "text_encoder"))
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(xl / "text_encoder_2"))
+        net = ControlNetModel.from_unet(unet) if controlnet else None
+    models = [m for m in (unet, vae, text_encoder, text_encoder_2, net) if m is not None]
+    for m in models:
+        m.to(dtype).eval()
+    return FrescoXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=CLIPTokenizer.from_pretrained(sd15 / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(sd15 / "tokenizer", pad_token="!"),
+        unet=unet,
+        controlnet=net,
+        scheduler=sd15_scheduler(),  # SDXL's betas are SD1.5's; FRESCO samples with DDPM
+    )

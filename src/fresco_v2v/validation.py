@@ -218,17 +218,23 @@ def _yaml(value) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else repr(value)
 
 
-def seq(item, expected: str, nonempty: bool = False):
-    """A list of ``item`` (a tuple; a YAML list is taken): ``expected`` words the whole, an item says its own."""
+def seq(item, expected: str, nonempty: bool = False, null: str | None = None):
+    """A list of ``item`` (a tuple; a YAML list is taken): ``expected`` words the whole, an item says its own.
+    ``null``: what None means for this field, when None is allowed."""
+    if null is not None:
+        expected = f"{expected}, or null ({null})"
 
     def as_tuple(value):
+        if value is None and null is not None:
+            return None
         if isinstance(value, list):
             value = tuple(value)
         if not isinstance(value, tuple) or (nonempty and not value):
             raise Invalid(expected)
         return value
 
-    return Annotated[tuple[item, ...], BeforeValidator(as_tuple)]
+    kind = tuple[item, ...] if null is None else tuple[item, ...] | None
+    return Annotated[kind, BeforeValidator(as_tuple)]
 
 
 def mapping(value_type=Any, expected: str = "a mapping"):

@@ -28,8 +28,10 @@ SHOWN_FOLDER = "fresco-visitors"
 
 
 MODEL_HELP = (
-    "A hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), a diffusers folder, a civitai-style .safetensors "
-    "file, or 'toy' (the bundled 128x128 toy-world model) / 'tiny' (random weights, noise-like output, for testing)."
+    "A hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5, stabilityai/stable-diffusion-xl-base-1.0), a "
+    "diffusers folder, a civitai-style SD1.x or SDXL .safetensors file, or 'toy' (the bundled 128x128 toy-world "
+    "model) / 'tiny', 'tiny-xl' (random weights, noise-like output, for testing). SDXL in float16: put "
+    "vae: madebyollin/sdxl-vae-fp16-fix in More options."
 )
 
 
