@@ -378,3 +378,10 @@ def test_missing_or_unreadable_style_image_is_an_input_error(tmp_path):
         check_style_files(cfg)
     with pytest.raises(InputError, match=r"nope.png: no such style image file \(style_image\)"):
         check_style_files(RunConfig.from_dict(BASE | {"ip_adapter": "tiny", "style_image": str(tmp_path / "nope.png")}))
+
+
+def test_an_ip_adapter_file_given_as_a_lora_says_what_it_is(ip_files):
+    from fresco_v2v.checkpoints import LORA, check_checkpoint
+
+    with pytest.raises(ConfigError, match="lora: .*this looks like an IP-Adapter .*pass it as --ip-adapter"):
+        check_checkpoint(ip_files / "models" / "ip-adapter_sd15.safetensors", LORA, "lora")
