@@ -499,9 +499,9 @@ def test_controlnet_none_runs_the_unet_alone(src, tmp_path, monkeypatch):
     seen = []
     real = FrescoPipeline.predict_noise
 
-    def spy(self, latents, t, emb, conds, scales, guidance_scale):
+    def spy(self, latents, t, emb, conds, scales, guidance_scale, *rest):
         seen.append((self.controlnet, len(conds), len(scales)))
-        return real(self, latents, t, emb, conds, scales, guidance_scale)
+        return real(self, latents, t, emb, conds, scales, guidance_scale, *rest)
 
     monkeypatch.setattr(FrescoPipeline, "predict_noise", spy)
     assert translate(src, tmp_path / "run", "--controlnet", "none") == 0

@@ -239,10 +239,17 @@ def test_served_page_runs_a_translation(src, tmp_path):
         client = client_mod.Client(app.local_url, verbose=False)
         video = client_mod.handle_file(str(src))
         # in page order: video, prompt, model, strength, steps, guidance, seed, short side, max frames,
-        # keyframe prompts, negative, added, LoRAs, ControlNet, more options
+        # keyframe prompts, negative, added, LoRAs, ControlNet, more options, IP-Adapter, style image
+        import cv2
+        import numpy as np
+
+        cv2.imwrite(str(tmp_path.parent / "style.png"), np.full((32, 32, 3), (40, 90, 200), np.uint8))
+        style = client_mod.handle_file(str(tmp_path.parent / "style.png"))
         args = [video, "a painting", "tiny", 1.0, 2, 7.5, 0, 128, 6, "2: at night", "", "", "", "canny", SMALL]
+        args += ["tiny", style]
         message, result, gallery, report = client.predict(*args, api_name="/translate")
         assert report["frames"] == 6 and report["config"]["keyframe_prompts"] == {"2": "at night"}
+        assert report["config"]["ip_adapter"] == "tiny" and report["config"]["style_image"].endswith("style.png")
         assert Path(result).is_file() and len(gallery) == len(report["keyframes"]) and "noise-like" in message
         assert len(list(tmp_path.iterdir())) == 1
         # the second tab: those keyframes (named by frame index) propagated again
@@ -362,7 +369,7 @@ def test_served_stop_does_not_wait_behind_the_run(src, tmp_path, monkeypatch):
     try:
         client = client_mod.Client(app.local_url, verbose=False)
         video = client_mod.handle_file(str(src))
-        args = [video, "a painting", "tiny", 1.0, 2, 7.5, 0, 128, 6, "", "", "", "", "canny", SMALL]
+        args = [video, "a painting", "tiny", 1.0, 2, 7.5, 0, 128, 6, "", "", "", "", "canny", SMALL, "", None]
         job = client.submit(*args, api_name="/translate")
         assert started.wait(60)
         assert client.predict(api_name="/stop") == STOPPING
@@ -422,3 +429,51 @@ def test_the_model_field_takes_tiny_xl_and_sdxl_ids(src, tmp_path):
     assert report["config"]["model"] == "tiny-xl" and "tiny-xl" in report["note"] and Path(out.video).is_file()
     cfg = form_config(form(src, model="stabilityai/stable-diffusion-xl-base-1.0"), tmp_path / "o")
     assert confine_paths(cfg, None).model == "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+def test_form_takes_an_ip_adapter_and_a_style_image_upload(src, tmp_path):
+    import cv2
+    import numpy as np
+
+    style = tmp_path / "upload" / "my style.png"  # as gradio keeps an upload
+    style.parent.mkdir()
+    cv2.imwrite(str(style), np.full((32, 32, 3), 200, np.uint8))
+    cfg = form_config(form(src, ip_adapter=" tiny:0.8 ", style_image=str(style)), tmp_path)
+    assert (cfg.ip_adapter, cfg.ip_adapter_scale, cfg.style_image) == ("tiny:0.8", 0.8, str(style))
+    assert form_config(form(src), tmp_path).ip_adapter is None  # an empty field: none
+    with pytest.raises(ConfigError, match="style_image: expected a style image"):
+        form_config(form(src, ip_adapter="tiny"), tmp_path)
+    with pytest.raises(ConfigError, match="more options: .*set this one on the form.*'style_image'"):
+        parse_more_options("style_image: a.png")
+    more = "ip_adapter_image_encoder: h94/IP-Adapter/models/image_encoder\nstyle_images: {2: b.png}"
+    cfg = form_config(form(src, ip_adapter="tiny", more_options=SMALL + more), tmp_path)
+    assert cfg.style_images == {2: "b.png"} and cfg.ip_adapter_image_encoder == "h94/IP-Adapter/models/image_encoder"
+
+    out = WebSession(tmp_path / "runs").translate(form(src, ip_adapter="tiny", style_image=str(style)), progress=False)
+    folder = Path(out.video).parent
+    report = json.loads((folder / "run.json").read_text())
+    kept = folder / "style.png"  # kept with the run, as the input is: a resume does not need gradio's cache
+    assert report["config"]["style_image"] == str(kept) and kept.read_bytes() == style.read_bytes()
+    assert report["config"]["ip_adapter"] == "tiny" and len(out.keyframes) == len(report["keyframes"])
+
+
+def test_page_has_the_ip_adapter_field_and_the_style_upload(src, tmp_path, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    from fresco_v2v.webui_page import build_app
+
+    session = WebSession(tmp_path)
+    app = build_app(session)
+    (fn,) = [f.fn for f in app.fns.values() if f.name == "on_run"]
+    fields = {c.label: c for c in app.blocks.values() if getattr(c, "label", None)}
+    assert isinstance(fields["Style image"], gr.Image) and fields["Style image"].type == "filepath"
+    values = {c: None for c in app.blocks.values()}
+    values.update({fields["Prompt"]: "a painting", fields["Input video"]: str(src)})
+    seen = []
+    monkeypatch.setattr(session, "translate", lambda form, visitor=None: seen.append(form) or 1 / 0)
+    with pytest.raises(gr.Error):
+        list(fn(values))
+    assert (seen[-1].ip_adapter, seen[-1].style_image) == ("", None)  # a never-opened section: the defaults
+    values.update({fields["IP-Adapter"]: "h94/IP-Adapter:0.6", fields["Style image"]: "/uploads/style.png"})
+    with pytest.raises(gr.Error):
+        list(fn(values))
+    assert (seen[-1].ip_adapter, seen[-1].style_image) == ("h94/IP-Adapter:0.6", "/uploads/style.png")

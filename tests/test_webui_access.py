@@ -283,7 +283,7 @@ def test_served_public_page_over_http(src, tmp_path):
         url = app.local_url
         one = client_mod.Client(url, auth=login, verbose=False, download_files=False)
         args = [client_mod.handle_file(str(src)), "a painting", "tiny", 1.0, 2, 7.5, 0, 128, 6, "", "", "", "", "canny"]
-        message, result, gallery, report = one.predict(*args, SMALL, api_name="/translate")
+        message, result, gallery, report = one.predict(*args, SMALL, "", None, api_name="/translate")
         (visitor,) = [d.name for d in runs.iterdir()]
         (run,) = (runs / visitor).iterdir()
         assert f"run `{run.name}`" in message and str(tmp_path) not in message + json.dumps(report)
@@ -300,7 +300,7 @@ def test_served_public_page_over_http(src, tmp_path):
         assert fetch(f"{url}gradio_api/file={run / 'video.mp4'}", two).status_code == 403
 
         args[2] = "/etc"
-        message, result, *_ = two.predict(*args, SMALL, api_name="/translate")
+        message, result, *_ = two.predict(*args, SMALL, "", None, api_name="/translate")
         refused = "model: expected a hub id (owner/name) or a file or folder under the server's models folder"
         assert message == f"**Error:** {refused}, got '/etc'" and result is None
         big = tmp_path / "big.mp4"
@@ -310,3 +310,48 @@ def test_served_public_page_over_http(src, tmp_path):
         assert upload.status_code == 413
     finally:
         app.close()
+
+
+def test_ip_adapter_paths_are_confined_as_lora_paths_are(models):
+    def styled(**kw) -> RunConfig:
+        return cfg(style_image="upload.png", **kw)
+
+    real = os.path.realpath(models)
+    light = "h94/IP-Adapter/models/ip-adapter_sd15_light.safetensors"  # a file in a hub repo
+    accepted = {
+        "tiny:0.7": "tiny:0.7",
+        "h94/IP-Adapter:0.6": "h94/IP-Adapter:0.6",
+        light: light,
+        "style.safetensors:0.5": f"{real}/style.safetensors:0.5",
+        "sd15": f"{real}/sd15",
+    }
+    for given, kept in accepted.items():
+        assert confine_paths(styled(ip_adapter=given), models).ip_adapter == kept
+    encoder = confine_paths(
+        styled(ip_adapter="tiny", ip_adapter_image_encoder="h94/IP-Adapter/models/image_encoder"), models
+    )
+    assert (
+        encoder.ip_adapter_image_encoder == "h94/IP-Adapter/models/image_encoder"
+        and encoder.style_image == "upload.png"
+    )
+
+    def refusal(**kw) -> ConfigError:
+        with pytest.raises(ConfigError) as e:
+            confine_paths(cfg(**kw), models)
+        assert str(models.parent) not in str(e.value)
+        return e.value
+
+    lora = refusal(lora=["/etc/hosts:0.5"])
+    for value in ("/etc/passwd", "/etc/no-such:0.5", "../outside.safetensors", "escape.safetensors", "h94/IP/../../x"):
+        e = refusal(ip_adapter=value, style_image="upload.png")
+        assert (e.field, e.expected) == ("ip_adapter", lora.expected)  # the same words as for a LoRA
+    e = refusal(ip_adapter="tiny", style_image="u.png", ip_adapter_image_encoder="/etc")
+    assert (e.field, e.expected) == ("ip_adapter_image_encoder", lora.expected)
+    for there, missing in (("/etc/passwd", "/etc/no-such.png"), ("../outside.safetensors", "../no-such.png")):
+        a = refusal(ip_adapter="tiny", style_images={0: there})
+        b = refusal(ip_adapter="tiny", style_images={0: missing})
+        assert (
+            (a.field, a.expected)
+            == (b.field, b.expected)
+            == ("style_images.0", "a file or folder under the server's models folder")
+        )

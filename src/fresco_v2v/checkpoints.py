@@ -106,6 +106,10 @@ def identify_checkpoint(shapes: dict[str, tuple[int, ...]]) -> CheckpointKind:
     names = sorted(shapes)
     if (lora := _lora_kind(names)) is not None:
         return lora
+    if any(n.startswith("image_proj.") for n in names) and any(n.startswith("ip_adapter.") for n in names):
+        return CheckpointKind(
+            "ip-adapter", "an IP-Adapter (tensors 'image_proj.*', 'ip_adapter.*'): pass it as --ip-adapter"
+        )
     if any(n.startswith(("emb_params", "string_to_param", "clip_l", "clip_g")) for n in names) and len(names) <= 4:
         return CheckpointKind("embedding", "a textual-inversion embedding (tensor 'emb_params' / 'string_to_param')")
     if any(n.startswith("conditioner.embedders.1.") for n in names):

@@ -142,6 +142,9 @@ _RUN_FLAGS = (
     "foreground_masks",
     "shared_step_noise",
     "clip_skip",
+    "ip_adapter",
+    "ip_adapter_image_encoder",
+    "style_image",
 )
 
 
@@ -555,6 +558,9 @@ def _run_options(t) -> None:
     t.add_argument("--shared-step-noise", action="store_true", default=S, help=run("shared_step_noise"))
     t.add_argument("--vae", default=S, metavar="ID|PATH", help=run("vae"))
     t.add_argument("--clip-skip", type=int, default=S, metavar="N", help=run("clip_skip"))
+    t.add_argument("--ip-adapter", default=S, metavar="ID|PATH[:SCALE]", help=run("ip_adapter"))
+    t.add_argument("--ip-adapter-image-encoder", default=S, metavar="ID|FOLDER", help=run("ip_adapter_image_encoder"))
+    t.add_argument("--style-image", default=S, metavar="PATH", help=run("style_image"))
     t.add_argument("--allow-pickle", action="store_true", default=S, help=run("allow_pickle"))
     for flag in _FRESCO_SWITCHES:
         section, fld, _ = _FRESCO_SWITCHES[flag]
@@ -672,8 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--models-root",
         default=None,
-        help="beyond this machine, the model, LoRA, ControlNet, VAE, annotator, mask and flow fields take hub ids and "
-        "paths under this folder only (default: hub ids only); on this machine every path is taken",
+        help="beyond this machine, the model, LoRA, ControlNet, VAE, IP-Adapter, annotator, mask, style-image and flow "
+        "fields take hub ids and paths under this folder only (default: hub ids only); on this machine every path is "
+        "taken",
     )
     u.add_argument(
         "--max-upload-mb",

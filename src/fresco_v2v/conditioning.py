@@ -37,12 +37,16 @@ class TextConditioning:
         added = None if self.added is None else {k: torch.cat([v, other.added[k]]) for k, v in self.added.items()}
         return TextConditioning(torch.cat([self.states, other.states]), added)
 
-    def model_kwargs(self) -> dict:
+    def model_kwargs(self, image_embeds: list[torch.Tensor] | None = None) -> dict:
         """The keyword arguments of ``UNet2DConditionModel`` and ``ControlNetModel`` for this conditioning (the
-        same call as before for SD1.x: no ``added_cond_kwargs``)."""
+        same call as before for SD1.x: no ``added_cond_kwargs``); ``image_embeds``: an IP-Adapter's, for the UNet
+        (diffusers takes them among the added conditions)."""
         kwargs = {"encoder_hidden_states": self.states}
-        if self.added is not None:
-            kwargs["added_cond_kwargs"] = self.added
+        added = dict(self.added or {})
+        if image_embeds is not None:
+            added["image_embeds"] = image_embeds
+        if added:
+            kwargs["added_cond_kwargs"] = added
         return kwargs
 
 

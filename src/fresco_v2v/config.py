@@ -17,6 +17,7 @@ from .run_config import (
     DEFAULT_ADDED_PROMPT,
     DEFAULT_DEPTH_ESTIMATOR,
     DEFAULT_HED_ANNOTATOR,
+    DEFAULT_IP_ADAPTER_SCALE,
     DEFAULT_MODEL,
     DEFAULT_NEGATIVE_PROMPT,
     FREEU_SD15,
@@ -24,8 +25,10 @@ from .run_config import (
     SDXL_CONTROLNET_TYPES,
     SDXL_FP16_VAE,
     RunConfig,
+    ip_adapter_spec,
     prompt_for_frame,
     propagation_config,
+    style_image_for_frame,
     to_dict,
 )
 from .validation import MAX_SEED, names_expected
@@ -35,6 +38,7 @@ __all__ = [
     "DEFAULT_ADDED_PROMPT",
     "DEFAULT_DEPTH_ESTIMATOR",
     "DEFAULT_HED_ANNOTATOR",
+    "DEFAULT_IP_ADAPTER_SCALE",
     "DEFAULT_MODEL",
     "DEFAULT_NEGATIVE_PROMPT",
     "FREEU_SD15",
@@ -49,8 +53,10 @@ __all__ = [
     "ReferenceConfig",
     "RunConfig",
     "StepWindow",
+    "ip_adapter_spec",
     "names_expected",
     "prompt_for_frame",
     "propagation_config",
+    "style_image_for_frame",
     "to_dict",
 ]

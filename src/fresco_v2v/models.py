@@ -419,6 +419,8 @@ def load_pipeline(
     allow_pickle: bool = False,
     seed: int = 0,
     vae: str | None = None,
+    ip_adapter: str | None = None,
+    ip_adapter_image_encoder: str | None = None,
 ):
     """A ready :class:`~fresco_v2v.pipeline.FrescoPipeline` on its device.
 
@@ -429,6 +431,8 @@ def load_pipeline(
     folder or file) load as :class:`~fresco_v2v.sdxl.FrescoXLPipeline`. Stacks bring their own ControlNets (one per
     entry of ``controlnets``, whose ids are then ignored). ``controlnets`` None: the family's canny ControlNet.
     ``vae``: another VAE for the model (:func:`load_vae`; SDXL in float16 needs an fp16-safe one).
+    ``ip_adapter``: an IP-Adapter source (:func:`fresco_v2v.ip_adapter.load_adapter`, with
+    ``ip_adapter_image_encoder``), kept as ``pipe.ip_adapter`` and installed only during calls given style embeddings.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -450,5 +454,11 @@ def load_pipeline(
         pipe.enable_freeu(**FREEU_SD15)
     elif freeu:
         pipe.enable_freeu(**dict(zip(("b1", "b2", "s1", "s2"), map(float, freeu))))
+    if ip_adapter is not None:
+        from .ip_adapter import load_adapter
+
+        pipe.ip_adapter = load_adapter(
+            ip_adapter, pipe.unet, image_encoder=ip_adapter_image_encoder, allow_pickle=allow_pickle
+        )
     logger.info("loaded %s with %d ControlNet(s) on %s as %s", model, len(controlnets), dev, dt)
     return pipe

@@ -6,7 +6,9 @@ or folder), ``from_single_file`` (.safetensors/.ckpt), ``load_lora_weights``, ``
 :mod:`fresco_v2v.models` for the guarded entry points with clear errors.
 
 The sampling loop is ours (SDEdit start, shared noise, per-step constraints, anchors); FRESCO reaches into the UNet
-only through attention processors and decoder-block pre-hooks, both removed when the call ends.
+only through attention processors and decoder-block pre-hooks, both removed when the call ends. An IP-Adapter
+(:mod:`fresco_v2v.ip_adapter`, ``pipe.ip_adapter``) is installed on the cross-attention layers for a call that gives
+style embeddings, before FRESCO's self-attention processors, and removed with them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
-from diffusers.loaders import FromSingleFileMixin, StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
+from diffusers.loaders import (
+    FromSingleFileMixin,
+    IPAdapterMixin,
+    StableDiffusionLoraLoaderMixin,
+    TextualInversionLoaderMixin,
+)
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
 from diffusers.schedulers import DDPMScheduler
@@ -33,6 +40,7 @@ from .correspondence import Correspondence, build_correspondence
 from .decoder_layout import decoder_blocks, default_guided_prefixes, default_optimized_blocks
 from .errors import Cancelled, ConfigError
 from .flow import FlowEstimator, sequence_flows
+from .ip_adapter import DEFAULT_SCALE, check_style_embeds, guidance_image_embeds, ip_adapter_installed
 from .optimization import FeatureOptimizer, decoder_hooks
 from .pipeline_results import (  # noqa: F401  (re-exported: callers import them from here)
     AnchorLatents,
@@ -56,6 +64,7 @@ class FrescoPipeline(
     TextualInversionLoaderMixin,
     StableDiffusionLoraLoaderMixin,
     FromSingleFileMixin,
+    IPAdapterMixin,
 ):
     """Zero-shot video translation of a batch of frames with FRESCO-guided attention and feature optimization."""
 
@@ -87,6 +96,9 @@ class FrescoPipeline(
             scheduler=scheduler,
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        #: An :class:`~fresco_v2v.ip_adapter.IPAdapter` (``load_pipeline(..., ip_adapter=...)``), installed only
+        #: during a call that gives ``style_embeds``; None: none.
+        self.ip_adapter = None
 
     @property
     def decoder_factors(self) -> tuple[int, ...]:
@@ -171,17 +183,20 @@ class FrescoPipeline(
             return_dict=False,
         )
 
-    def predict_noise(self, latents, t, emb, conds, scales, guidance_scale):
+    def predict_noise(self, latents, t, emb, conds, scales, guidance_scale, image_embeds=None):
         """ε_θ(x_t, t, c, e) with classifier-free guidance: batch [uncond frames; cond frames] when guiding.
 
-        ``emb``: a :class:`~fresco_v2v.conditioning.TextConditioning` (or, for SD1.x, the bare text states)."""
+        ``emb``: a :class:`~fresco_v2v.conditioning.TextConditioning` (or, for SD1.x, the bare text states).
+        ``image_embeds``: the IP-Adapter's [[G*N, 1, D]] (:func:`~fresco_v2v.ip_adapter.guidance_image_embeds`), for
+        the UNet only (the ControlNets see the text, as in diffusers' ControlNet pipelines).
+        """
         cfg = guidance_scale > 1.0
-        latent_in = torch.cat([latents, latents]) if cfg else latents
+        latent_in = torch.cat([latents, latents]) if cfg else latents  # [G*N, 4, h, w]
         down, mid = self._controlnet_residuals(latent_in, t, emb, conds, scales)
         eps = self.unet(
             latent_in,
             t,
-            **as_conditioning(emb).model_kwargs(),
+            **as_conditioning(emb).model_kwargs(image_embeds),  # states [G*N, T, C]
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
             return_dict=False,
@@ -296,7 +311,7 @@ class FrescoPipeline(
             )
         return correspondence
 
-    def record_reference(self, x_ref, emb, conds, conds_c, scales, cfg: FrescoConfig, context) -> dict:
+    def record_reference(self, x_ref, emb, conds, conds_c, scales, cfg: FrescoConfig, context, image_embeds=None):
         """Run :meth:`reference_pass` with the recorders on: Q^r, K^r into ``context.reference_qk`` (for eq. 7) and
         the decoder blocks' inputs f^r (for eq. 6), returned by block index. Nothing runs when neither is needed.
         The layers and blocks are :meth:`fresco_layout`'s."""
@@ -315,24 +330,26 @@ class FrescoPipeline(
                 fresco_attention(self.unet, context, layers),
                 decoder_hooks(self.unet, blocks if need_f else (), record_features),
             ):
-                self.reference_pass(x_ref, emb, conds, conds_c, scales, cfg.reference)
+                self.reference_pass(x_ref, emb, conds, conds_c, scales, cfg.reference, image_embeds)
         finally:
             context.recording = False
         return reference_features
 
-    def reference_pass(self, x_ref, emb, conds, conds_c, scales, config: ReferenceConfig) -> None:
+    def reference_pass(self, x_ref, emb, conds, conds_c, scales, config: ReferenceConfig, image_embeds=None) -> None:
         """One UNet call at t = 1 over the noised input latents x_ref [N, 4, h, w], for the hooks to record (§3.3).
 
         ``emb`` is [negative; positive] under classifier-free guidance, else the positive prompts: with
         ``config.guidance_batch`` and two halves the pass runs on [x_ref; x_ref] like a denoising step, so each half
         records its own Q^r, K^r and f^r (the authors' code); otherwise on x_ref with the positive half only.
-        ``config.controlnet`` adds the ControlNet residuals (the authors run the UNet alone).
+        ``config.controlnet`` adds the ControlNet residuals (the authors run the UNet alone). ``image_embeds``
+        (IP-Adapter, [[G*N, 1, D]] like ``emb``) are taken the same way as ``emb``.
         """
         n = x_ref.shape[0]
         emb = as_conditioning(emb)
         both = config.guidance_batch and emb.batch == 2 * n
         latent_in = torch.cat([x_ref, x_ref]) if both else x_ref
         emb_in = emb if both else emb.last(n)
+        image_in = None if image_embeds is None else [e if both else e[-n:] for e in image_embeds]
         down = mid = None
         if config.controlnet:
             conds_in = conds if both else conds_c
@@ -340,7 +357,7 @@ class FrescoPipeline(
         self.unet(
             latent_in,
             REFERENCE_TIMESTEP,
-            **emb_in.model_kwargs(),
+            **emb_in.model_kwargs(image_in),
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
             return_dict=False,
@@ -368,6 +385,8 @@ class FrescoPipeline(
         background_smoothing: float = 0.0,
         shared_step_noise: bool = False,
         clip_skip: int = 1,
+        style_embeds: torch.Tensor | None = None,
+        ip_adapter_scale: float = DEFAULT_SCALE,
         show_progress: bool = False,
         should_stop: Callable[[], bool] | None = None,
     ) -> FrescoOutput:
@@ -387,6 +406,9 @@ class FrescoPipeline(
         ``shared_step_noise``: draw the per-step noise z_t of eq. 2 once for all frames (the initial noise is always
         one draw for the batch). Default off, as the authors' code draws z_t per frame; the paper says neither.
         ``clip_skip``: the text encoder layer the prompt embeddings come from, as A1111 counts (1: the last).
+        ``style_embeds``: [N, D], each frame's style image embedding (``pipe.ip_adapter.encode``): the pipeline's
+        IP-Adapter acts at ``ip_adapter_scale`` during this call only (its processors on the cross-attention
+        layers, FRESCO's on self-attention); None: no IP-Adapter, even when one is loaded.
         ``should_stop``: asked before every denoising step; when it returns True the call raises
         :class:`~fresco_v2v.errors.Cancelled` (a user's Stop: a step takes seconds, a batch minutes).
         """
@@ -409,6 +431,7 @@ class FrescoPipeline(
             anchors,
         )
         n, size = frames.shape[0], frames.shape[1:3]
+        check_style_embeds(self.ip_adapter, style_embeds, n)
         trace.timesteps = timesteps
         layers, blocks = self.fresco_layout(cfg)
         alphas = self.scheduler.alphas_cumprod
@@ -445,51 +468,63 @@ class FrescoPipeline(
                 latents[0], latents[1] = anchors.first[0][0].to(latents), anchors.last[0][0].to(latents)
             record = AnchorLatents(timesteps, [latents[:1].cpu().clone()], [latents[-1:].cpu().clone()])
 
-        # 6. Reference pass (§3.3, §3.4): one step over the input frames, recording Q^r, K^r and f^r by name
         context = FrescoAttentionContext(cfg.attention, n, corr)
         a_cfg, o_cfg = cfg.attention, cfg.optimization
-        with watch("reference"):
-            x_ref = add_noise(x0, noise.to(device), REFERENCE_TIMESTEP, alphas)
-            emb_ref = emb if do_cfg else emb_c
-            reference_features = self.record_reference(x_ref, emb_ref, conds, conds_c, scales, cfg, context)
-
-        # 7. Denoising loop with FRESCO-guided attention and feature optimization
         smooth = None
         if background_smoothing > 0 and corr is not None:
             lat = corr[self.vae_scale_factor]  # the latent grid's correspondence
             fg = torch.from_numpy(np.asarray(foreground_masks) > 0)[:, None].float()
             background = F.max_pool2d(fg, self.vae_scale_factor)[:, 0] == 0  # a token touching foreground is foreground
             smooth = (background.to(device), lat.flow_bwd.to(device), lat.visible_mask().to(device))
-        optimizer = FeatureOptimizer(o_cfg, n, corr, reference_features)
-        hooks_on = o_cfg.enabled
-        with (
-            watch("denoise"),
-            fresco_attention(self.unet, context, layers),
-            decoder_hooks(self.unet, blocks if hooks_on else (), optimizer),
-        ):
-            steps = tqdm(timesteps, desc="denoising", disable=not show_progress, leave=False)
-            try:  # closed on every exit (a Stop, an error): the next message starts on its own line
-                for i, t in enumerate(steps):
-                    num = len(timesteps)
-                    if should_stop is not None and should_stop():
-                        raise Cancelled(f"stopped before denoising step {i + 1} of {num}")
-                    context.step = step_constraints(a_cfg, n, i, num, t, t_train)
-                    optimizer.active = hooks_on and o_cfg.window.active(i, num, t, t_train)
-                    optimizer.step_index = i
-                    eps = self.predict_noise(latents, t, emb, conds, scales, guidance_scale)
-                    t_prev = timesteps[i + 1] if i + 1 < num else -1
-                    z_shape = shape if shared_step_noise else (n, *shape[1:])  # one draw per frame, or one for all
-                    z = torch.randn(z_shape, generator=generator, device=generator.device if generator else "cpu")
-                    latents, _ = ddpm_step(latents, eps, t, t_prev, alphas, z.to(device), pred_type)
-                    if anchors is not None:  # before smoothing, so frame 2 is pulled toward the anchor it meets
-                        latents[0], latents[1] = anchors.first[i + 1][0].to(latents), anchors.last[i + 1][0].to(latents)
-                    if smooth is not None:
-                        start = 2 if anchors is not None else 1
-                        latents = background_smoothing_step(latents, *smooth, background_smoothing, start)
-                    record.first.append(latents[:1].cpu().clone())
-                    record.last.append(latents[-1:].cpu().clone())
-            finally:
-                steps.close()
+        # Steps 6-7 with the IP-Adapter on the cross-attention layers when style embeddings are given: installed
+        # before FRESCO's self-attention processors, removed after them. image_embeds: [[G*N, 1, D]].
+        adapter = self.ip_adapter if style_embeds is not None else None
+        image_embeds = (
+            None if adapter is None else guidance_image_embeds(style_embeds.to(device, self.unet.dtype), do_cfg)
+        )
+        with ip_adapter_installed(self, adapter, ip_adapter_scale):
+            # 6. Reference pass (§3.3, §3.4): one step over the input frames, recording Q^r, K^r and f^r by name
+            with watch("reference"):
+                x_ref = add_noise(x0, noise.to(device), REFERENCE_TIMESTEP, alphas)
+                emb_ref = emb if do_cfg else emb_c
+                reference_features = self.record_reference(
+                    x_ref, emb_ref, conds, conds_c, scales, cfg, context, image_embeds
+                )
+
+            # 7. Denoising loop with FRESCO-guided attention and feature optimization
+            optimizer = FeatureOptimizer(o_cfg, n, corr, reference_features)
+            hooks_on = o_cfg.enabled
+            with (
+                watch("denoise"),
+                fresco_attention(self.unet, context, layers),
+                decoder_hooks(self.unet, blocks if hooks_on else (), optimizer),
+            ):
+                steps = tqdm(timesteps, desc="denoising", disable=not show_progress, leave=False)
+                try:  # closed on every exit (a Stop, an error): the next message starts on its own line
+                    for i, t in enumerate(steps):
+                        num = len(timesteps)
+                        if should_stop is not None and should_stop():
+                            raise Cancelled(f"stopped before denoising step {i + 1} of {num}")
+                        context.step = step_constraints(a_cfg, n, i, num, t, t_train)
+                        optimizer.active = hooks_on and o_cfg.window.active(i, num, t, t_train)
+                        optimizer.step_index = i
+                        eps = self.predict_noise(latents, t, emb, conds, scales, guidance_scale, image_embeds)
+                        t_prev = timesteps[i + 1] if i + 1 < num else -1
+                        z_shape = shape if shared_step_noise else (n, *shape[1:])  # one draw per frame, or one for all
+                        z = torch.randn(z_shape, generator=generator, device=generator.device if generator else "cpu")
+                        latents, _ = ddpm_step(latents, eps, t, t_prev, alphas, z.to(device), pred_type)
+                        if anchors is not None:  # before smoothing, so frame 2 is pulled toward the anchor it meets
+                            latents[0], latents[1] = (
+                                anchors.first[i + 1][0].to(latents),
+                                anchors.last[i + 1][0].to(latents),
+                            )
+                        if smooth is not None:
+                            start = 2 if anchors is not None else 1
+                            latents = background_smoothing_step(latents, *smooth, background_smoothing, start)
+                        record.first.append(latents[:1].cpu().clone())
+                        record.last.append(latents[-1:].cpu().clone())
+                finally:
+                    steps.close()
         trace.optimization = optimizer.trace
 
         # 8. Decode

@@ -68,6 +68,10 @@ DEFAULT_NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, worst quality, "
     "low quality"
 )
+#: IP-Adapter scale without ":SCALE": diffusers' IP-Adapter guide, "1.0 means the model is only conditioned on the
+#: image prompt, and 0.5 typically produces balanced results between the text and image prompt" (FRESCO keeps a
+#: text prompt; the IP-Adapter paper, Ye et al. 2023, uses 1.0 for the image prompt alone).
+DEFAULT_IP_ADAPTER_SCALE = 0.5
 #: Fields a YAML file may give as one value instead of a list.
 _ONE_OR_MORE = ("lora", "controlnet", "controlnet_scale")
 
@@ -83,17 +87,38 @@ def _freeu_factors(value) -> bool:
     return isinstance(value, bool) or (len(value) == 4 and all(v >= 0 for v in value))
 
 
-def _keyframe_prompt_keys(value):
-    """Keys as frame indices (int) or times ('2.5s'): YAML gives 12 or '12', JSON always '12'."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise Invalid("a mapping of frame index or time to prompt text")
-    keys = {k: _prompt_key(k) for k in value}
-    for k, key in keys.items():
-        if key is None:
-            raise Invalid(_KEYFRAME_KEYS, k)
-    return {keys[k]: v for k, v in value.items()}
+def _keyframe_keys(values: str):
+    """A BeforeValidator for a mapping keyed by frame indices (int) or times ('2.5s'): YAML gives 12 or '12', JSON
+    always '12'. ``values``: what the mapping holds, in words."""
+
+    def check(value):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise Invalid(f"a mapping of frame index or time to {values}")
+        keys = {k: _prompt_key(k) for k in value}
+        for k, key in keys.items():
+            if key is None:
+                raise Invalid(_KEYFRAME_KEYS, k)
+        return {keys[k]: v for k, v in value.items()}
+
+    return BeforeValidator(check)
+
+
+def ip_adapter_spec(text: str) -> tuple[str, float | None]:
+    """'ID|PATH[:SCALE]' -> (source, scale or None), as LoRAs are given (a Windows drive letter is not a scale)."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head and not tail.startswith(("\\", "/")):
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return text, None
+
+
+def _ip_adapter_entry(text: str) -> bool:
+    source, scale = ip_adapter_spec(text)
+    return bool(source.strip()) and (scale is None or (math.isfinite(scale) and scale >= 0))
 
 
 @config_class(label="config")
@@ -152,7 +177,38 @@ class RunConfig:
     negative_prompt: text() = Field(DEFAULT_NEGATIVE_PROMPT, description="negative prompt")
     added_prompt: text() = Field(DEFAULT_ADDED_PROMPT, description="text added to every prompt")
     #: Extra prompt text from a frame on: {frame index or "12.5s": text}; applies until the next entry.
-    keyframe_prompts: Annotated[dict[Any, text()], BeforeValidator(_keyframe_prompt_keys)] = Field(default_factory=dict)
+    keyframe_prompts: Annotated[dict[Any, text()], _keyframe_keys("prompt text")] = Field(default_factory=dict)
+    #: IP-Adapter (Ye et al. 2023) for a style reference image, "ID|PATH[:SCALE]": "tiny" (random, for testing), a
+    #: hub repo (h94/IP-Adapter: models/ip-adapter_sd15.safetensors) or a file in one, a .safetensors file or a
+    #: folder; SCALE default ``DEFAULT_IP_ADAPTER_SCALE``. None: no IP-Adapter.
+    ip_adapter: path_text(
+        "ID|PATH[:SCALE] with a scale >= 0 (tiny, a hub id like h94/IP-Adapter, a file or folder)",
+        _ip_adapter_entry,
+        null="no IP-Adapter",
+    ) = Field(
+        None,
+        description="IP-Adapter for a style image, ID|PATH[:SCALE]: h94/IP-Adapter (its SD1.5 adapter), a file in "
+        f"a hub repo, a .safetensors file or folder; 'tiny' (random) for testing; scale default "
+        f"{DEFAULT_IP_ADAPTER_SCALE}",
+    )
+    #: The IP-Adapter's CLIP image encoder: a hub id with an optional subfolder, or a folder; None: the
+    #: ``image_encoder/`` folder beside the IP-Adapter's weights (h94/IP-Adapter: models/image_encoder).
+    ip_adapter_image_encoder: path_text(
+        "a hub id (owner/name[/SUBFOLDER]) or a folder", nonblank, null="the image_encoder/ beside the weights"
+    ) = Field(
+        None,
+        description="the IP-Adapter's image encoder: hub id[/SUBFOLDER] or folder (default: image_encoder/ "
+        "beside its weights)",
+    )
+    #: The style reference image of the whole video (PNG, JPEG, WebP), for the IP-Adapter.
+    style_image: path_text("an image file path", nonblank, null="none") = Field(
+        None, description="style reference image for the IP-Adapter (one for the whole video)"
+    )
+    #: Style images from a frame on: {frame index or "12.5s": image path}, until the next entry; the frames before
+    #: the first entry take ``style_image``, or without one the first entry's image.
+    style_images: Annotated[dict[Any, path_text("an image file path", nonblank)], _keyframe_keys("image path")] = Field(
+        default_factory=dict
+    )
     seed: integer(0, MAX_SEED) = Field(0, description="random seed")
     # short side: the authors' resize_image(..., 512) (the paper states none)
     resolution: integer(64, expected="a multiple of 64 (e.g. 512)", ok=lambda v: v % 64 == 0) = Field(
@@ -241,7 +297,29 @@ class RunConfig:
         if self.background_smoothing > 0 and not self.foreground_masks:
             expected = "a folder of masks NNNN.png (white = foreground) when background_smoothing > 0"
             raise Invalid(expected, self.foreground_masks, at=("foreground_masks",))
+        styled = self.style_image is not None or bool(self.style_images)
+        if styled and self.ip_adapter is None:
+            given = self.style_image or next(iter(self.style_images.values()))
+            expected = f"an IP-Adapter (ID|PATH[:SCALE], e.g. h94/IP-Adapter) for the style image {given}"
+            raise Invalid(expected, None, at=("ip_adapter",))
+        if self.ip_adapter is not None and not styled:
+            expected = f"a style image (style_image, or style_images by keyframe) for the IP-Adapter {self.ip_adapter}"
+            raise Invalid(expected, None, at=("style_image",))
+        if self.ip_adapter_image_encoder is not None and self.ip_adapter is None:
+            expected = f"an IP-Adapter for the image encoder {self.ip_adapter_image_encoder}"
+            raise Invalid(expected, None, at=("ip_adapter",))
         return self
+
+    @property
+    def ip_adapter_source(self) -> str | None:
+        """The IP-Adapter without its scale (what is loaded), or None."""
+        return None if self.ip_adapter is None else ip_adapter_spec(self.ip_adapter)[0]
+
+    @property
+    def ip_adapter_scale(self) -> float:
+        """The IP-Adapter's scale: the one given with it, else ``DEFAULT_IP_ADAPTER_SCALE``."""
+        scale = None if self.ip_adapter is None else ip_adapter_spec(self.ip_adapter)[1]
+        return DEFAULT_IP_ADAPTER_SCALE if scale is None else scale
 
     def validate(self) -> RunConfig:
         """The checks construction leaves out: a prompt (``RunConfig(input="", prompt="")`` gives the defaults),
@@ -261,6 +339,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = to_dict(self)
         d["keyframe_prompts"] = {str(k): v for k, v in self.keyframe_prompts.items()}
+        d["style_images"] = {str(k): v for k, v in self.style_images.items()}
         return d
 
     @classmethod
@@ -316,17 +395,15 @@ def _prompt_key(key) -> int | str | None:
     return None
 
 
-def prompt_for_frame(
-    base: str, added: str, keyframe_prompts: dict, frame: int, fps: float, frame_seconds: list[float] | None = None
-) -> str:
-    """The prompt of one keyframe: base, the extra text of the last keyframe-prompt entry at or before the frame,
-    then the added text (all joined by commas). A time key ("2.5s") names the frame nearest that time: by
-    ``frame_seconds`` (each frame's timestamp, for a variable-rate clip) when given, else by ``fps``."""
-    entries = []
-    for key, words in keyframe_prompts.items():
+def _entry_starts(entries: dict, fps: float, frame_seconds: list[float] | None, name: str) -> list[tuple[int, Any]]:
+    """(first frame, value) of each entry keyed by frame index or time, sorted by frame. A time key ("2.5s") names
+    the frame nearest that time: by ``frame_seconds`` (each frame's timestamp, for a variable-rate clip) when given,
+    else by ``fps``."""
+    out = []
+    for key, value in entries.items():
         k = _prompt_key(key)
         if k is None:
-            raise ConfigError("keyframe_prompts", _KEYFRAME_KEYS, key)
+            raise ConfigError(name, _KEYFRAME_KEYS, key)
         if isinstance(k, int):
             start = k
         elif frame_seconds is not None:
@@ -336,6 +413,25 @@ def prompt_for_frame(
             start = len(frame_seconds) if past_end else int(np.abs(np.asarray(frame_seconds) - t).argmin())
         else:
             start = round(float(k[:-1]) * fps)
-        entries.append((start, words))
-    extra = [t for s, t in sorted(entries, key=lambda e: e[0]) if s <= frame][-1:]
+        out.append((start, value))
+    return sorted(out, key=lambda e: e[0])
+
+
+def prompt_for_frame(
+    base: str, added: str, keyframe_prompts: dict, frame: int, fps: float, frame_seconds: list[float] | None = None
+) -> str:
+    """The prompt of one keyframe: base, the extra text of the last keyframe-prompt entry at or before the frame,
+    then the added text (all joined by commas). Time keys as :func:`_entry_starts` reads them."""
+    entries = _entry_starts(keyframe_prompts, fps, frame_seconds, "keyframe_prompts")
+    extra = [t for s, t in entries if s <= frame][-1:]
     return ", ".join(p for p in (base, *extra, added) if p)
+
+
+def style_image_for_frame(cfg: RunConfig, frame: int, fps: float, frame_seconds: list[float] | None = None) -> str:
+    """The style image of one keyframe: the last ``style_images`` entry at or before the frame, else
+    ``style_image``, else the first entry's image (time keys as :func:`_entry_starts` reads them)."""
+    entries = _entry_starts(cfg.style_images, fps, frame_seconds, "style_images")
+    before = [path for s, path in entries if s <= frame]
+    if before:
+        return before[-1]
+    return cfg.style_image if cfg.style_image is not None else entries[0][1]

@@ -153,6 +153,10 @@ def pipeline_signature(cfg: RunConfig) -> tuple:
         cfg.allow_pickle,
         cfg.seed if stack is not None and stack.seeded else None,
         (cfg.vae, _file_identity(cfg.vae)) if cfg.vae else None,
+        # the IP-Adapter without its scale, which each call sets
+        (cfg.ip_adapter_source, _file_identity(cfg.ip_adapter_source), cfg.ip_adapter_image_encoder)
+        if cfg.ip_adapter
+        else None,
     )
 
 
@@ -170,6 +174,8 @@ def load_run_pipeline(cfg: RunConfig):
         allow_pickle=cfg.allow_pickle,
         seed=cfg.seed,
         vae=cfg.vae,
+        ip_adapter=cfg.ip_adapter_source,
+        ip_adapter_image_encoder=cfg.ip_adapter_image_encoder,
     )
 
 
@@ -188,12 +194,14 @@ def _foreground_masks(cfg: RunConfig, batch: list[int], size: tuple[int, int]) -
 
 @dataclass
 class _BatchModels:
-    """What the batches load on first need (only when a batch is not already finished): pipeline, annotators."""
+    """What the batches load on first need (only when a batch is not already finished): pipeline, annotators, the
+    style images' embeddings (IP-Adapter: each image encoded once a run)."""
 
     cfg: RunConfig
     pipe: object | None = None
     load: Callable | None = None
     annotators: dict | None = None
+    styles: object | None = None  # ip_adapter.StyleEmbeddings
 
     def get(self):
         if self.pipe is None:
@@ -208,11 +216,25 @@ class _BatchModels:
             )
         return self.pipe, self.annotators
 
+    def style_embeds(self, plan: RunPlan, batch: list[int]):
+        """[N, D] style image embeddings of the batch's keyframes, or None without an IP-Adapter."""
+        if self.cfg.ip_adapter is None:
+            return None
+        if self.styles is None:
+            from .ip_adapter import StyleEmbeddings
+
+            self.styles = StyleEmbeddings(self.get()[0].ip_adapter, self.cfg)
+        return self.styles.for_frames(batch, float(plan.info.fps), plan.frame_seconds)
+
 
 def read_and_plan(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> RunPlan:
     """Stages 1-2: one decoding pass keeping only Alg. 1's distances (exact rate, timestamps, audio; bad input fails
     before OUTDIR is touched), the keyframes (Alg. 1) and batches (§3.5), and the output folder."""
     t0 = time.perf_counter()
+    if cfg.ip_adapter is not None:  # a missing style image fails now, before the video is read
+        from .ip_adapter import check_style_files
+
+        check_style_files(cfg)
     info, distances = scan_distances(cfg.input, short_side=cfg.resolution, max_frames=cfg.max_frames, progress=progress)
     t1 = time.perf_counter()
     keys = select_keyframes(distances, cfg.s_min, cfg.s_max)
@@ -299,6 +321,8 @@ def _translate_batch(plan: RunPlan, b: int, frames: np.ndarray, models: _BatchMo
             background_smoothing=cfg.background_smoothing,
             shared_step_noise=cfg.shared_step_noise,
             clip_skip=cfg.clip_skip,
+            style_embeds=models.style_embeds(plan, batch),
+            ip_adapter_scale=cfg.ip_adapter_scale,
             show_progress=progress,
             should_stop=stop,
         )

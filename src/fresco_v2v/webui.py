@@ -65,9 +65,20 @@ FORM_FIELDS = (
     "resolution",
     "max_frames",
     "output",
+    "ip_adapter",
+    "style_image",
 )
 #: The form fields in its folded sections (sent as None until a section is opened).
-FOLDED = ("keyframe_prompts", "negative_prompt", "added_prompt", "loras", "controlnet", "more_options")
+FOLDED = (
+    "keyframe_prompts",
+    "negative_prompt",
+    "added_prompt",
+    "loras",
+    "controlnet",
+    "more_options",
+    "ip_adapter",
+    "style_image",
+)
 _DEFAULTS = RunConfig(input="", prompt="")
 #: The propagate tab's default short side: the keyframes' own.
 KEYS_SIZE = "the keyframes' own"
@@ -92,6 +103,8 @@ class FormValues:
     resolution: int | float = _DEFAULTS.resolution
     max_frames: int | float = 0  # 0: every frame
     more_options: str = ""  # YAML mapping of other RunConfig fields
+    ip_adapter: str = ""  # "ID|PATH[:SCALE]"; "": none
+    style_image: str | None = None  # the uploaded style image's path
 
 
 def _whole(name: str, value) -> int:
@@ -165,7 +178,17 @@ def form_config(form: FormValues, output: str | Path) -> RunConfig:
     """The RunConfig of a filled form, validated (a ConfigError names the field, as on the command line)."""
     if not form.video:
         raise InputError("no video: upload a video first")
-    for name in ("prompt", "model", "negative_prompt", "added_prompt", "loras", "controlnet", "keyframe_prompts"):
+    texts = (
+        "prompt",
+        "model",
+        "negative_prompt",
+        "added_prompt",
+        "loras",
+        "controlnet",
+        "keyframe_prompts",
+        "ip_adapter",
+    )
+    for name in texts:
         if not isinstance(getattr(form, name), str):
             raise ConfigError(name, "a text", getattr(form, name))
     for name in ("strength", "guidance_scale"):
@@ -192,6 +215,8 @@ def form_config(form: FormValues, output: str | Path) -> RunConfig:
         resolution=_whole("resolution", form.resolution),
         max_frames=max_frames,
         output=str(output),
+        ip_adapter=form.ip_adapter.strip() or None,
+        style_image=str(form.style_image) if form.style_image else None,
     )
     return RunConfig.from_dict(data).validate()
 
@@ -333,6 +358,7 @@ class WebSession:
                     _save(folder.mkdir, folder, parents=True)
                     _save(shutil.copyfile, folder, upload, kept)
                     cfg = RunConfig.from_dict(cfg.to_dict() | {"input": str(kept)}).validate()
+                cfg = _keep_style_image(cfg, folder)
                 # The model is loaded by translate_video once the video has been read: bad input fails first.
                 result = translate_video(cfg, progress=progress, load_pipeline=self.pipeline, should_stop=stop.is_set)
             except BaseException:
@@ -432,6 +458,18 @@ class WebSession:
             shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping
             raise
         return r
+
+
+def _keep_style_image(cfg: RunConfig, folder: Path) -> RunConfig:
+    """The uploaded style image copied into the run's folder (``style.EXT``), as the input is: the run and its
+    ``--config`` resume do not depend on gradio's temporary cache."""
+    upload = Path(cfg.style_image) if cfg.style_image else None
+    if upload is None or not upload.is_file():
+        return cfg  # a missing file is reported by the run, naming it
+    kept = folder / f"style{upload.suffix.lower() or '.png'}"
+    _save(folder.mkdir, folder, parents=True, exist_ok=True)
+    _save(shutil.copyfile, folder, upload, kept)
+    return RunConfig.from_dict(cfg.to_dict() | {"style_image": str(kept)}).validate()
 
 
 def _save(write, folder: Path, *args, **kwargs):

@@ -6,9 +6,9 @@ other than 127.0.0.1).
   page shows them (``SHOWN_ROOT/ID/...``). :class:`VisitorFiles` serves a file under ``SHOWN_ROOT`` only to the cookie
   whose id it is, and no file under the output root at all: a second visitor who has the first one's link gets 403.
   The id is not the cookie, so a link shows nothing that lets anyone act as its owner.
-- **Model paths.** :func:`confine_paths` lets the model, VAE, LoRA, ControlNet, annotator, mask and flow fields name
-  hub ids or files under the server's ``--models-root`` only; anything else is refused with one message whether it
-  exists or not.
+- **Model paths.** :func:`confine_paths` lets the model, VAE, LoRA, ControlNet, IP-Adapter and its image encoder,
+  annotator, mask, per-keyframe style image and flow fields name hub ids or files under the server's
+  ``--models-root`` only; anything else is refused with one message whether it exists or not.
 - **Texts.** :func:`public_text` cuts absolute server paths out of what reaches the page (messages, the report).
 
 Pure functions and one ASGI middleware; gradio is not imported here.
@@ -34,6 +34,8 @@ COOKIE = "fresco_visitor"
 _COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{43}")
 #: A hub repository id, owner/name (huggingface_hub's rules, without "." and ".." as a part).
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+#: A hub repository id with a path in the repository (an IP-Adapter's file or image encoder's subfolder).
+_HUB_PATH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*")
 
 
 def new_cookie() -> str:
@@ -166,7 +168,7 @@ def show_files(files: list[Path], shown_root: Path, visitor: str, run: str) -> l
 # ------------------------------------------------------------------------------------------------ model paths
 
 
-def _confined(value: str, field: str, models_root: Path | None, *, hub: bool = True) -> str:
+def _confined(value: str, field: str, models_root: Path | None, *, hub: bool = True, hub_path: bool = False) -> str:
     """``value`` as a visitor may give it: a hub id (unchanged) or a path under ``models_root`` (made absolute).
 
     Everything else is refused with the same message whether the path exists or not.
@@ -177,7 +179,8 @@ def _confined(value: str, field: str, models_root: Path | None, *, hub: bool = T
         if _inside(candidate, models_root) and candidate.exists():
             return os.path.realpath(candidate)
     # A hub id that is also a path from the server's working folder would be loaded from there by diffusers.
-    if hub and _HUB_ID.fullmatch(text) and ".." not in text and not os.path.lexists(text):
+    hub_form = _HUB_PATH if hub_path else _HUB_ID
+    if hub and hub_form.fullmatch(text) and ".." not in text.split("/") and not os.path.lexists(text):
         return text
     local = "a file or folder under the server's models folder" if models_root else None
     if hub:
@@ -225,8 +228,27 @@ def confine_paths(cfg: RunConfig, models_root: Path | None) -> RunConfig:
     if cfg.foreground_masks is not None:
         d["foreground_masks"] = _confined(cfg.foreground_masks, "foreground_masks", models_root, hub=False)
     d["flow"] = _confined_flow(cfg.flow, "flow", models_root)
+    if cfg.ip_adapter is not None:
+        d["ip_adapter"] = _confined_ip_adapter(cfg.ip_adapter, models_root)
+    if cfg.ip_adapter_image_encoder is not None:
+        encoder = cfg.ip_adapter_image_encoder
+        d["ip_adapter_image_encoder"] = _confined(encoder, "ip_adapter_image_encoder", models_root, hub_path=True)
+    # style_image is the page's upload; per-keyframe style images (More options) are server files
+    d["style_images"] = {
+        k: _confined(p, f"style_images.{k}", models_root, hub=False) for k, p in d["style_images"].items()
+    }
     d["propagation_options"] = confine_propagation_options(cfg.propagation_options, models_root)
     return RunConfig.from_dict(d).validate()
+
+
+def _confined_ip_adapter(text: str, models_root: Path | None) -> str:
+    """An IP-Adapter 'ID|PATH[:SCALE]' as :func:`confine_paths` takes it: 'tiny', a hub id (with a path in the
+    repo) or a path under the models root, its scale kept."""
+    from .run_config import ip_adapter_spec
+
+    source, scale = ip_adapter_spec(text)
+    confined = source if source == "tiny" else _confined(source, "ip_adapter", models_root, hub_path=True)
+    return confined if scale is None else f"{confined}:{scale}"
 
 
 def confine_propagation_options(options: dict, models_root: Path | None, name: str = "propagation_options") -> dict:

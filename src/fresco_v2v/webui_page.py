@@ -16,7 +16,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
-from .config import DEFAULT_ADDED_PROMPT, DEFAULT_MODEL, DEFAULT_NEGATIVE_PROMPT
+from .config import DEFAULT_ADDED_PROMPT, DEFAULT_IP_ADAPTER_SCALE, DEFAULT_MODEL, DEFAULT_NEGATIVE_PROMPT
 from .errors import Cancelled, ConfigError, FrescoError
 from .webui import _DEFAULTS, FOLDED, KEYS_SIZE, RESOLUTIONS, FormValues, WebSession
 from .webui_access import VisitorFiles
@@ -32,6 +32,13 @@ MODEL_HELP = (
     "diffusers folder, a civitai-style SD1.x or SDXL .safetensors file, or 'toy' (the bundled 128x128 toy-world "
     "model) / 'tiny', 'tiny-xl' (random weights, noise-like output, for testing). SDXL in float16: put "
     "vae: madebyollin/sdxl-vae-fp16-fix in More options."
+)
+
+
+IP_ADAPTER_HELP = (
+    "ID|PATH[:SCALE]: h94/IP-Adapter (its SD1.5 adapter; a file in a hub repo), a .safetensors file or folder, or "
+    f"'tiny' (random, for testing). The style image below guides every keyframe; scale default "
+    f"{DEFAULT_IP_ADAPTER_SCALE}."
 )
 
 
@@ -129,8 +136,15 @@ def _translate_tab(session: WebSession) -> None:
                         "# flow: gmflow            # the paper's flow (checkpoint in ./models/)\n"
                         "# fresco:\n#   optimization:\n#     iterations: 10\n"
                         "# propagation_options:\n#   flow: dis-fine\n"
+                        "# ip_adapter_image_encoder: h94/IP-Adapter/models/image_encoder\n"
+                        "# style_images: {0: a.png, 4.5s: b.png}   # per keyframe, with the IP-Adapter above\n"
                     ),
                 )
+            with gr.Accordion("Style image (IP-Adapter)", open=False):
+                ip_adapter = gr.Textbox(label="IP-Adapter", placeholder="h94/IP-Adapter:0.5", info=IP_ADAPTER_HELP)
+                style_image = gr.Image(
+                    label="Style image", type="filepath", image_mode=None, sources=["upload"], height=200
+                )  # image_mode None: the uploaded file as it is, not re-encoded
         with gr.Column():
             result = gr.Video(label="Result")
             gallery = gr.Gallery(label="Translated keyframes", columns=4, height="auto")
@@ -153,6 +167,8 @@ def _translate_tab(session: WebSession) -> None:
         "loras": loras,
         "controlnet": controlnet,
         "more_options": more,
+        "ip_adapter": ip_adapter,
+        "style_image": style_image,
     }
 
     def on_run(values: dict, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
