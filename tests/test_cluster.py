@@ -114,10 +114,14 @@ def test_manifest_yaml_and_csv(tmp_path):
         "- {input: /abs/car.mp4, prompt: a car, output: 'my car!'}\n"
         "- {input: x.mp4, prompt: a cat, stength: 0.5}\n"
         "- just a string\n"
+        "- {input: y.mp4, prompt: a fox, ip_adapter: tiny, style_image: s.png,\n"
+        "   style_images: {4: /abs/t.png, 8: u.png}}\n"
     )
     entries = read_manifest(yml, tmp_path / "out", {"steps": 10})
-    assert [e.name for e in entries] == ["dog", "dog-2", "my-car", "x", "entry-5"]
-    a, b, c, bad, junk = entries
+    assert [e.name for e in entries] == ["dog", "dog-2", "my-car", "x", "entry-5", "y"]
+    a, b, c, bad, junk, styled = entries
+    assert styled.config.style_image == str(tmp_path / "clips" / "s.png"), styled.error  # beside the manifest
+    assert styled.config.style_images == {4: "/abs/t.png", 8: str(tmp_path / "clips" / "u.png")}
     assert a.config.input == str(tmp_path / "clips" / "dog.mp4") and a.config.output == str(tmp_path / "out" / "dog")
     assert a.config.steps == 10 and b.config.strength == 0.5 and c.config.input == "/abs/car.mp4"
     assert bad.config is None and "entry 4 (x)" in bad.error and "did you mean 'strength'" in bad.error

@@ -173,6 +173,13 @@ def test_freeu_factors_reach_the_unet():
     assert not all(np.array_equal(a, b) for a, b in zip(translate(pipe), translate(plain)))  # FreeU acts
 
 
+def test_freeu_true_on_sdxl_asks_for_its_factors():
+    with pytest.raises(ConfigError, match="freeu: expected four factors .* for an SDXL model"):
+        load_pipeline("tiny-xl", ["tiny-xl"], device="cpu", freeu=True)  # SD1.x's factors do not fit SDXL
+    xl = load_pipeline("tiny-xl", ["tiny-xl"], device="cpu", freeu=(1.1, 1.2, 0.6, 0.4))
+    assert getattr(xl.unet.up_blocks[0], "b1", None) == 1.1
+
+
 def test_production_code_never_imports_the_test_helpers():
     """Named stacks register themselves (fresco_v2v.stacks); `testing` is for tests and benchmarks only."""
     import subprocess

@@ -2,8 +2,9 @@
 
 YAML (a list of mappings) or CSV with a header row. Each entry has ``input`` and ``prompt`` and may set any other
 field of a ``--config`` file; ``output`` is a folder name under OUTROOT (default: the input's stem), made unique
-with ``-2``, ``-3``... A relative ``input`` is read from the manifest's folder. CSV cells are read as YAML scalars
-(``true``, ``0.5``, ``[1.2, 1.4, 0.9, 0.2]``), and an empty cell leaves the field at its default.
+with ``-2``, ``-3``... A relative ``input`` (or style image, or mask folder) is read from the manifest's folder.
+CSV cells are read as YAML scalars (``true``, ``0.5``, ``[1.2, 1.4, 0.9, 0.2]``), and an empty cell leaves the field
+at its default.
 
 An entry that does not validate is kept with its error, so that it is reported while the other videos run.
 """
@@ -54,6 +55,22 @@ def _rows(path: Path) -> list:
     return data
 
 
+#: The manifest's fields that name files or folders: relative ones are read from the manifest's folder.
+PATH_FIELDS = ("input", "style_image", "foreground_masks")
+
+
+def _beside(folder: Path, row: dict) -> dict:
+    """``row`` with its relative paths (``PATH_FIELDS``, and the images of ``style_images``) under ``folder``."""
+
+    def under(v):
+        return str(folder / v) if isinstance(v, str) and v and not Path(v).is_absolute() else v
+
+    row = {k: under(v) if k in PATH_FIELDS else v for k, v in row.items()}
+    if isinstance(row.get("style_images"), dict):
+        row["style_images"] = {k: under(v) for k, v in row["style_images"].items()}
+    return row
+
+
 def _folder_name(text: str) -> str:
     """An output name as one safe folder name (no separators, no leading dot)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.")
@@ -77,9 +94,7 @@ def read_manifest(path: str | Path, outroot: str | Path, defaults: dict | None =
             k += 1
             unique = f"{name}-{k}"
         taken.add(unique)
-        data = dict(base) | {k: v for k, v in row.items() if k != "output"}
-        if isinstance(data.get("input"), str) and data["input"] and not Path(data["input"]).is_absolute():
-            data["input"] = str(path.parent / data["input"])
+        data = dict(base) | _beside(path.parent, {k: v for k, v in row.items() if k != "output"})
         data["output"] = str(outroot / unique)
         try:
             cfg = RunConfig.from_dict(data).validate()
