@@ -452,9 +452,7 @@ def load_pipeline(
         _load_loras(pipe, loras, allow_pickle)
     if freeu is True:
         if getattr(pipe.unet.config, "addition_embed_type", None) == "text_time":  # SDXL's decoder, not SD1.x's
-            raise ConfigError(
-                "freeu", "four factors [b1, b2, s1, s2] for an SDXL model (true means SD1.x's)", "true"
-            )
+            raise ConfigError("freeu", "four factors [b1, b2, s1, s2] for an SDXL model (true means SD1.x's)", "true")
         pipe.enable_freeu(**FREEU_SD15)
     elif freeu:
         pipe.enable_freeu(**dict(zip(("b1", "b2", "s1", "s2"), map(float, freeu))))
