@@ -52,7 +52,7 @@ def ray_throughput(frames: int, steps: int) -> None:
         d = Path(tmp)
         lines = []
         for i in range(4):
-            clip = moving_square_clip(frames, 128, 160, 32, (8 + 4 * i, 20), (3, 1))
+            clip = moving_square_clip(frames, 128, 160, 32, (8 + 4 * i, 20), (min(3, 96 // frames), 1))  # in frame
             write_test_video(d / f"v{i}.mp4", clip, Fraction(25))
             lines.append(f"- {{input: v{i}.mp4, prompt: a painting}}")
         (d / "m.yaml").write_text("\n".join(lines) + "\n")
