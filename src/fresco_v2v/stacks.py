@@ -119,7 +119,7 @@ def make_tiny_pipeline(seed: int = 0, num_controlnets: int = 1):
         norm_num_groups=8,
     )
     vae = _tiny_vae()
-    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer))
+    text_encoder = CLIPTextModel(tiny_clip_config(tokenizer))
     return assemble_pipeline(unet, vae, text_encoder, tokenizer, num_controlnets, (8, 8, 8, 8))
 
 
@@ -185,7 +185,8 @@ SDXL_DOWN_BLOCKS = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D
 SDXL_UP_BLOCKS = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
 
 
-def _tiny_clip_config(tokenizer, width: int = 32, **extra):
+def tiny_clip_config(tokenizer, width: int = 32, **extra):
+    """A two-layer CLIP text encoder's config of ``width`` over ``tokenizer`` (the tiny, tiny-xl and toy stacks)."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -240,8 +241,8 @@ def make_tiny_xl_pipeline(seed: int = 0, num_controlnets: int = 1):
         norm_num_groups=8,
     )
     vae = _tiny_vae()
-    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer))
-    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer_2, 48, projection_dim=pooled_dim))
+    text_encoder = CLIPTextModel(tiny_clip_config(tokenizer))
+    text_encoder_2 = CLIPTextModelWithProjection(tiny_clip_config(tokenizer_2, 48, projection_dim=pooled_dim))
     controlnets = _controlnets_of(unet, num_controlnets, (8, 8, 8, 8))
     for m in (unet, vae, text_encoder, text_encoder_2, *controlnets):
         m.eval()

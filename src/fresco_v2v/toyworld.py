@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .errors import ModelNotFound
-from .stacks import SD15_DOWN_BLOCKS, SD15_UP_BLOCKS, register_stack
+from .stacks import SD15_DOWN_BLOCKS, SD15_UP_BLOCKS, register_stack, tiny_clip_config
 
 logger = logging.getLogger(__name__)
 
@@ -102,20 +102,6 @@ VAE_CONFIG = dict(
 )
 
 
-def text_encoder_config(tokenizer) -> dict:
-    return dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
 def make_toy_tokenizer():
     from .stacks import make_tiny_tokenizer
 
@@ -125,13 +111,13 @@ def make_toy_tokenizer():
 def build_toy_models(seed: int = 0):
     """(unet, vae, text_encoder, tokenizer) with fresh weights from ``seed`` (the start of training)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     tokenizer = make_toy_tokenizer()
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**UNET_CONFIG)
     vae = AutoencoderKL(**VAE_CONFIG)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config(tokenizer)))
+    text_encoder = CLIPTextModel(tiny_clip_config(tokenizer, width=64))
     return unet, vae, text_encoder, tokenizer
 
 
