@@ -56,3 +56,17 @@ def test_a_chunk_cannot_be_made_before_its_keys(tmp_path, monkeypatch):
             propagate_chunk(plan, len(output_chunks(plan)) - 1)
         with pytest.raises(InputError, match="not made yet"):
             assemble_chunks(plan)
+
+
+def test_propagation_tasks_do_not_import_diffusers():
+    """A chunk task's process (a Ray CPU task on a cluster) imports the assembly stage only: no diffusers or
+    transformers (seconds of start-up per process, measured in benchmarks/cluster_ray.log)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fresco_v2v.assembly, fresco_v2v.cluster.run\n"
+        "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -49,6 +49,38 @@ def test_checkpoint_round_trip(random_toy_checkpoint):
     assert all(float(p.detach().abs().sum()) == 0 for p in pipe.controlnet.controlnet_down_blocks.parameters())
 
 
+def test_checkpoint_with_a_trained_controlnet_round_trips(tmp_path):
+    """A checkpoint with a (trained) canny ControlNet: it is loaded strictly, for each of several ControlNets."""
+    unet, vae, text_encoder, _ = tw.build_toy_models(seed=4)
+    controlnet = tw.make_toy_controlnet(unet)
+    with torch.no_grad():  # as after training: output convolutions no longer zero
+        for p in controlnet.controlnet_down_blocks.parameters():
+            p.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    path = tw.save_toy_checkpoint(tmp_path / "cn.safetensors", unet, vae, text_encoder, {}, controlnet=controlnet)
+    ref = controlnet.state_dict()
+    for n in (1, 2):
+        pipe = tw.load_toy_pipeline(f"toy:{path}", num_controlnets=n)
+        nets = pipe.controlnet.nets if n > 1 else [pipe.controlnet]
+        assert len(nets) == n and not nets[0].training
+        for net in nets:
+            for k, v in net.state_dict().items():
+                torch.testing.assert_close(v, ref[k].half().float(), rtol=0, atol=0)
+        if n == 2:
+            assert nets[0] is not nets[1]  # copies: hooks on one do not reach the other
+    # a ControlNet of another UNet does not load silently
+    other = tw.make_toy_controlnet(tw.build_toy_models(seed=4)[0])
+    bad = tw.save_toy_checkpoint(tmp_path / "bad.safetensors", unet, vae, text_encoder, {}, controlnet=other)
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(bad), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    tensors.pop(next(k for k in tensors if k.startswith("controlnet.")))
+    save_file(tensors, str(bad), metadata=meta)
+    with pytest.raises(ModelNotFound, match="controlnet weights do not match"):
+        tw.load_toy_pipeline(f"toy:{bad}")
+
+
 def test_toy_spec_errors(tmp_path):
     with pytest.raises(ModelNotFound, match="train.py"):
         load_pipeline(f"toy:{tmp_path / 'missing.safetensors'}", ["toy"])

@@ -1,14 +1,17 @@
 """Train the toy world's latent diffusion stack on a CPU, from a fixed seed, and write one .safetensors checkpoint.
 
-    python benchmarks/toyworld/train.py [--out src/fresco_v2v/data/toyworld.safetensors] [--threads 2]
-                                        [--vae-steps N] [--unet-steps N] [--seed 0]
+    python benchmarks/toyworld/train.py [--out src/fresco_v2v/data/toyworld.safetensors] [--threads 2] [--seed 0]
+                                        [--vae-steps 400] [--unet-steps 2600] [--stage1 CHECKPOINT]
+                                        [--steps 3600] [--lr 5e-4] [--scenes 1296] [--pair 0.5] [--save-every 1200]
 
 Data (see ``fresco_v2v.toyworld``): the first 80% of the frames of dog.mp4 and music.mp4 (../shared/data/videos) at
 128x128, each frame as is plus two recoloured, randomly mirrored variants (channel order, hue, saturation,
 brightness), each as "a photo" (the image), "a painting" (cv2.stylization) and "a pencil drawing"
-(cv2.pencilSketch). boxer-punching-towards-camera.mp4 and car-turn.mp4 are never seen.
+(cv2.pencilSketch). Stage 2 adds frames of generated shape scenes (``fresco_v2v.synthetic.shape_scene_clip``:
+shapes of flat, gradient or textured fill moving over backgrounds; never the demo's scene).
+boxer-punching-towards-camera.mp4 and car-turn.mp4 are never seen.
 
-Stages, each from the same seed:
+Stage 1, the first checkpoint's recipe (``--stage1 CHECKPOINT`` reads its result from a file instead):
 1. VAE (AutoencoderKL, latent factor 4): L1 reconstruction + a small KL term on random 64x64 crops.
 2. Latents of every training image (posterior mean x SD's convention of a scaling factor = 1 / latent std).
 3. UNet (SD1.5 block types, epsilon prediction, SD1.5's DDPM schedule) on random 16x16 crops of the 32x32
@@ -16,10 +19,16 @@ Stages, each from the same seed:
    batches of 16, 3/4 of the timesteps drawn below t = 700 (SDEdit at strength <= 0.7 never goes higher),
    captions dropped 10% of the time for classifier-free guidance. The small CLIP text encoder is trained with it
    (SD freezes a pretrained CLIP; a random one barely tells the four captions apart).
-4. Check: per-frame SDEdit (strength 0.6, "a painting") of held-out frames, PSNR to the true painting vs the
-   photo's PSNR to it. The same figures come from ``benchmarks/toyworld_eval.py``.
 
-The training log (losses every 50 steps, seconds per stage) is printed and stored in the checkpoint's metadata.
+Stage 2, what the earlier measurements pointed to (README here): a canny ControlNet (made from the UNet, trained
+with it and the text encoder) whose condition is the source photo's edges, on the data with the shape scenes, and
+a share ``--pair`` of the styled samples as translation pairs (SDEdit's job: the photo's latent noised, the styled
+latent as the answer; :func:`translation_batch`).
+
+Check: per-frame SDEdit (the toy world's strength and steps, "a painting", guidance 1, 2, 3) of held-out frames,
+PSNR to the true painting vs the photo's PSNR to it. The end-to-end figures come from
+``benchmarks/toyworld_eval.py``. The training log (losses every 50 steps, seconds per stage) is printed and stored
+in the checkpoint's metadata; the checkpoint is also written every ``--save-every`` stage-2 steps.
 """
 
 from __future__ import annotations
@@ -40,7 +49,9 @@ import torch
 import torch.nn.functional as F
 
 from fresco_v2v import toyworld as tw
-from fresco_v2v.testing import sd15_scheduler
+from fresco_v2v.control import canny_condition
+from fresco_v2v.stacks import sd15_scheduler
+from fresco_v2v.synthetic import TRAIN_SCENE_SEEDS, shape_scene_clip
 from fresco_v2v.video import read_video
 
 VIDEOS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "videos"
@@ -66,14 +77,25 @@ def augment_photo(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(img[:, ::-1] if rng.random() < 0.5 else img)
 
 
-def load_training_images(videos: Path, seed: int, variants: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def scene_photos(count: int, seed: int) -> list[np.ndarray]:
+    """``count`` frames of generated shape scenes (``fresco_v2v.synthetic.shape_scene_clip``): two frames 15 apart
+    of each scene, scene seeds from TRAIN_SCENE_SEEDS + 1000 * seed on (never the demo's)."""
+    out = []
+    for k in range((count + 1) // 2):
+        clip = shape_scene_clip(16, tw.TOY_SIZE, tw.TOY_SIZE, TRAIN_SCENE_SEEDS + 1000 * seed + k)
+        out.extend([clip[0], clip[-1]])
+    return out[:count]
+
+
+def load_training_images(videos: Path, seed: int, variants: int = 3, scenes: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """images [M, 128, 128, 3] uint8 and caption ids [M] (1 photo, 2 painting, 3 pencil).
 
-    Each training frame as is plus ``variants - 1`` recoloured variants (:func:`augment_photo`), each in the
-    three captions.
+    Each training frame as is plus ``variants - 1`` recoloured variants (:func:`augment_photo`), and ``scenes``
+    frames of generated shape scenes, each in the three captions: images are [photos; paintings; pencil drawings]
+    of the same photos.
     """
     rng = np.random.default_rng(seed)
-    photos = []
+    photos = scene_photos(scenes, seed) if scenes else []
     for name in tw.TRAIN_CLIPS:
         path = videos / f"{name}.mp4"
         if not path.is_file():
@@ -207,6 +229,103 @@ def sample_noisy_batch(latents, labels: torch.Tensor, alphas, gen: torch.Generat
     return NoisyBatch(idx, ys, xs, cap, t, eps, a.sqrt() * x0 + (1 - a).sqrt() * eps)
 
 
+def latent_crops(latents: torch.Tensor, index: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, crop: int):
+    """[B, C, crop, crop]: the crops of ``latents[index]`` at the origins (ys, xs) (any [N, C, H, W] tensor)."""
+    rows = (ys[:, None] + torch.arange(crop))[:, :, None]  # [B, crop, 1]
+    cols = (xs[:, None] + torch.arange(crop))[:, None, :]  # [B, 1, crop]
+    return latents[index[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+
+
+@dataclass
+class DiffusionData:
+    """What the diffusion stage samples from: images are [photos; paintings; pencil drawings] of the same photos."""
+
+    latents: torch.Tensor  # [M, 4, 32, 32] scaled latents of every training image
+    labels: torch.Tensor  # [M] caption id (1 photo, 2 painting, 3 pencil)
+    edges: torch.Tensor  # [P, 1, 128, 128] canny edges of each photo in [0, 1], as the pipeline computes them
+    caption_ids: torch.Tensor  # [4, 77] token ids of "", photo, painting, pencil
+
+
+def translation_batch(data: DiffusionData, alphas, gen: torch.Generator, batch: int, crop: int, pair: float):
+    """One batch of the diffusion stage: (x_t, t, caption, condition crops, eps target, loss weight).
+
+    Plain DDPM samples (:func:`sample_noisy_batch`), and for a fraction ``pair`` of the captioned styled samples a
+    *translation pair* instead: SDEdit's job. The photo's latent is noised, and the target is the noise that makes
+    the styled latent the denoised answer, eps' = (x_t - sqrt(a_t) z_styled) / sqrt(1 - a_t), weighted by
+    min(SNR, 5) / SNR (Min-SNR, Hang et al. 2023: that target grows with the SNR). The condition is always the
+    canny edges of the source photo, as the pipeline gives the ControlNet.
+    """
+    factor = 4  # VAE latent factor
+    n_photos = len(data.edges)
+    nb = sample_noisy_batch(data.latents, data.labels, alphas, gen, batch, crop)
+    photo = nb.index % n_photos
+    is_pair = (data.labels[nb.index] >= 2) & (nb.captions > 0) & (torch.rand(batch, generator=gen) < pair)
+    a = alphas[nb.t].view(-1, 1, 1, 1)
+    xt_pair = a.sqrt() * latent_crops(data.latents, photo, nb.ys, nb.xs, crop) + (1 - a).sqrt() * nb.eps
+    z_styled = latent_crops(data.latents, nb.index, nb.ys, nb.xs, crop)
+    eps_pair = (xt_pair - a.sqrt() * z_styled) / (1 - a).sqrt()
+    m = is_pair.view(-1, 1, 1, 1)
+    snr = alphas[nb.t] / (1 - alphas[nb.t])
+    weight = torch.where(is_pair, snr.clamp(max=5.0) / snr, torch.ones_like(snr))
+    cond = latent_crops(data.edges, photo, nb.ys * factor, nb.xs * factor, crop * factor).expand(-1, 3, -1, -1)
+    return torch.where(m, xt_pair, nb.xt), nb.t, nb.captions, cond, torch.where(m, eps_pair, nb.eps), weight
+
+
+def train_diffusion(
+    unet,
+    controlnet,
+    text_encoder,
+    data: DiffusionData,
+    steps: int,
+    gen: torch.Generator,
+    *,
+    pair: float,
+    batch: int = 16,
+    crop: int = 16,
+    lr: float = 1e-3,
+    on_save=None,
+    save_every: int = 0,
+):
+    """UNet, canny ControlNet and CLIP text encoder together (the random text encoder alone barely tells the
+    captions apart; the ControlNet gives the structure SDEdit's noised latent loses). ``on_save(step, curve)`` every
+    ``save_every`` steps: a usable checkpoint while a long run goes on."""
+    alphas = sd15_scheduler().alphas_cumprod
+    params = [*unet.parameters(), *controlnet.parameters(), *text_encoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    models = (unet, controlnet, text_encoder)
+    for m in models:
+        m.train()
+    curve, acc, t0 = [], [], time.perf_counter()
+    for step in range(steps):
+        xt, t, cap, cond, target, weight = translation_batch(data, alphas, gen, batch, crop, pair)
+        emb = text_encoder(data.caption_ids)[0][cap]  # [B, 77, C]
+        down, mid = controlnet(xt, t, encoder_hidden_states=emb, controlnet_cond=cond, return_dict=False)
+        pred = unet(
+            xt, t, encoder_hidden_states=emb, down_block_additional_residuals=down, mid_block_additional_residual=mid
+        ).sample
+        loss = ((pred - target).square().mean((1, 2, 3)) * weight).mean()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        acc.append(loss.item())
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            curve.append([step + 1, float(np.mean(acc))])
+            log(f"  diffusion step {step + 1:5d}/{steps}  loss {np.mean(acc):.4f}  {time.perf_counter() - t0:.0f} s")
+            acc = []
+        if on_save is not None and save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+            for m in models:
+                m.eval()
+            on_save(step + 1, curve)
+            for m in models:
+                m.train()
+    for m in models:
+        m.eval()
+    return curve
+
+
 def train_unet(
     unet, text_encoder, latents, labels, caption_ids, steps: int, gen: torch.Generator, batch: int = 16, crop: int = 16
 ):
@@ -240,6 +359,70 @@ def train_unet(
     return curve
 
 
+def check(pipe, photos: np.ndarray, truth: np.ndarray, seed: int, guidance: tuple[float, ...]) -> dict:
+    """Per-frame SDEdit ("a painting", the toy world's strength and steps) of held-out frames: PSNR to the truth."""
+    out = {"frames": len(photos), "psnr_photo_to_truth": tw.psnr(photos, truth)}
+    for g in guidance:
+        frames = tw.translate_per_frame(pipe, photos, seed=seed, guidance_scale=g)
+        out[f"psnr_translated_to_truth_guidance_{g:g}"] = tw.psnr(frames, truth)
+    return out
+
+
+def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
+    """The first checkpoint's recipe, unchanged (its weights reproduce bit for bit: README): the VAE, then the UNet
+    and text encoder on the real training frames only. Returns (unet, vae, text_encoder, tokenizer, record)."""
+    t0 = time.perf_counter()
+    images, labels = load_training_images(videos, args.seed)
+    seconds["stage1_data"] = time.perf_counter() - t0
+    log(f"stage 1 data: {len(images)} training images (frames + recoloured variants, x 3 captions)")
+    unet, vae, text_encoder, tokenizer = tw.build_toy_models(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    log(
+        f"parameters: unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, vae "
+        f"{sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M"
+    )
+    t0 = time.perf_counter()
+    vae_curve = train_vae(vae, images, args.vae_steps, gen)
+    seconds["vae"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    raw = encode_all(vae, images)
+    scaling = float(1.0 / raw.std())
+    vae.register_to_config(scaling_factor=scaling)
+    with torch.no_grad():
+        sample = to_unit(images[:: max(1, len(images) // 64)])
+        rec = vae.decode(vae.encode(sample).latent_dist.mean).sample
+        vae_psnr = tw.psnr(((sample + 1) * 127.5).round(), ((rec.clamp(-1, 1) + 1) * 127.5).round())
+    seconds["stage1_latents"] = time.perf_counter() - t0
+    log(f"scaling factor {scaling:.4f}, VAE reconstruction PSNR {vae_psnr:.2f} dB")
+    ids = caption_ids(tokenizer)
+    t0 = time.perf_counter()
+    unet_curve = train_unet(unet, text_encoder, raw * scaling, labels, ids, args.unet_steps, gen)
+    seconds["unet"] = time.perf_counter() - t0
+    record = dict(
+        images=len(images),
+        vae_steps=args.vae_steps,
+        unet_steps=args.unet_steps,
+        vae_scaling_factor=scaling,
+        vae_reconstruction_psnr=vae_psnr,
+        vae_loss=vae_curve,
+        unet_loss=unet_curve,
+    )
+    return unet, vae, text_encoder, tokenizer, record
+
+
+def caption_ids(tokenizer) -> torch.Tensor:
+    """[4, 77] token ids of the captions "", photo, painting, pencil (caption id = row)."""
+    captions = ["", tw.PHOTO, tw.PAINTING, tw.PENCIL]
+    return tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+
+
+def from_checkpoint(path: str) -> tuple:
+    """Stage 1's output read back from a toy checkpoint (its float16 weights): (unet, vae, te, tokenizer, record)."""
+    pipe = tw.load_toy_pipeline(f"toy:{path}")
+    record = {k: v for k, v in tw.read_toy_record(path).items() if k not in ("check", "seconds", "threads")}
+    return pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, record
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(tw.BUNDLED_CHECKPOINT))
@@ -248,6 +431,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vae-steps", type=int, default=400)
     ap.add_argument("--unet-steps", type=int, default=2600)
+    ap.add_argument(
+        "--stage1",
+        default=None,
+        metavar="CHECKPOINT",
+        help="skip stage 1 and start stage 2 from this toy checkpoint's UNet, VAE and text encoder",
+    )
+    ap.add_argument("--steps", type=int, default=3000, help="stage 2 steps")
+    ap.add_argument("--lr", type=float, default=5e-4, help="stage 2 peak learning rate")
+    ap.add_argument("--scenes", type=int, default=1296, help="stage 2: generated shape-scene frames")
+    ap.add_argument("--pair", type=float, default=0.5, help="stage 2: share of styled samples that are pairs")
+    ap.add_argument("--save-every", type=int, default=1000, help="write the checkpoint every N stage-2 steps")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -258,75 +452,75 @@ def main() -> None:
         f"machine: {platform.machine()} {os.cpu_count()} cores; device: cpu; dtype: float32; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; seed {args.seed}"
     )
-    t0 = time.perf_counter()
-    images, labels = load_training_images(videos, args.seed)
-    seconds["data"] = time.perf_counter() - t0
-    log(f"data: {len(images)} training images (frames + recoloured variants, x 3 captions) in {seconds['data']:.1f} s")
+    if args.stage1:
+        unet, vae, text_encoder, tokenizer, record = from_checkpoint(args.stage1)
+        log(f"stage 1: read from {args.stage1}")
+    else:
+        unet, vae, text_encoder, tokenizer, record = stage1(args, videos, seconds)
 
-    unet, vae, text_encoder, tokenizer = tw.build_toy_models(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    params = {k: sum(p.numel() for p in m.parameters()) for k, m in (("unet", unet), ("vae", vae))}
-    log(f"parameters: unet {params['unet'] / 1e6:.2f} M, vae {params['vae'] / 1e6:.2f} M")
-
+    # stage 2: the canny ControlNet, translation pairs and shape scenes, with the UNet and text encoder
     t0 = time.perf_counter()
-    vae_curve = train_vae(vae, images, args.vae_steps, gen)
-    seconds["vae"] = time.perf_counter() - t0
+    images, labels = load_training_images(videos, args.seed, scenes=args.scenes)
+    n_photos = len(images) // 3
+    edges = canny_condition(images[:n_photos])[:, :1].contiguous()  # [P, 1, 128, 128]
+    latents = encode_all(vae, images) * vae.config.scaling_factor
+    seconds["stage2_data"] = time.perf_counter() - t0
+    log(
+        f"stage 2 data: {len(images)} training images ({n_photos - args.scenes} frames with recoloured variants and "
+        f"{args.scenes} shape-scene frames, x 3 captions) and their latents in {seconds['stage2_data']:.1f} s"
+    )
+    torch.manual_seed(args.seed)
+    controlnet = tw.make_toy_controlnet(unet)
+    log(f"controlnet: {sum(p.numel() for p in controlnet.parameters()) / 1e6:.2f} M parameters")
+    data = DiffusionData(latents, torch.from_numpy(labels), edges, caption_ids(tokenizer))
+    record.update(
+        seed=args.seed,
+        threads=args.threads,
+        torch=torch.__version__,
+        train_clips=list(tw.TRAIN_CLIPS),
+        train_fraction=tw.TRAIN_FRACTION,
+        stage1_from=Path(args.stage1).name if args.stage1 else None,
+        stage2_images=len(images),
+        scene_frames=args.scenes,
+        stage2_steps=args.steps,
+        stage2_lr=args.lr,
+        pair_fraction=args.pair,
+    )
 
-    t0 = time.perf_counter()
-    raw = encode_all(vae, images)
-    scaling = float(1.0 / raw.std())
-    vae.register_to_config(scaling_factor=scaling)
-    latents = raw * scaling
-    with torch.no_grad():
-        sample = to_unit(images[:: max(1, len(images) // 64)])
-        rec = vae.decode(vae.encode(sample).latent_dist.mean).sample
-        vae_psnr = tw.psnr(((sample + 1) * 127.5).round(), ((rec.clamp(-1, 1) + 1) * 127.5).round())
-    seconds["latents"] = time.perf_counter() - t0
-    log(f"latents {tuple(latents.shape)}, scaling factor {scaling:.4f}, VAE reconstruction PSNR {vae_psnr:.2f} dB")
+    def save(step: int, curve: list) -> None:
+        partial = dict(record, stage2_steps_done=step, stage2_loss=curve, seconds=dict(seconds))
+        tw.save_toy_checkpoint(args.out, unet, vae, text_encoder, partial, controlnet=controlnet)
+        log(f"  wrote {args.out} after {step} stage-2 steps")
 
-    captions = ["", tw.PHOTO, tw.PAINTING, tw.PENCIL]
-    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    gen = torch.Generator().manual_seed(args.seed + 1)
     t0 = time.perf_counter()
-    unet_curve = train_unet(unet, text_encoder, latents, labels, ids, args.unet_steps, gen)
-    seconds["unet"] = time.perf_counter() - t0
+    curve = train_diffusion(
+        unet,
+        controlnet,
+        text_encoder,
+        data,
+        args.steps,
+        gen,
+        pair=args.pair,
+        lr=args.lr,
+        on_save=save,
+        save_every=args.save_every,
+    )
+    seconds["stage2"] = time.perf_counter() - t0
     seconds["train_total"] = sum(seconds.values())
     log(f"training took {seconds['train_total'] / 60:.1f} min ({ {k: round(v, 1) for k, v in seconds.items()} })")
+    record["stage2_loss"] = curve
 
     t0 = time.perf_counter()
-    pipe = tw.assemble_pipeline(unet, vae, text_encoder, tokenizer)
+    pipe = tw.assemble_pipeline(unet, vae, text_encoder, tokenizer, controlnet=controlnet)
     photos = held_out_frames(videos)
-    truth = tw.ground_truth(photos)
-    out = tw.translate_per_frame(pipe, photos, seed=args.seed)
-    check = {
-        "frames": len(photos),
-        "psnr_photo_to_truth": tw.psnr(photos, truth),
-        "psnr_translated_to_truth": tw.psnr(out, truth),
-    }
+    record["check"] = check(pipe, photos, tw.ground_truth(photos), args.seed, (1.0, 2.0, 3.0))
     seconds["check"] = time.perf_counter() - t0
-    log(
-        f"check on {len(photos)} held-out frames (per-frame SDEdit, strength {tw.TOY_STRENGTH}, '{tw.PAINTING}'): "
-        f"PSNR to the true painting {check['psnr_translated_to_truth']:.2f} dB vs the photo's "
-        f"{check['psnr_photo_to_truth']:.2f} dB"
-    )
-    record = {
-        "seed": args.seed,
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "train_clips": list(tw.TRAIN_CLIPS),
-        "train_fraction": tw.TRAIN_FRACTION,
-        "images": len(images),
-        "vae_steps": args.vae_steps,
-        "unet_steps": args.unet_steps,
-        "vae_scaling_factor": scaling,
-        "vae_reconstruction_psnr": vae_psnr,
-        "vae_loss": vae_curve,
-        "unet_loss": unet_curve,
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "check": check,
-    }
-    path = tw.save_toy_checkpoint(args.out, unet, vae, text_encoder, record)
+    log(f"check (per-frame SDEdit, strength {tw.TOY_STRENGTH}, '{tw.PAINTING}'): {record['check']}")
+    record["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    path = tw.save_toy_checkpoint(args.out, unet, vae, text_encoder, record, controlnet=controlnet)
     log(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
-    log(json.dumps({k: v for k, v in record.items() if k not in ("vae_loss", "unet_loss")}))
+    log(json.dumps({k: v for k, v in record.items() if not k.endswith("_loss")}))
 
 
 if __name__ == "__main__":

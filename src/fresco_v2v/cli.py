@@ -22,7 +22,7 @@ from .keyframes import (
     scan_distances,
     select_keyframes,
 )
-from .video import DEFAULT_SHORT_SIDE, describe_rate, read_video
+from .video import DEFAULT_SHORT_SIDE, describe_rate
 
 
 def _cmd_keyframes(args: argparse.Namespace) -> int:
@@ -327,82 +327,9 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from fractions import Fraction
-    from pathlib import Path
+    from .demo import run_demo
 
-    from .config import RunConfig
-    from .runner import rate_text, translate_video
-    from .synthetic import moving_square_clip, write_test_video
-    from .toyworld import (
-        BUNDLED_CHECKPOINT,
-        PAINTING,
-        TOY_GUIDANCE,
-        TOY_SIZE,
-        TOY_STEPS,
-        TOY_STRENGTH,
-        ground_truth,
-        psnr,
-    )
-
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    toy = BUNDLED_CHECKPOINT.is_file()
-    size = TOY_SIZE if toy else 192
-    clip = moving_square_clip(48, size, size + 64, size // 3, (size // 8, size // 4), (2, 1))
-    src = write_test_video(out / "input.mp4", clip, Fraction(30000, 1001))
-    print(f"fresco demo: generated {src} (48 frames, {size + 64}x{size}, 29.97 fps, with a tone as audio).")
-    if toy:
-        print(
-            "fresco demo: translating 'a photo' into 'a painting' with the toy-world model (trained here on 128x128 "
-            "frames; the true painting of every frame is known: cv2.stylization)."
-        )
-        cfg = RunConfig(
-            input=str(src),
-            prompt=PAINTING,
-            added_prompt="",  # the toy model knows only its three captions
-            negative_prompt="",
-            output=str(out / "result"),
-            model="toy",
-            resolution=size,
-            strength=TOY_STRENGTH,
-            guidance_scale=TOY_GUIDANCE,
-            steps=TOY_STEPS,
-            s_min=4,
-            s_max=8,
-            batch_size=6,
-        )
-    else:
-        print(
-            f"fresco demo: the toy-world checkpoint is missing ({BUNDLED_CHECKPOINT}); translating with the tiny "
-            "random model instead: the output is noise-like by design; it shows the whole pipeline running offline, "
-            "not image quality."
-        )
-        cfg = RunConfig(
-            input=str(src),
-            prompt="a painting of a dog",
-            output=str(out / "result"),
-            model="tiny",
-            resolution=size,
-            steps=6,
-            s_min=4,
-            s_max=8,
-            batch_size=4,
-        )
-    result = translate_video(cfg, overwrite=True, progress=not args.quiet)
-    r = result.report
-    print(
-        f"fresco demo: wrote {result.video} ({r['frames']} frames at {rate_text(r)}, audio {r['audio']}), "
-        f"keyframes in {result.output_dir / 'keyframes'}, report {result.output_dir / 'run.json'}"
-    )
-    if toy:
-        frames_in = read_video(src, short_side=size).frames
-        frames_out = read_video(result.video, short_side=None).frames
-        truth = ground_truth(frames_in)
-        print(
-            f"fresco demo: PSNR to the true painting: output {psnr(frames_out, truth):.2f} dB, input "
-            f"{psnr(frames_in, truth):.2f} dB (higher is closer). The toy model repaints in its own way and does not "
-            "yet land closer to the truth than the input; its measured limits are in benchmarks/toyworld/README.md."
-        )
+    run_demo(args.output, progress=not args.quiet)
     return 0
 
 

@@ -17,7 +17,7 @@ import torch
 from .disk import write_bytes_atomic
 from .errors import FrescoError, InputError
 from .flow import BidirectionalFlow
-from .pipeline import AnchorLatents
+from .pipeline_results import AnchorLatents
 
 logger = logging.getLogger(__name__)
 

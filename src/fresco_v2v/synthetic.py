@@ -134,3 +134,96 @@ def write_test_video(
                 out.mux(astream.encode(af))
             out.mux(astream.encode(None))
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shape scenes: what the toy world trains on besides real clips, and what `fresco demo` shows it.
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """[3] float32 in [0, 255]: a colour of random hue, fairly saturated and not too dark (a painter's flat colour)."""
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(90, 255), rng.uniform(90, 255)]]], np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _fill(height: int, width: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """[H, W, 3] float32: a flat colour, a linear gradient between two colours, or a tinted texture."""
+    a, b = _random_colour(rng), _random_colour(rng)
+    if kind == "flat":
+        return np.broadcast_to(a, (height, width, 3)).copy()
+    if kind == "gradient":
+        angle = rng.uniform(0, 2 * math.pi)
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        s = xx * math.cos(angle) + yy * math.sin(angle)
+        s = ((s - s.min()) / (np.ptp(s) + 1e-6))[..., None]
+        return a * (1 - s) + b * s
+    tex = textured_image(height, width, int(rng.integers(1 << 30))).astype(np.float32) / 255.0
+    contrast = rng.uniform(0.3, 0.8)
+    return a * (1 - contrast) + tex * contrast * b
+
+
+def _shape_mask(height: int, width: int, kind: str, centre: tuple[float, float], radius: float, angle: float):
+    """[H, W] float32 in [0, 1], anti-aliased: a disc, a rotated square or a rotated triangle."""
+    mask = np.zeros((height * 4, width * 4), np.uint8)  # drawn at 4x and shrunk: soft, sub-pixel edges
+    cx, cy, r = centre[0] * 4, centre[1] * 4, radius * 4
+    if kind == "disc":
+        cv2.circle(mask, (round(cx), round(cy)), round(r), 255, -1)
+    else:
+        corners = 4 if kind == "square" else 3
+        phi = angle + np.arange(corners) * 2 * math.pi / corners
+        pts = np.stack([cx + r * np.cos(phi), cy + r * np.sin(phi)], 1).round().astype(np.int32)
+        cv2.fillPoly(mask, [pts], 255)
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+SHAPES = ("disc", "square", "triangle")
+FILLS = ("flat", "gradient", "texture")
+
+
+def shape_scene_clip(num_frames: int, height: int, width: int, seed: int, objects: int | None = None) -> np.ndarray:
+    """[T, H, W, 3] uint8: one to three shapes (disc, square, triangle; flat, gradient or textured fill) moving and
+    turning over a background (gradient, texture or flat), all drawn from ``seed``.
+
+    The toy world trains on frames of such scenes (``benchmarks/toyworld/train.py``), and ``fresco demo`` translates
+    one (:func:`demo_clip`): objects with clear outlines that a model of its size can paint recognisably.
+    """
+    rng = np.random.default_rng(seed)
+    background = _fill(height, width, str(rng.choice(FILLS)), rng)
+    n = int(objects if objects is not None else rng.integers(1, 4))
+    short = min(height, width)
+    specs = []
+    for _ in range(n):
+        radius = rng.uniform(0.12, 0.3) * short
+        start, end = rng.uniform((radius, radius), (width - radius, height - radius), (2, 2))
+        specs.append(
+            dict(
+                kind=str(rng.choice(SHAPES)),
+                fill=_fill(height, width, str(rng.choice(FILLS)), rng),
+                start=start,
+                # towards a second point inside the frame, at most 2 px per frame: shapes stay in view
+                velocity=np.clip((end - start) / max(1, num_frames - 1), -2.0, 2.0),
+                radius=radius,
+                angle=rng.uniform(0, 2 * math.pi),
+                spin=rng.uniform(-0.05, 0.05),
+            )
+        )
+    frames = []
+    for t in range(num_frames):
+        img = background.copy()
+        for s in specs:
+            centre = (s["start"][0] + s["velocity"][0] * t, s["start"][1] + s["velocity"][1] * t)
+            m = _shape_mask(height, width, s["kind"], centre, s["radius"], s["angle"] + s["spin"] * t)[..., None]
+            img = img * (1 - m) + s["fill"] * m
+        frames.append(img.clip(0, 255).round().astype(np.uint8))
+    return np.stack(frames)
+
+
+#: The seed of `fresco demo`'s clip; the toy world's training scenes use seeds from TRAIN_SCENE_SEEDS on, so the
+#: demo's scene is never among them.
+DEMO_SEED = 4
+TRAIN_SCENE_SEEDS = 1000
+
+
+def demo_clip(num_frames: int = 48, height: int = 128, width: int = 192) -> np.ndarray:
+    """[T, H, W, 3] uint8: `fresco demo`'s input, two shapes moving over a background (:func:`shape_scene_clip`)."""
+    return shape_scene_clip(num_frames, height, width, DEMO_SEED, objects=2)

@@ -9,8 +9,8 @@ fixed, deterministic OpenCV filters, so the ground-truth translation of every fr
 - "a pencil drawing": the colour output of ``cv2.pencilSketch``.
 
 The models are the classes of real SD1.5 (``UNet2DConditionModel`` with SD1.5's block types, so FRESCO's layers
-``up_blocks.2/.3`` exist; ``AutoencoderKL``; ``CLIPTextModel``; a ``ControlNetModel``), at a size that trains on a
-2-core CPU in under 45 minutes (``benchmarks/toyworld/train.py``). The checkpoint is one ``.safetensors`` file
+``up_blocks.2/.3`` exist; ``AutoencoderKL``; ``CLIPTextModel``; a canny ``ControlNetModel``), at a size that trains
+on a 2-core CPU within two hours (``benchmarks/toyworld/train.py``). The checkpoint is one ``.safetensors`` file
 holding every component's weights and, in its metadata, their configs; :func:`load_toy_pipeline` rebuilds a
 :class:`~fresco_v2v.pipeline.FrescoPipeline` from it, fully offline. ``--model toy`` uses the checkpoint shipped
 with the package; ``--model toy:PATH`` another one.
@@ -20,9 +20,10 @@ visible, unlike the random tiny model), and an installed package has no ``benchm
 
 Sizes (documented choices): 128x128 frames; a VAE with latent factor 4 (factor 8 leaves 16x16 latents at 128 px,
 too lossy to show a painting's inked edges), 4 latent channels like SD; the UNet at 32x32 latents with four
-resolution levels like SD1.5's. The ControlNet is made from the UNet with ControlNet's zero-initialised output
-convolutions and is *not trained*: it adds exactly nothing. It exists so the toy stack loads and runs like any
-SD1.5 + ControlNet model; the toy world is SDEdit without structural control.
+resolution levels like SD1.5's. The ControlNet is made from the UNet and trained on canny edges of the source
+photo (as the pipeline computes them): SDEdit's noised latent keeps the structure only to about 8-12 px
+(benchmarks/toyworld/README.md), and the edges give it back. Checkpoints made before it have no ControlNet
+weights; then the ControlNet is made from the UNet with zero output convolutions and adds nothing.
 """
 
 from __future__ import annotations
@@ -121,11 +122,34 @@ def build_toy_models(seed: int = 0):
     return unet, vae, text_encoder, tokenizer
 
 
-def assemble_pipeline(unet, vae, text_encoder, tokenizer, num_controlnets: int = 1):
-    """A FrescoPipeline around trained toy components, with untrained (zero-output) ControlNets from the UNet."""
+#: The ControlNet condition encoder's channels: two stride-2 convolutions, the VAE's latent factor 4.
+CONTROLNET_CONDITIONING_CHANNELS = (16, 32, 64)
+
+
+def make_toy_controlnet(unet):
+    """A ControlNet made from the toy UNet (zero-initialised outputs: it adds nothing until trained)."""
+    from diffusers import ControlNetModel
+
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROLNET_CONDITIONING_CHANNELS)
+
+
+def assemble_pipeline(unet, vae, text_encoder, tokenizer, num_controlnets: int = 1, controlnet=None):
+    """A FrescoPipeline around trained toy components.
+
+    ``controlnet``: the trained canny ControlNet, used for every one of ``num_controlnets`` (the toy world trained
+    only canny: another type's condition through it is a documented stand-in). None: untrained (zero-output)
+    ControlNets made from the UNet.
+    """
+    import copy
+
     from .stacks import assemble_pipeline as assemble
 
-    return assemble(unet, vae, text_encoder, tokenizer, num_controlnets, (16, 32, 64))  # 2 stride-2 convs: factor 4
+    pipe = assemble(unet, vae, text_encoder, tokenizer, num_controlnets, CONTROLNET_CONDITIONING_CHANNELS)
+    if controlnet is not None and num_controlnets:
+        controlnet.eval()
+        nets = [controlnet] + [copy.deepcopy(controlnet) for _ in range(num_controlnets - 1)]
+        pipe.register_modules(controlnet=nets[0] if num_controlnets == 1 else type(pipe.controlnet)(nets))
+    return pipe
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -138,13 +162,18 @@ def _public_config(config) -> dict:
     return {k: v for k, v in dict(config).items() if not k.startswith("_")}
 
 
-def save_toy_checkpoint(path: str | Path, unet, vae, text_encoder, record: dict, dtype=torch.float16) -> Path:
-    """Write unet/vae/text_encoder weights (``dtype``, half the bytes by default) to one .safetensors file."""
+def save_toy_checkpoint(
+    path: str | Path, unet, vae, text_encoder, record: dict, controlnet=None, dtype=torch.float16
+) -> Path:
+    """Write unet/vae/text_encoder (and a trained canny ``controlnet``) weights (``dtype``, half the bytes by
+    default) to one .safetensors file."""
     from safetensors.torch import save_file
 
     path = Path(path)
+    models = [("unet", unet), ("vae", vae), ("text_encoder", text_encoder)]
+    models += [("controlnet", controlnet)] if controlnet is not None else []
     tensors = {}
-    for name, model in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
+    for name, model in models:
         for k, v in model.state_dict().items():
             tensors[f"{name}.{k}"] = v.detach().to(dtype).contiguous()
     meta = {
@@ -154,6 +183,8 @@ def save_toy_checkpoint(path: str | Path, unet, vae, text_encoder, record: dict,
         "text_encoder_config": json.dumps(text_encoder.config.to_dict()),
         "record": json.dumps(record),
     }
+    if controlnet is not None:
+        meta["controlnet_config"] = json.dumps(_public_config(controlnet.config))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     save_file(tensors, str(tmp), metadata=meta)
@@ -175,14 +206,14 @@ def resolve_toy_path(spec: str) -> Path:
     if not path.is_file():
         raise ModelNotFound(
             f"toy checkpoint not found: {path}. Train one with `python benchmarks/toyworld/train.py --out {path}` "
-            "(about 30 minutes on a 2-core CPU), or pass --model toy:PATH to an existing one."
+            "(about two hours on a 2-core CPU), or pass --model toy:PATH to an existing one."
         )
     return path
 
 
 def load_toy_pipeline(spec: str = "toy", num_controlnets: int = 1):
     """A :class:`~fresco_v2v.pipeline.FrescoPipeline` from a toy checkpoint (float32, CPU; move it with ``.to``)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from safetensors import safe_open
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -196,14 +227,19 @@ def load_toy_pipeline(spec: str = "toy", num_controlnets: int = 1):
     unet = UNet2DConditionModel.from_config(_public_config(json.loads(meta["unet_config"])))
     vae = AutoencoderKL.from_config(_public_config(json.loads(meta["vae_config"])))
     text_encoder = CLIPTextModel(CLIPTextConfig(**json.loads(meta["text_encoder_config"])))
-    for name, model in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
+    models = [("unet", unet), ("vae", vae), ("text_encoder", text_encoder)]
+    controlnet = None
+    if "controlnet_config" in meta:  # a trained canny ControlNet (checkpoints before it have none)
+        controlnet = ControlNetModel.from_config(_public_config(json.loads(meta["controlnet_config"])))
+        models.append(("controlnet", controlnet))
+    for name, model in models:
         prefix = name + "."
         sd = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if missing or unexpected:
             raise ModelNotFound(f"{path}: {name} weights do not match its config (missing {missing[:3]}...)")
     logger.info("toy model loaded from %s", path)
-    return assemble_pipeline(unet, vae, text_encoder, tokenizer, num_controlnets)
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer, num_controlnets, controlnet)
 
 
 # ----------------------------------------------------------------------------------------------------------------
