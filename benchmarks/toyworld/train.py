@@ -1,7 +1,8 @@
 """Train the toy world's latent diffusion stack on a CPU, from a fixed seed, and write one .safetensors checkpoint.
 
     python benchmarks/toyworld/train.py [--out src/fresco_v2v/data/toyworld.safetensors] [--threads 2] [--seed 0]
-                                        [--vae-steps 400] [--unet-steps 2600] [--stage1 CHECKPOINT]
+                                        [--vae-steps 400] [--unet-steps 2600] [--stage1-scenes 1296]
+                                        [--stage1 CHECKPOINT]
                                         [--steps 3600] [--lr 5e-4] [--scenes 1296] [--pair 0.5] [--save-every 1200]
 
 Data (see ``fresco_v2v.toyworld``): the first 80% of the frames of dog.mp4 and music.mp4 (../shared/data/videos) at
@@ -11,7 +12,8 @@ brightness), each as "a photo" (the image), "a painting" (cv2.stylization) and "
 shapes of flat, gradient or textured fill moving over backgrounds; never the demo's scene).
 boxer-punching-towards-camera.mp4 and car-turn.mp4 are never seen.
 
-Stage 1, the first checkpoint's recipe (``--stage1 CHECKPOINT`` reads its result from a file instead):
+Stage 1, the first checkpoint's recipe on the real frames and ``--stage1-scenes`` shape-scene frames (0: that recipe
+exactly; ``--stage1 CHECKPOINT`` reads a stage 1 result from a file instead):
 1. VAE (AutoencoderKL, latent factor 4): L1 reconstruction + a small KL term on random 64x64 crops.
 2. Latents of every training image (posterior mean x SD's convention of a scaling factor = 1 / latent std).
 3. UNet (SD1.5 block types, epsilon prediction, SD1.5's DDPM schedule) on random 16x16 crops of the 32x32
@@ -369,12 +371,14 @@ def check(pipe, photos: np.ndarray, truth: np.ndarray, seed: int, guidance: tupl
 
 
 def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
-    """The first checkpoint's recipe, unchanged (its weights reproduce bit for bit: README): the VAE, then the UNet
-    and text encoder on the real training frames only. Returns (unet, vae, text_encoder, tokenizer, record)."""
+    """The VAE, then the UNet and text encoder, on the real training frames and ``--stage1-scenes`` shape-scene
+    frames (0: the first checkpoint's recipe, whose weights reproduce bit for bit: README).
+
+    Returns (unet, vae, text_encoder, tokenizer, record, (images, labels, scaled latents))."""
     t0 = time.perf_counter()
-    images, labels = load_training_images(videos, args.seed)
+    images, labels = load_training_images(videos, args.seed, scenes=args.stage1_scenes)
     seconds["stage1_data"] = time.perf_counter() - t0
-    log(f"stage 1 data: {len(images)} training images (frames + recoloured variants, x 3 captions)")
+    log(f"stage 1 data: {len(images)} training images ({args.stage1_scenes} shape-scene frames), x 3 captions")
     unet, vae, text_encoder, tokenizer = tw.build_toy_models(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     log(
@@ -406,8 +410,9 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
         vae_reconstruction_psnr=vae_psnr,
         vae_loss=vae_curve,
         unet_loss=unet_curve,
+        stage1_scenes=args.stage1_scenes,
     )
-    return unet, vae, text_encoder, tokenizer, record
+    return unet, vae, text_encoder, tokenizer, record, (images, labels, raw * scaling)
 
 
 def caption_ids(tokenizer) -> torch.Tensor:
@@ -437,11 +442,11 @@ def main() -> None:
         metavar="CHECKPOINT",
         help="skip stage 1 and start stage 2 from this toy checkpoint's UNet, VAE and text encoder",
     )
-    ap.add_argument("--steps", type=int, default=3000, help="stage 2 steps")
+    ap.add_argument("--steps", type=int, default=3600, help="stage 2 steps")
     ap.add_argument("--lr", type=float, default=5e-4, help="stage 2 peak learning rate")
     ap.add_argument("--scenes", type=int, default=1296, help="stage 2: generated shape-scene frames")
     ap.add_argument("--pair", type=float, default=0.5, help="stage 2: share of styled samples that are pairs")
-    ap.add_argument("--save-every", type=int, default=1000, help="write the checkpoint every N stage-2 steps")
+    ap.add_argument("--save-every", type=int, default=1200, help="write the checkpoint every N stage-2 steps")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -452,18 +457,22 @@ def main() -> None:
         f"machine: {platform.machine()} {os.cpu_count()} cores; device: cpu; dtype: float32; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; seed {args.seed}"
     )
+    stage1_data = None
     if args.stage1:
         unet, vae, text_encoder, tokenizer, record = from_checkpoint(args.stage1)
         log(f"stage 1: read from {args.stage1}")
     else:
-        unet, vae, text_encoder, tokenizer, record = stage1(args, videos, seconds)
+        unet, vae, text_encoder, tokenizer, record, stage1_data = stage1(args, videos, seconds)
 
     # stage 2: the canny ControlNet, translation pairs and shape scenes, with the UNet and text encoder
     t0 = time.perf_counter()
-    images, labels = load_training_images(videos, args.seed, scenes=args.scenes)
+    if stage1_data is not None and args.stage1_scenes == args.scenes:  # the same images: their latents are made
+        images, labels, latents = stage1_data
+    else:
+        images, labels = load_training_images(videos, args.seed, scenes=args.scenes)
+        latents = encode_all(vae, images) * vae.config.scaling_factor
     n_photos = len(images) // 3
     edges = canny_condition(images[:n_photos])[:, :1].contiguous()  # [P, 1, 128, 128]
-    latents = encode_all(vae, images) * vae.config.scaling_factor
     seconds["stage2_data"] = time.perf_counter() - t0
     log(
         f"stage 2 data: {len(images)} training images ({n_photos - args.scenes} frames with recoloured variants and "
