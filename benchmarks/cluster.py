@@ -31,6 +31,14 @@ def draw_chains(rng, videos: int, models: int, finish: float = 0.0) -> list[Chai
     return chains
 
 
+def busy_core_seconds() -> float:
+    """Core-seconds this machine has spent busy so far (user + system + nice, every process: /proc/stat)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.system + getattr(t, "nice", 0.0)
+
+
 def ray_throughput(frames: int, steps: int) -> None:
     import tempfile
     import time
@@ -61,9 +69,9 @@ def ray_throughput(frames: int, steps: int) -> None:
             out = d / f"out{workers}"
             ray.init(num_cpus=2, num_gpus=workers, include_dashboard=False, log_to_driver=False)
             try:
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), busy_core_seconds()
                 report = translate_many(read_manifest(d / "m.yaml", out, small), out, worker_threads=1, progress=False)
-                seconds[workers] = time.perf_counter() - t0
+                seconds[workers], cpu = time.perf_counter() - t0, busy_core_seconds() - cpu0
             finally:
                 ray.shutdown()
             stage = {k: sum(r["seconds"][k] for r in report) for k in ("plan", "translate", "propagate", "assemble")}
@@ -73,6 +81,10 @@ def ray_throughput(frames: int, steps: int) -> None:
             print(
                 f"{workers} worker(s): {seconds[workers]:.1f} s for 4 videos; mean busy share {busy:.2f}; task "
                 "seconds " + ", ".join(f"{k} {v:.1f}" for k, v in stage.items())
+            )
+            print(
+                f"  the machine's busy core-seconds meanwhile (every process: workers, tasks, driver, Ray): {cpu:.1f} "
+                f"= {cpu / seconds[workers]:.2f} cores on average"
             )
         print(f"# throughput, 2 workers vs 1: {seconds[1] / seconds[2]:.2f}x (target >= 1.6x)")
         best = seconds[1] / (work[1] / 2)  # two cores at best halve the one-worker run's task seconds
