@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train import (  # noqa: E402
     encode_all,
+    latent_crops,
     load_training_images,
     lr_at,
     pilot_arguments,
@@ -38,13 +39,6 @@ from train import (  # noqa: E402
 
 from fresco_v2v import toyworld as tw  # noqa: E402
 from fresco_v2v.testing import sd15_scheduler  # noqa: E402
-
-
-def crops(latents: torch.Tensor, index: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, crop: int) -> torch.Tensor:
-    """[B, 4, crop, crop]: the latent crops of ``index`` at the batch's crop origins."""
-    rows = (ys[:, None] + torch.arange(crop))[:, :, None]
-    cols = (xs[:, None] + torch.arange(crop))[:, None, :]
-    return latents[index[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
 
 
 def main() -> None:
@@ -81,8 +75,8 @@ def main() -> None:
         nb = sample_noisy_batch(latents, labels_t, alphas, gen, batch, crop)
         pair = (labels_t[nb.index] >= 2) & (torch.rand(batch, generator=gen) < args.pair)  # [B] styled samples
         a = alphas[nb.t].view(-1, 1, 1, 1)
-        z_photo = crops(latents, nb.index % n_photos, nb.ys, nb.xs, crop)
-        z_styled = crops(latents, nb.index, nb.ys, nb.xs, crop)
+        z_photo = latent_crops(latents, nb.index % n_photos, nb.ys, nb.xs, crop)
+        z_styled = latent_crops(latents, nb.index, nb.ys, nb.xs, crop)
         xt_pair = a.sqrt() * z_photo + (1 - a).sqrt() * nb.eps
         eps_pair = (xt_pair - a.sqrt() * z_styled) / (1 - a).sqrt()
         m = pair.view(-1, 1, 1, 1)
