@@ -3,7 +3,7 @@
 machine), against the lower bound, for videos of uneven length. No model runs: a batch takes its drawn time.
 
     python benchmarks/cluster.py [--videos 20] [--workers 8] [--seeds 5] [--load-cost 0]
-    python benchmarks/cluster.py --ray [--frames 24] [--steps 20]   # real workers: 4 videos, tiny model, 1 vs 2
+    python benchmarks/cluster.py --ray [--frames 48] [--steps 20]   # real workers: 4 videos, tiny model, 1 vs 2
 
 ``--ray`` runs `fresco batch`'s ``translate_many`` on a local Ray instance (CPU): four generated videos with the
 tiny model, once with one worker and once with two (declared as logical GPUs), each worker on one torch thread, and
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+from pathlib import Path
 
 import numpy as np
 
@@ -39,11 +40,40 @@ def busy_core_seconds() -> float:
     return t.user + t.system + getattr(t, "nice", 0.0)
 
 
+def process_core_seconds() -> dict[int, tuple[str, float]]:
+    """pid -> (what it is, core-seconds so far) for every process of this user that can be read."""
+    import psutil
+
+    out = {}
+    for p in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        try:
+            t, cmd = p.info["cpu_times"], p.info["cmdline"] or [p.info["name"] or "?"]
+        except (psutil.Error, TypeError):
+            continue
+        if t is None:
+            continue
+        what = cmd[0] if cmd[0].startswith("ray::") else Path(cmd[0]).name
+        if "python" in what and len(cmd) > 1:
+            what = f"python {Path(cmd[1]).name}"
+        out[p.pid] = (what, t.user + t.system)
+    return out
+
+
+def attribute(before: dict, after: dict, driver: int) -> list[tuple[str, float, int]]:
+    """Core-seconds spent between two :func:`process_core_seconds` snapshots, per kind of process: (kind, seconds,
+    processes), most first. Processes that ended in between are missed (the run's Ray workers live to its end)."""
+    kinds: dict[str, list[float]] = {}
+    for pid, (what, cpu) in after.items():
+        spent = cpu - before.get(pid, (what, 0.0))[1]
+        if spent > 0.05:
+            kinds.setdefault("driver" if pid == driver else what, []).append(spent)
+    return sorted(((k, sum(v), len(v)) for k, v in kinds.items()), key=lambda x: -x[1])
+
+
 def ray_throughput(frames: int, steps: int) -> None:
     import tempfile
     import time
     from fractions import Fraction
-    from pathlib import Path
 
     import ray
     import torch
@@ -69,9 +99,10 @@ def ray_throughput(frames: int, steps: int) -> None:
             out = d / f"out{workers}"
             ray.init(num_cpus=2, num_gpus=workers, include_dashboard=False, log_to_driver=False)
             try:
-                t0, cpu0 = time.perf_counter(), busy_core_seconds()
+                t0, cpu0, procs0 = time.perf_counter(), busy_core_seconds(), process_core_seconds()
                 report = translate_many(read_manifest(d / "m.yaml", out, small), out, worker_threads=1, progress=False)
                 seconds[workers], cpu = time.perf_counter() - t0, busy_core_seconds() - cpu0
+                spent = attribute(procs0, process_core_seconds(), os.getpid())
             finally:
                 ray.shutdown()
             stage = {k: sum(r["seconds"][k] for r in report) for k in ("plan", "translate", "propagate", "assemble")}
@@ -86,6 +117,7 @@ def ray_throughput(frames: int, steps: int) -> None:
                 f"  the machine's busy core-seconds meanwhile (every process: workers, tasks, driver, Ray): {cpu:.1f} "
                 f"= {cpu / seconds[workers]:.2f} cores on average"
             )
+            print("  of which, per kind of process: " + "; ".join(f"{k} {c:.1f} ({n})" for k, c, n in spent))
         print(f"# throughput, 2 workers vs 1: {seconds[1] / seconds[2]:.2f}x (target >= 1.6x)")
         best = seconds[1] / (work[1] / 2)  # two cores at best halve the one-worker run's task seconds
         print(f"# at best on 2 cores for this work: {best:.2f}x (the 1-worker time / half its task seconds)")
@@ -104,7 +136,7 @@ def main() -> None:
     ap.add_argument("--finish", type=float, default=0.0, help="a video's CPU finish, times its batch time")
     ap.add_argument("--cpus", type=int, default=8, help="--finish: CPU slots for the finishes")
     ap.add_argument("--ray", action="store_true", help="real workers on a local Ray instance instead")
-    ap.add_argument("--frames", type=int, default=24, help="--ray: frames per video")
+    ap.add_argument("--frames", type=int, default=48, help="--ray: frames per video")
     ap.add_argument("--steps", type=int, default=20, help="--ray: denoising steps (the run default)")
     args = ap.parse_args()
     if args.ray:

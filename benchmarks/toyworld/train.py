@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from fresco_v2v import toyworld as tw
 from fresco_v2v.control import canny_condition
 from fresco_v2v.stacks import sd15_scheduler
-from fresco_v2v.synthetic import TRAIN_SCENE_SEEDS, shape_scene_clip
+from fresco_v2v.synthetic import TRAIN_SCENE_SEEDS, demo_clip, shape_scene_clip
 from fresco_v2v.video import read_video
 
 VIDEOS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "videos"
@@ -396,8 +396,11 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
         sample = to_unit(images[:: max(1, len(images) // 64)])
         rec = vae.decode(vae.encode(sample).latent_dist.mean).sample
         vae_psnr = tw.psnr(((sample + 1) * 127.5).round(), ((rec.clamp(-1, 1) + 1) * 127.5).round())
+        demo = to_unit(demo_clip(num_frames=8))  # the demo's scene is never a training scene
+        rec = vae.decode(vae.encode(demo).latent_dist.mean).sample
+        demo_psnr = tw.psnr(((demo + 1) * 127.5).round(), ((rec.clamp(-1, 1) + 1) * 127.5).round())
     seconds["stage1_latents"] = time.perf_counter() - t0
-    log(f"scaling factor {scaling:.4f}, VAE reconstruction PSNR {vae_psnr:.2f} dB")
+    log(f"scaling factor {scaling:.4f}, VAE reconstruction PSNR {vae_psnr:.2f} dB (the demo's scene: {demo_psnr:.2f})")
     ids = caption_ids(tokenizer)
     t0 = time.perf_counter()
     unet_curve = train_unet(unet, text_encoder, raw * scaling, labels, ids, args.unet_steps, gen)
@@ -408,6 +411,7 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
         unet_steps=args.unet_steps,
         vae_scaling_factor=scaling,
         vae_reconstruction_psnr=vae_psnr,
+        vae_reconstruction_psnr_demo_scene=demo_psnr,
         vae_loss=vae_curve,
         unet_loss=unet_curve,
         stage1_scenes=args.stage1_scenes,
@@ -436,6 +440,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vae-steps", type=int, default=400)
     ap.add_argument("--unet-steps", type=int, default=2600)
+    ap.add_argument(
+        "--stage1-scenes",
+        type=int,
+        default=1296,
+        help="stage 1: generated shape-scene frames for the VAE and UNet (0: the first checkpoint's recipe)",
+    )
     ap.add_argument(
         "--stage1",
         default=None,
