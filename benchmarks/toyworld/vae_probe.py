@@ -1,0 +1,57 @@
+"""How well a toy checkpoint's VAE carries colour (issue 24): round trips (encode, decode the posterior mean) of
+flat colour patches, of the demo's scene and its true painting, and of held-out photo frames.
+
+    python benchmarks/toyworld/vae_probe.py [--model toy | toy:PATH] [--threads 2]
+
+The demo's output passes through this decoder, so its PSNR to the true painting cannot beat the painting's round
+trip by much: the first thing to check before training a new checkpoint's diffusion stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+
+import numpy as np
+import torch
+
+from fresco_v2v import toyworld as tw
+from fresco_v2v.synthetic import demo_clip
+
+#: Flat colours: the demo's teal background, primaries, a yellow, a grey, a cyan, a mauve (RGB).
+COLOURS = [(32, 84, 104), (200, 40, 40), (40, 200, 40), (40, 40, 200), (230, 230, 60), (128, 128, 128), (60, 220, 230),
+           (150, 60, 90)]  # fmt: skip
+
+
+def round_trip(vae, frames: np.ndarray) -> np.ndarray:
+    """[B, H, W, 3] uint8 -> the same frames encoded (posterior mean) and decoded, as uint8."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample
+    return ((y.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="toy")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    vae = tw.load_toy_pipeline(args.model).vae.float()
+    print(f"# {platform.machine()} CPU, torch {torch.__version__}, {args.threads} threads, float32; {args.model}")
+    flat = np.broadcast_to(np.array(COLOURS, np.uint8)[:, None, None], (len(COLOURS), 64, 64, 3)).copy()
+    out = round_trip(vae, flat)
+    print("flat 64x64 patch RGB -> mean RGB after the round trip")
+    for c, o in zip(COLOURS, out):
+        print(f"  {c} -> {tuple(int(v) for v in o.reshape(-1, 3).mean(0).round())}")
+    print(f"flat patches: {tw.psnr(flat, out):.2f} dB")
+    clip = demo_clip(4)
+    truth = tw.ground_truth(clip)
+    print(
+        f"demo scene: input {tw.psnr(clip, round_trip(vae, clip)):.2f} dB, true painting "
+        f"{tw.psnr(truth, round_trip(vae, truth)):.2f} dB (input to true painting: {tw.psnr(clip, truth):.2f} dB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
