@@ -1,5 +1,5 @@
 """How well a toy checkpoint's VAE carries colour (issue 24): round trips (encode, decode the posterior mean) of
-flat colour patches, of the demo's scene and its true painting, and of held-out photo frames.
+flat colour patches, and of the demo's scene and its true painting (train.py logs the training images' round trip).
 
     python benchmarks/toyworld/vae_probe.py [--model toy | toy:PATH] [--threads 2]
 
