@@ -1,7 +1,9 @@
 """Train the toy world's latent diffusion stack on a CPU, from a fixed seed, and write one .safetensors checkpoint.
 
     python benchmarks/toyworld/train.py [--out src/fresco_v2v/data/toyworld.safetensors] [--threads 2] [--seed 0]
-                                        [--vae-steps 400] [--unet-steps 2600] [--stage1-scenes 1296]
+                                        [--vae-steps 400] [--vae-flat 0] [--vae-lowpass 0] [--vae-groups 16]
+                                        [--vae-seed S]
+                                        [--unet-steps 2600] [--stage1-scenes 1296]
                                         [--stage1 CHECKPOINT]
                                         [--steps 3600] [--lr 5e-4] [--scenes 1296] [--pair 0.5] [--save-every 1200]
 
@@ -14,7 +16,10 @@ boxer-punching-towards-camera.mp4 and car-turn.mp4 are never seen.
 
 Stage 1, the first checkpoint's recipe on the real frames and ``--stage1-scenes`` shape-scene frames (0: that recipe
 exactly; ``--stage1 CHECKPOINT`` reads a stage 1 result from a file instead):
-1. VAE (AutoencoderKL, latent factor 4): L1 reconstruction + a small KL term on random 64x64 crops.
+1. VAE (AutoencoderKL, latent factor 4): L1 reconstruction + a small KL term on random 64x64 crops; optionally
+   flat random-colour crops, an L1 term on 8x8 block means, fewer GroupNorm groups and the VAE's own initial seed
+   (``--vae-flat``, ``--vae-lowpass``, ``--vae-groups``, ``--vae-seed``): the colour measures of README "Not yet
+   done", off by default (no checkpoint trained with them yet).
 2. Latents of every training image (posterior mean x SD's convention of a scaling factor = 1 / latent std).
 3. UNet (SD1.5 block types, epsilon prediction, SD1.5's DDPM schedule) on random 16x16 crops of the 32x32
    latents (a fully convolutional net: 4x cheaper than whole latents; it runs on whole 32x32 latents later),
@@ -49,6 +54,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from vae_probe import COLOURS, round_trip
 
 from fresco_v2v import toyworld as tw
 from fresco_v2v.control import canny_condition
@@ -164,18 +170,40 @@ def to_unit(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def train_vae(vae, images: np.ndarray, steps: int, gen: torch.Generator, batch: int = 16, crop: int = 64):
+def train_vae(
+    vae,
+    images: np.ndarray,
+    steps: int,
+    gen: torch.Generator,
+    batch: int = 16,
+    crop: int = 64,
+    *,
+    flat: float = 0.0,
+    lowpass: float = 0.0,
+):
+    """L1 reconstruction + a small KL term on random crops (the posterior sampled, as in LDM's VAE training).
+
+    ``flat``: the share of each batch that is flat crops of random colours, and ``lowpass``: the weight of an L1 term
+    on 8x8 block means. Both push the VAE to carry flat, saturated colour, which reconstruction of the frames alone
+    leaves grey (vae_probe.log).
+    """
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     vae.train()
     curve, acc = [], []
     n, size = len(images), images.shape[1]
+    n_flat = int(round(flat * batch))
     for step in range(steps):
         idx = torch.randint(0, n, (batch,), generator=gen).numpy()
         ys, xs = torch.randint(0, size - crop + 1, (2, batch), generator=gen).numpy()
-        x = to_unit(np.stack([images[i, y : y + crop, xx : xx + crop] for i, y, xx in zip(idx, ys, xs)]))
+        crops = np.stack([images[i, y : y + crop, xx : xx + crop] for i, y, xx in zip(idx, ys, xs)])
+        if n_flat:
+            crops[:n_flat] = torch.randint(0, 256, (n_flat, 3), generator=gen).numpy().astype(np.uint8)[:, None, None]
+        x = to_unit(crops)
         posterior = vae.encode(x).latent_dist
         rec = vae.decode(posterior.sample(generator=gen)).sample
         loss = F.l1_loss(rec, x) + 1e-6 * posterior.kl().mean()
+        if lowpass:
+            loss = loss + lowpass * F.l1_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, 1e-3)
         opt.zero_grad(set_to_none=True)
@@ -380,13 +408,19 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
     seconds["stage1_data"] = time.perf_counter() - t0
     log(f"stage 1 data: {len(images)} training images ({args.stage1_scenes} shape-scene frames), x 3 captions")
     unet, vae, text_encoder, tokenizer = tw.build_toy_models(args.seed)
+    if args.vae_groups != tw.VAE_CONFIG["norm_num_groups"] or args.vae_seed is not None:
+        from diffusers import AutoencoderKL
+
+        if args.vae_seed is not None:  # the VAE's own initial weights (else drawn after the UNet's, as before)
+            torch.manual_seed(args.vae_seed)
+        vae = AutoencoderKL(**dict(tw.VAE_CONFIG, norm_num_groups=args.vae_groups))
     gen = torch.Generator().manual_seed(args.seed)
     log(
         f"parameters: unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, vae "
         f"{sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M"
     )
     t0 = time.perf_counter()
-    vae_curve = train_vae(vae, images, args.vae_steps, gen)
+    vae_curve = train_vae(vae, images, args.vae_steps, gen, flat=args.vae_flat, lowpass=args.vae_lowpass)
     seconds["vae"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     raw = encode_all(vae, images)
@@ -399,8 +433,13 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
         demo = to_unit(demo_clip(num_frames=8))  # the demo's scene is never a training scene
         rec = vae.decode(vae.encode(demo).latent_dist.mean).sample
         demo_psnr = tw.psnr(((demo + 1) * 127.5).round(), ((rec.clamp(-1, 1) + 1) * 127.5).round())
+    flat = np.broadcast_to(np.array(COLOURS, np.uint8)[:, None, None], (len(COLOURS), 64, 64, 3)).copy()
+    flat_psnr = tw.psnr(flat, round_trip(vae, flat))
     seconds["stage1_latents"] = time.perf_counter() - t0
-    log(f"scaling factor {scaling:.4f}, VAE reconstruction PSNR {vae_psnr:.2f} dB (the demo's scene: {demo_psnr:.2f})")
+    log(
+        f"scaling factor {scaling:.4f}, VAE reconstruction PSNR {vae_psnr:.2f} dB (the demo's scene: {demo_psnr:.2f}, "
+        f"flat patches: {flat_psnr:.2f})"
+    )
     ids = caption_ids(tokenizer)
     t0 = time.perf_counter()
     unet_curve = train_unet(unet, text_encoder, raw * scaling, labels, ids, args.unet_steps, gen)
@@ -412,6 +451,11 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
         vae_scaling_factor=scaling,
         vae_reconstruction_psnr=vae_psnr,
         vae_reconstruction_psnr_demo_scene=demo_psnr,
+        vae_reconstruction_psnr_flat_patches=flat_psnr,
+        vae_flat=args.vae_flat,
+        vae_lowpass=args.vae_lowpass,
+        vae_groups=args.vae_groups,
+        vae_seed=args.vae_seed,
         vae_loss=vae_curve,
         unet_loss=unet_curve,
         stage1_scenes=args.stage1_scenes,
@@ -439,6 +483,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vae-steps", type=int, default=400)
+    ap.add_argument("--vae-flat", type=float, default=0.0, help="share of flat random-colour crops in VAE batches")
+    ap.add_argument("--vae-lowpass", type=float, default=0.0, help="weight of the VAE's L1 loss on 8x8 block means")
+    ap.add_argument(
+        "--vae-groups", type=int, default=16, help="GroupNorm groups of the VAE (16: fresco_v2v.toyworld.VAE_CONFIG)"
+    )
+    ap.add_argument(
+        "--vae-seed", type=int, default=None, help="the VAE's initial weights from this seed (default: after the UNet)"
+    )
     ap.add_argument("--unet-steps", type=int, default=2600)
     ap.add_argument(
         "--stage1-scenes",
