@@ -19,7 +19,7 @@ exactly; ``--stage1 CHECKPOINT`` reads a stage 1 result from a file instead):
 1. VAE (AutoencoderKL, latent factor 4): L1 reconstruction + a small KL term on random 64x64 crops; optionally
    flat random-colour crops, an L1 term on 8x8 block means, fewer GroupNorm groups and the VAE's own initial seed
    (``--vae-flat``, ``--vae-lowpass``, ``--vae-groups``, ``--vae-seed``): the colour measures of README "Not yet
-   done", off by default (no checkpoint trained with them yet).
+   done", off by default (the shipped checkpoint predates them).
 2. Latents of every training image (posterior mean x SD's convention of a scaling factor = 1 / latent std).
 3. UNet (SD1.5 block types, epsilon prediction, SD1.5's DDPM schedule) on random 16x16 crops of the 32x32
    latents (a fully convolutional net: 4x cheaper than whole latents; it runs on whole 32x32 latents later),
