@@ -54,7 +54,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from vae_probe import COLOURS, round_trip
+from vae_probe import flat_patches, round_trip
 
 from fresco_v2v import toyworld as tw
 from fresco_v2v.control import canny_condition
@@ -433,7 +433,7 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
         demo = to_unit(demo_clip(num_frames=8))  # the demo's scene is never a training scene
         rec = vae.decode(vae.encode(demo).latent_dist.mean).sample
         demo_psnr = tw.psnr(((demo + 1) * 127.5).round(), ((rec.clamp(-1, 1) + 1) * 127.5).round())
-    flat = np.broadcast_to(np.array(COLOURS, np.uint8)[:, None, None], (len(COLOURS), 64, 64, 3)).copy()
+    flat = flat_patches()
     flat_psnr = tw.psnr(flat, round_trip(vae, flat))
     seconds["stage1_latents"] = time.perf_counter() - t0
     log(

@@ -23,6 +23,11 @@ COLOURS = [(32, 84, 104), (200, 40, 40), (40, 200, 40), (40, 40, 200), (230, 230
            (150, 60, 90)]  # fmt: skip
 
 
+def flat_patches(size: int = 64) -> np.ndarray:
+    """[len(COLOURS), size, size, 3] uint8: one flat patch of each probe colour."""
+    return np.broadcast_to(np.array(COLOURS, np.uint8)[:, None, None], (len(COLOURS), size, size, 3)).copy()
+
+
 def round_trip(vae, frames: np.ndarray) -> np.ndarray:
     """[B, H, W, 3] uint8 -> the same frames encoded (posterior mean) and decoded, as uint8."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -64,7 +69,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     vae = tw.load_toy_pipeline(args.model).vae.float()
     print(f"# {platform.machine()} CPU, torch {torch.__version__}, {args.threads} threads, float32; {args.model}")
-    flat = np.broadcast_to(np.array(COLOURS, np.uint8)[:, None, None], (len(COLOURS), 64, 64, 3)).copy()
+    flat = flat_patches()
     out = round_trip(vae, flat)
     print("flat 64x64 patch RGB -> mean RGB after the round trip")
     for c, o in zip(COLOURS, out):
