@@ -426,13 +426,10 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
     raw = encode_all(vae, images)
     scaling = float(1.0 / raw.std())
     vae.register_to_config(scaling_factor=scaling)
-    with torch.no_grad():
-        sample = to_unit(images[:: max(1, len(images) // 64)])
-        rec = vae.decode(vae.encode(sample).latent_dist.mean).sample
-        vae_psnr = tw.psnr(((sample + 1) * 127.5).round(), ((rec.clamp(-1, 1) + 1) * 127.5).round())
-        demo = to_unit(demo_clip(num_frames=8))  # the demo's scene is never a training scene
-        rec = vae.decode(vae.encode(demo).latent_dist.mean).sample
-        demo_psnr = tw.psnr(((demo + 1) * 127.5).round(), ((rec.clamp(-1, 1) + 1) * 127.5).round())
+    sample = images[:: max(1, len(images) // 64)]
+    vae_psnr = tw.psnr(sample, round_trip(vae, sample))
+    demo = demo_clip(num_frames=8)  # the demo's scene is never a training scene
+    demo_psnr = tw.psnr(demo, round_trip(vae, demo))
     flat = flat_patches()
     flat_psnr = tw.psnr(flat, round_trip(vae, flat))
     seconds["stage1_latents"] = time.perf_counter() - t0
