@@ -69,6 +69,23 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+#: Packages whose version can change the trained weights (data decoding, filters, model construction, maths): a
+#: run is bit-reproducible for a seed with the same versions of these (README "Reproduction").
+WEIGHT_PACKAGES = ("torch", "numpy", "opencv-python-headless", "av", "diffusers", "transformers")
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in WEIGHT_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
 def augment_photo(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A recoloured variant of a frame: channel permutation, hue rotation, saturation and brightness, mirror.
 
@@ -516,6 +533,7 @@ def main() -> None:
         f"machine: {platform.machine()} {os.cpu_count()} cores; device: cpu; dtype: float32; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; seed {args.seed}"
     )
+    log("packages: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()))
     stage1_data = None
     if args.stage1:
         unet, vae, text_encoder, tokenizer, record = from_checkpoint(args.stage1)
@@ -545,6 +563,7 @@ def main() -> None:
         seed=args.seed,
         threads=args.threads,
         torch=torch.__version__,
+        packages=package_versions(),
         train_clips=list(tw.TRAIN_CLIPS),
         train_fraction=tw.TRAIN_FRACTION,
         stage1_from=Path(args.stage1).name if args.stage1 else None,
