@@ -70,7 +70,8 @@ def log(msg: str) -> None:
 
 
 #: Packages whose version can change the trained weights (data decoding, filters, model construction, maths): a
-#: run is bit-reproducible for a seed with the same versions of these (README "Reproduction").
+#: rerun matched bit for bit in the same venv, and did not in a fresh one with newer versions of some of these
+#: (README "Reproduction"); which of them matters is not isolated.
 WEIGHT_PACKAGES = ("torch", "numpy", "opencv-python-headless", "av", "diffusers", "transformers")
 
 
