@@ -1,8 +1,8 @@
 """Train the toy world's latent diffusion stack on a CPU, from a fixed seed, and write one .safetensors checkpoint.
 
     python benchmarks/toyworld/train.py [--out src/fresco_v2v/data/toyworld.safetensors] [--threads 2] [--seed 0]
-                                        [--vae-steps 400] [--vae-flat 0] [--vae-lowpass 0] [--vae-groups 16]
-                                        [--vae-seed S]
+                                        [--vae-steps 800] [--vae-flat 0.25] [--vae-lowpass 1] [--vae-colour 1]
+                                        [--vae-groups 4] [--vae-seed 0]
                                         [--unet-steps 2600] [--stage1-scenes 1296]
                                         [--stage1 CHECKPOINT]
                                         [--steps 3600] [--lr 5e-4] [--scenes 1296] [--pair 0.5] [--save-every 1200]
@@ -14,12 +14,13 @@ brightness), each as "a photo" (the image), "a painting" (cv2.stylization) and "
 shapes of flat, gradient or textured fill moving over backgrounds; never the demo's scene).
 boxer-punching-towards-camera.mp4 and car-turn.mp4 are never seen.
 
-Stage 1, the first checkpoint's recipe on the real frames and ``--stage1-scenes`` shape-scene frames (0: that recipe
-exactly; ``--stage1 CHECKPOINT`` reads a stage 1 result from a file instead):
-1. VAE (AutoencoderKL, latent factor 4): L1 reconstruction + a small KL term on random 64x64 crops; optionally
-   flat random-colour crops, an L1 term on 8x8 block means, fewer GroupNorm groups and the VAE's own initial seed
-   (``--vae-flat``, ``--vae-lowpass``, ``--vae-groups``, ``--vae-seed``): the colour measures of README "Not yet
-   done", off by default (the shipped checkpoint predates them).
+Stage 1, on the real frames and ``--stage1-scenes`` shape-scene frames (``--stage1 CHECKPOINT`` reads a stage 1
+result from a file instead; the first checkpoint's recipe: ``--vae-steps 400 --vae-flat 0 --vae-lowpass 0
+--vae-colour 0 --vae-groups 16 --vae-seed -1 --stage1-scenes 0``):
+1. VAE (AutoencoderKL, latent factor 4): L1 reconstruction + a small KL term on random 64x64 crops, with the colour
+   measures of the toy-world README ("Training"): a quarter of each batch flat random-colour crops, an L1 term on
+   8x8 block means, the first three latent channels pulled to their block's mean colour, 4 GroupNorm groups, the
+   VAE's own initial seed (``--vae-flat``, ``--vae-lowpass``, ``--vae-colour``, ``--vae-groups``, ``--vae-seed``).
 2. Latents of every training image (posterior mean x SD's convention of a scaling factor = 1 / latent std).
 3. UNet (SD1.5 block types, epsilon prediction, SD1.5's DDPM schedule) on random 16x16 crops of the 32x32
    latents (a fully convolutional net: 4x cheaper than whole latents; it runs on whole 32x32 latents later),
@@ -54,7 +55,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from vae_probe import flat_patches, round_trip
+from vae_probe import flat_patches, latent_colour_probe, round_trip
 
 from fresco_v2v import toyworld as tw
 from fresco_v2v.control import canny_condition
@@ -198,12 +199,16 @@ def train_vae(
     *,
     flat: float = 0.0,
     lowpass: float = 0.0,
+    colour: float = 0.0,
 ):
     """L1 reconstruction + a small KL term on random crops (the posterior sampled, as in LDM's VAE training).
 
     ``flat``: the share of each batch that is flat crops of random colours, and ``lowpass``: the weight of an L1 term
     on 8x8 block means. Both push the VAE to carry flat, saturated colour, which reconstruction of the frames alone
-    leaves grey (vae_probe.log).
+    leaves grey (vae_probe.log). ``colour``: the weight of an L1 term pulling the first three latent channels (the
+    posterior mean) to the RGB mean of their 4x4 pixel block, so that colour is carried linearly and with the
+    latent's full variance, as in SD's latents (whose RGB is close to a linear map of the latent): a colour in a
+    low-variance latent direction drowns in SDEdit's noise, and the translation turns it beige.
     """
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     vae.train()
@@ -220,6 +225,8 @@ def train_vae(
         posterior = vae.encode(x).latent_dist
         rec = vae.decode(posterior.sample(generator=gen)).sample
         loss = F.l1_loss(rec, x) + 1e-6 * posterior.kl().mean()
+        if colour:
+            loss = loss + colour * F.l1_loss(posterior.mean[:, :3], F.avg_pool2d(x, 4))
         if lowpass:
             loss = loss + lowpass * F.l1_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
         for g in opt.param_groups:
@@ -426,10 +433,10 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
     seconds["stage1_data"] = time.perf_counter() - t0
     log(f"stage 1 data: {len(images)} training images ({args.stage1_scenes} shape-scene frames), x 3 captions")
     unet, vae, text_encoder, tokenizer = tw.build_toy_models(args.seed)
-    if args.vae_groups != tw.VAE_CONFIG["norm_num_groups"] or args.vae_seed is not None:
+    if args.vae_groups != tw.VAE_CONFIG["norm_num_groups"] or args.vae_seed >= 0:
         from diffusers import AutoencoderKL
 
-        if args.vae_seed is not None:  # the VAE's own initial weights (else drawn after the UNet's, as before)
+        if args.vae_seed >= 0:  # the VAE's own initial weights (else drawn after the UNet's, as before)
             torch.manual_seed(args.vae_seed)
         vae = AutoencoderKL(**dict(tw.VAE_CONFIG, norm_num_groups=args.vae_groups))
     gen = torch.Generator().manual_seed(args.seed)
@@ -438,23 +445,29 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
         f"{sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M"
     )
     t0 = time.perf_counter()
-    vae_curve = train_vae(vae, images, args.vae_steps, gen, flat=args.vae_flat, lowpass=args.vae_lowpass)
+    vae_curve = train_vae(
+        vae, images, args.vae_steps, gen, flat=args.vae_flat, lowpass=args.vae_lowpass, colour=args.vae_colour
+    )
     seconds["vae"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    raw = encode_all(vae, images)
-    scaling = float(1.0 / raw.std())
-    vae.register_to_config(scaling_factor=scaling)
+    # the VAE's colour figures first (vae_probe.py): a VAE that loses colour is not worth the diffusion stages
     sample = images[:: max(1, len(images) // 64)]
     vae_psnr = tw.psnr(sample, round_trip(vae, sample))
     demo = demo_clip(num_frames=8)  # the demo's scene is never a training scene
     demo_psnr = tw.psnr(demo, round_trip(vae, demo))
     flat = flat_patches()
     flat_psnr = tw.psnr(flat, round_trip(vae, flat))
-    seconds["stage1_latents"] = time.perf_counter() - t0
+    probe_centre, probe_whole, probe_std = latent_colour_probe(vae)
     log(
-        f"scaling factor {scaling:.4f}, VAE reconstruction PSNR {vae_psnr:.2f} dB (the demo's scene: {demo_psnr:.2f}, "
-        f"flat patches: {flat_psnr:.2f})"
+        f"VAE reconstruction PSNR {vae_psnr:.2f} dB (the demo's scene: {demo_psnr:.2f}, flat patches: "
+        f"{flat_psnr:.2f}); flat colour from the latent: rms error {probe_centre:.1f} levels from the centre, "
+        f"{probe_whole:.1f} from the whole latent (RGB std {probe_std:.1f})"
     )
+    t0 = time.perf_counter()
+    raw = encode_all(vae, images)
+    scaling = float(1.0 / raw.std())
+    vae.register_to_config(scaling_factor=scaling)
+    seconds["stage1_latents"] = time.perf_counter() - t0
+    log(f"scaling factor {scaling:.4f}")
     ids = caption_ids(tokenizer)
     t0 = time.perf_counter()
     unet_curve = train_unet(unet, text_encoder, raw * scaling, labels, ids, args.unet_steps, gen)
@@ -467,8 +480,10 @@ def stage1(args: argparse.Namespace, videos: Path, seconds: dict) -> tuple:
         vae_reconstruction_psnr=vae_psnr,
         vae_reconstruction_psnr_demo_scene=demo_psnr,
         vae_reconstruction_psnr_flat_patches=flat_psnr,
+        vae_latent_colour_rms_error=probe_centre,
         vae_flat=args.vae_flat,
         vae_lowpass=args.vae_lowpass,
+        vae_colour=args.vae_colour,
         vae_groups=args.vae_groups,
         vae_seed=args.vae_seed,
         vae_loss=vae_curve,
@@ -497,14 +512,20 @@ def main() -> None:
     ap.add_argument("--videos", default=str(VIDEOS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vae-steps", type=int, default=400)
-    ap.add_argument("--vae-flat", type=float, default=0.0, help="share of flat random-colour crops in VAE batches")
-    ap.add_argument("--vae-lowpass", type=float, default=0.0, help="weight of the VAE's L1 loss on 8x8 block means")
+    ap.add_argument("--vae-steps", type=int, default=800)
+    ap.add_argument("--vae-flat", type=float, default=0.25, help="share of flat random-colour crops in VAE batches")
+    ap.add_argument("--vae-lowpass", type=float, default=1.0, help="weight of the VAE's L1 loss on 8x8 block means")
     ap.add_argument(
-        "--vae-groups", type=int, default=16, help="GroupNorm groups of the VAE (16: fresco_v2v.toyworld.VAE_CONFIG)"
+        "--vae-colour", type=float, default=1.0, help="weight of the VAE's latent-colour L1 term (see train_vae)"
     )
     ap.add_argument(
-        "--vae-seed", type=int, default=None, help="the VAE's initial weights from this seed (default: after the UNet)"
+        "--vae-groups", type=int, default=4, help="GroupNorm groups of the VAE (fresco_v2v.toyworld.VAE_CONFIG: 16)"
+    )
+    ap.add_argument(
+        "--vae-seed",
+        type=int,
+        default=0,
+        help="the VAE's initial weights from this seed (-1: drawn after the UNet's, as for the first checkpoints)",
     )
     ap.add_argument("--unet-steps", type=int, default=2600)
     ap.add_argument(
@@ -563,7 +584,6 @@ def main() -> None:
     record.update(
         seed=args.seed,
         threads=args.threads,
-        torch=torch.__version__,
         packages=package_versions(),
         train_clips=list(tw.TRAIN_CLIPS),
         train_fraction=tw.TRAIN_FRACTION,
