@@ -206,9 +206,9 @@ def train_vae(
     ``flat``: the share of each batch that is flat crops of random colours, and ``lowpass``: the weight of an L1 term
     on 8x8 block means. Both push the VAE to carry flat, saturated colour, which reconstruction of the frames alone
     leaves grey (vae_probe.log). ``colour``: the weight of an L1 term pulling the first three latent channels (the
-    posterior mean) to the RGB mean of their 4x4 pixel block, so that colour is carried linearly and with the
-    latent's full variance, as in SD's latents (whose RGB is close to a linear map of the latent): a colour in a
-    low-variance latent direction drowns in SDEdit's noise, and the translation turns it beige.
+    posterior mean) to the RGB mean of their 4x4 pixel block, so that colour is carried linearly and with a large
+    share of the latent's variance, as in SD's latents (whose RGB is close to a linear map of the latent). With it
+    the encoder keeps a flat colour, which the other two terms alone did not (toy-world README, "Training").
     """
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     vae.train()
